@@ -1,0 +1,23 @@
+"""Datasets: deterministic synthetic shapes scenes (``cvlib.data.shapes``)."""
+
+from cvlib.data.shapes import (
+    CLASSES,
+    ShapesClassification,
+    ShapesDataset,
+    SingleObjectDataset,
+    collate_classification,
+    collate_detection,
+    collate_segmentation,
+    to_coco,
+)
+
+__all__ = [
+    "CLASSES",
+    "ShapesClassification",
+    "ShapesDataset",
+    "SingleObjectDataset",
+    "collate_classification",
+    "collate_detection",
+    "collate_segmentation",
+    "to_coco",
+]

@@ -1,0 +1,283 @@
+"""Deterministic synthetic scenes of coloured shapes, for every task in the course.
+
+One scene gives the labels of all four tasks at once (the first picture of the lectures):
+
+- classification: which shape is in a single-object scene (``ShapesClassification``),
+- semantic segmentation: ``target["semantic"]``, a class per pixel (0 = background),
+- object detection: ``target["boxes"]`` (float xyxy, pixels) and ``target["labels"]`` (1..C),
+- instance segmentation: ``target["masks"]``, one boolean mask per object.
+
+Shapes are painted one after another, so later shapes occlude earlier ones; masks hold the
+*visible* pixels only and boxes are tight around them (a box ``[x1, y1, x2, y2]`` covers the
+pixels ``x1 <= x < x2``, ``y1 <= y < y2``). An object that is mostly hidden is dropped.
+
+Scene ``i`` of a dataset with seed ``s`` is drawn from ``numpy.random.default_rng([s, i])``
+(PCG64, the same stream on every machine), so it is identical everywhere and does not depend
+on the order in which items are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "CLASSES",
+    "ShapesDataset",
+    "SingleObjectDataset",
+    "ShapesClassification",
+    "collate_detection",
+    "collate_segmentation",
+    "collate_classification",
+    "to_coco",
+]
+
+CLASSES = ("circle", "square", "triangle")
+MIN_IMAGE_SIZE = 16
+MIN_VISIBLE_FRACTION = 0.35  # objects hidden more than this by later shapes are dropped
+MIN_VISIBLE_PIXELS = 12
+
+
+def _check_args(num_images, image_size, classes, min_objects, max_objects):
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an int >= 1, got {num_images!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise TypeError(f"image_size must be an int, got {type(image_size).__name__}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be >= {MIN_IMAGE_SIZE} so that the shapes fit, got {image_size}"
+        )
+    if isinstance(classes, str) or len(classes) == 0:
+        raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown:
+        raise ValueError(f"unknown class(es) {unknown}; classes must be drawn from {CLASSES}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must not repeat, got {classes!r}")
+    if not (isinstance(max_objects, int) and max_objects >= 1):
+        raise ValueError(f"max_objects must be an int >= 1, got {max_objects!r}")
+    if not (isinstance(min_objects, int) and 0 <= min_objects <= max_objects):
+        raise ValueError(
+            f"min_objects must be an int in [0, max_objects={max_objects}], got {min_objects!r}"
+        )
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A dim, smoothly textured background, ``[H, W, 3]`` float32 in [0, 1]."""
+    coarse = rng.uniform(0.0, 1.0, size=(4, 4, 3)).astype(np.float32)
+    # bilinear upsampling of a 4x4 random grid gives smooth blotches
+    t = np.linspace(0, 3, size, dtype=np.float32)
+    i0 = np.minimum(t.astype(int), 2)
+    f = (t - i0)[:, None]
+    rows = coarse[i0] * (1 - f[..., None]) + coarse[i0 + 1] * f[..., None]  # [H, 4, 3]
+    g = (t - i0)[None, :, None]
+    smooth = rows[:, i0] * (1 - g) + rows[:, i0 + 1] * g  # [H, W, 3]
+    base = rng.uniform(0.1, 0.4, size=3).astype(np.float32)
+    return base + 0.25 * (smooth - 0.5)
+
+
+def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
+    """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dx, dy = xs - cx, ys - cy
+    if name == "circle":
+        return dx * dx + dy * dy <= r * r
+    if name == "square":
+        return (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+    # triangle: intersection of three half-planes, rotated by `angle`
+    inside = np.ones((size, size), dtype=bool)
+    for k in range(3):
+        a = angle + 2 * np.pi * k / 3
+        inside &= dx * np.cos(a) + dy * np.sin(a) <= r * 0.5
+    return inside
+
+
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
+    """Paint ``n`` random shapes over a background, each occluding those before it.
+
+    Returns the ``[H, W, 3]`` image and, per shape, its visible mask, label (1..C) and
+    whether enough of it stays visible to count as an object.
+    """
+    image = _background(rng, size)
+    masks, labels, areas = [], [], []
+    for _ in range(n):
+        label = int(rng.integers(len(classes)))
+        r = float(rng.uniform(size / 10, size / 4.5))
+        cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
+        mask = _shape_mask(classes[label], cx, cy, r, float(rng.uniform(0, 2 * np.pi)), size)
+        colour = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
+        colour[rng.integers(3)] *= rng.uniform(0.1, 0.5)  # saturate: one channel darker
+        shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
+        image = np.where(mask[..., None], colour * shade, image)
+        for m in masks:  # the new shape hides what lies below it
+            m &= ~mask
+        masks.append(mask)
+        labels.append(label + 1)
+        areas.append(int(mask.sum()))
+    image += 0.04 * rng.standard_normal(image.shape).astype(np.float32)
+    visible = [
+        m.sum() >= MIN_VISIBLE_PIXELS and m.sum() >= MIN_VISIBLE_FRACTION * a
+        for m, a in zip(masks, areas)
+    ]
+    return np.clip(image, 0.0, 1.0), masks, labels, visible
+
+
+def _mask_box(mask: np.ndarray) -> list[float]:
+    """Tight xyxy box of the True pixels of a ``[H, W]`` mask (x2, y2 exclusive)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)]
+
+
+class ShapesDataset(Dataset):
+    """Scenes of up to ``max_objects`` coloured shapes on a textured background.
+
+    Item ``i`` is ``(image, target)``:
+
+    - ``image``: float32 ``[3, H, W]`` in ``[0, 1]``, ``H = W = image_size``
+    - ``target["boxes"]``: float32 ``[N, 4]`` xyxy in pixels, tight around the visible pixels
+    - ``target["labels"]``: int64 ``[N]`` in ``1..C`` (index into ``classes`` plus one)
+    - ``target["masks"]``: bool ``[N, H, W]``, visible pixels of each object
+    - ``target["semantic"]``: int64 ``[H, W]``, the label of the visible object, 0 = background
+    - ``target["image_id"]``: int, equal to ``i``
+
+    ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
+    ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
+    """
+
+    def __init__(
+        self,
+        num_images: int,
+        image_size: int = 64,
+        max_objects: int = 3,
+        seed: int = 0,
+        classes: Sequence[str] = CLASSES,
+        min_objects: int = 1,
+    ):
+        _check_args(num_images, image_size, classes, min_objects, max_objects)
+        self.num_images = num_images
+        self.image_size = image_size
+        self.max_objects = max_objects
+        self.min_objects = min_objects
+        self.seed = seed
+        self.classes = tuple(classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes ``C`` (background not counted)."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def _num_objects(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.min_objects, self.max_objects + 1))
+
+    def __getitem__(self, index: int):
+        if not -self.num_images <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} images")
+        index %= self.num_images
+        rng = np.random.default_rng([self.seed, index])
+        image, masks, labels, visible = _render(
+            rng, self.image_size, self.classes, self._num_objects(rng)
+        )
+        keep = [k for k, v in enumerate(visible) if v]
+        target = self._target([masks[k] for k in keep], [labels[k] for k in keep], index)
+        return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
+
+    def _target(self, masks, labels, index) -> dict:
+        h = w = self.image_size
+        semantic = np.zeros((h, w), dtype=np.int64)
+        for m, label in zip(masks, labels):
+            semantic[m] = label
+        return {
+            "boxes": torch.tensor([_mask_box(m) for m in masks], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool),
+            "semantic": torch.from_numpy(semantic),
+            "image_id": index,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
+            f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes})"
+        )
+
+
+class SingleObjectDataset(ShapesDataset):
+    """Scenes with exactly one, fully visible shape: classification + localization.
+
+    Items are ``(image, target)`` as in :class:`ShapesDataset`, with ``N == 1``.
+    """
+
+    def __init__(
+        self, num_images: int, image_size: int = 64, seed: int = 0, classes: Sequence[str] = CLASSES
+    ):
+        super().__init__(num_images, image_size, 1, seed, classes, min_objects=1)
+
+
+class ShapesClassification(SingleObjectDataset):
+    """Single-object scenes for image classification.
+
+    Item ``i`` is ``(image, label)``: ``image`` float32 ``[3, H, W]``, ``label`` an int in
+    ``0..C-1`` (the index into ``classes``; classification has no background class). The
+    full target of the same scene is ``SingleObjectDataset.__getitem__(self, i)``, whose
+    ``masks`` scores explanation maps against the object.
+    """
+
+    def __getitem__(self, index: int):
+        image, target = super().__getitem__(index)
+        return image, int(target["labels"][0]) - 1
+
+
+def collate_detection(batch):
+    """``[(image, target), ...]`` -> ``(list of images, list of targets)``, torchvision style."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def collate_segmentation(batch):
+    """``[(image, target), ...]`` -> images ``[B, 3, H, W]`` and semantic maps ``[B, H, W]``."""
+    images, targets = zip(*batch)
+    return torch.stack(images), torch.stack([t["semantic"] for t in targets])
+
+
+def collate_classification(batch):
+    """``[(image, label), ...]`` -> images ``[B, 3, H, W]`` and labels int64 ``[B]``."""
+    images, labels = zip(*batch)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def to_coco(dataset: ShapesDataset) -> dict:
+    """The ground truth of ``dataset`` as a COCO-format dict that ``pycocotools.coco.COCO`` loads.
+
+    Boxes become ``[x, y, w, h]``, masks run-length encoded (RLE), ``area`` is the number of
+    visible pixels, image ids are dataset indices and category ids are the labels ``1..C``.
+    """
+    from pycocotools import mask as mask_utils
+
+    if not isinstance(dataset, ShapesDataset):
+        raise TypeError(f"dataset must be a ShapesDataset, got {type(dataset).__name__}")
+    images, annotations = [], []
+    for index in range(len(dataset)):
+        _, target = ShapesDataset.__getitem__(dataset, index)
+        images.append({"id": index, "width": dataset.image_size, "height": dataset.image_size})
+        for box, label, mask in zip(target["boxes"], target["labels"], target["masks"]):
+            rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            x1, y1, x2, y2 = box.tolist()
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": index,
+                "category_id": int(label),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": float(mask.sum()),
+                "segmentation": rle,
+                "iscrowd": 0,
+            })
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(dataset.classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}

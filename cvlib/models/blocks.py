@@ -1,0 +1,43 @@
+"""Building blocks shared by the models, and the small classifier of the first notebooks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["conv_bn_relu", "SmallCNN"]
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 convolution (same padding for stride 1) -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A four-stage CNN classifier ending in global average pooling + one linear layer.
+
+    ``[B, 3, H, W]`` -> logits ``[B, num_classes]``. ``features(x)`` gives the last feature
+    maps ``A`` ``[B, 8*width, H/8, W/8]``; the logits are ``fc(mean_ij A)``, the structure
+    that CAM needs (``S_c = sum_k w_k^c (1/Z) sum_ij A^k_ij``).
+    """
+
+    def __init__(self, num_classes: int = 3, width: int = 16):
+        super().__init__()
+        if num_classes < 1 or width < 1:
+            raise ValueError(f"num_classes and width must be >= 1, got {num_classes}, {width}")
+        self.features = nn.Sequential(
+            conv_bn_relu(3, width),
+            conv_bn_relu(width, 2 * width, stride=2),
+            conv_bn_relu(2 * width, 4 * width, stride=2),
+            conv_bn_relu(4 * width, 8 * width, stride=2),
+        )
+        self.fc = nn.Linear(8 * width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+        return self.fc(self.features(images).mean(dim=(2, 3)))

@@ -1,0 +1,99 @@
+"""Named training recipes: the models that the notebooks load instead of training them.
+
+A recipe is the architecture (``build``) and how to train it (``train``); both live here so a
+checkpoint is always rebuilt with the architecture it was trained with. Each family adds its
+recipes below its own heading. ``python -m cvlib.train NAME`` runs one and saves
+``data/weights/NAME.pt`` with its checksum and provenance (``cvlib.weights``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["Recipe", "RECIPES", "register", "run"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``build()`` makes the untrained model; ``train(model, device)`` trains it in place and
+    returns the held-out metrics recorded with the checkpoint."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    train: Callable[[nn.Module, torch.device], dict[str, float]]
+    description: str
+    seed: int = 0
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(name: str, build: Callable[[], nn.Module], description: str, seed: int = 0):
+    """Decorator: register ``train(model, device) -> metrics`` as the recipe ``name``."""
+
+    def decorator(train):
+        if name in RECIPES:
+            raise ValueError(f"recipe {name!r} is registered twice")
+        RECIPES[name] = Recipe(name, build, train, description, seed)
+        return train
+
+    return decorator
+
+
+def run(name: str, device: str | torch.device | None = None, command: str | None = None) -> Path:
+    """Train recipe ``name`` from scratch and save its checkpoint; return the file's path."""
+    from cvlib import train as training
+    from cvlib import weights
+
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    device = torch.device(device) if device is not None else training.default_device()
+    training.seed_everything(recipe.seed)
+    model = recipe.build()
+    start = time.perf_counter()
+    metrics = recipe.train(model, device)
+    seconds = time.perf_counter() - start
+    meta = {
+        "recipe": name,
+        "description": recipe.description,
+        "command": command or f"python -m cvlib.train {name}",
+        "seed": recipe.seed,
+        "device": str(device),
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+    }
+    return weights.save(name, model.cpu(), meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# 00 tasks and data: a small GAP + FC classifier of single-object scenes
+
+
+def _small_cnn() -> nn.Module:
+    from cvlib.models.blocks import SmallCNN
+
+    return SmallCNN(num_classes=3, width=16)
+
+
+@register("shapes_cnn", _small_cnn, "SmallCNN (GAP + FC) classifying single-object 64x64 scenes")
+def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesClassification, collate_classification
+    from cvlib.metrics import accuracy
+    from cvlib.train import fit, predict
+
+    train_set = ShapesClassification(2000, seed=0)
+    loader = DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_classification)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=6, lr=3e-3, device=device)
+    images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
+    return {"val_accuracy": accuracy(predict(model, images, device=device), labels)}

@@ -1,0 +1,186 @@
+"""One training loop for every model of the course, and ``python -m cvlib.train NAME``.
+
+``fit`` handles the three kinds of model in the notebooks:
+
+- classification and segmentation: ``loss = loss_fn(model(images), targets)``;
+- detection (torchvision's contract): ``model(images, targets)`` returns a dict of losses in
+  training mode, which are summed; each one is recorded in the history.
+
+It is device-agnostic (CUDA when present), seeded, shows a tqdm progress bar with the running
+loss, and returns the history for plotting. Named recipes (``cvlib.recipes``) train the models
+that the notebooks load; ``python -m cvlib.train NAME`` runs one and ships its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["default_device", "seed_everything", "to_device", "fit", "predict", "main"]
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_device(obj, device: torch.device | str):
+    """Move tensors, and lists / tuples / dicts of them, to ``device``; other values pass."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def _losses(model, inputs, targets, loss_fn) -> dict[str, torch.Tensor]:
+    """The loss dict of one batch: the model's own (detection) or ``{"loss": loss_fn(...)}``."""
+    if loss_fn is None:
+        losses = model(inputs, targets)
+        if not isinstance(losses, dict):
+            raise TypeError(
+                "with loss_fn=None the model must return a dict of losses in training mode "
+                f"(torchvision's detection contract), got {type(losses).__name__}"
+            )
+        return losses
+    return {"loss": loss_fn(model(inputs), targets)}
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    time_limit: float | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    grad_clip: float | None = None,
+    device: torch.device | str | None = None,
+    seed: int | None = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, list[float]]:
+    """Train ``model`` in place on batches ``(inputs, targets)`` from ``loader``.
+
+    Args:
+        loss_fn: ``loss_fn(model(inputs), targets)``; ``None`` for detection models whose
+            ``model(inputs, targets)`` returns a dict of losses (they are summed).
+        epochs, max_steps, time_limit: stop after ``epochs`` passes, ``max_steps`` optimizer
+            steps, or ``time_limit`` seconds, whichever comes first.
+        optimizer: defaults to AdamW(lr, weight_decay); ``scheduler`` is stepped every batch.
+        grad_clip: clip the gradient norm to this value.
+        device: defaults to :func:`default_device`; the model and batches are moved there.
+        seed: seeds Python, NumPy and torch before the first batch (``None``: leave as is).
+
+    Returns:
+        The history: ``{"step": [...], "time": [...], "loss": [...], <each loss>: [...]}``,
+        one entry per optimizer step (``time`` in seconds since the start).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    if seed is not None:
+        seed_everything(seed)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device).train()
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history: dict[str, list[float]] = {"step": [], "time": [], "loss": []}
+    total = max_steps or (epochs * len(loader) if hasattr(loader, "__len__") else None)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    start, step, running = time.perf_counter(), 0, None
+    for _ in range(epochs):
+        for inputs, targets in loader:
+            losses = _losses(model, to_device(inputs, device), to_device(targets, device), loss_fn)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                bar.close()
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            _record(history, step, time.perf_counter() - start, loss, losses)
+            running = history["loss"][-1] if running is None else 0.9 * running + 0.1 * history["loss"][-1]
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+            bar.update()
+            if (max_steps and step >= max_steps) or (time_limit and history["time"][-1] >= time_limit):
+                bar.close()
+                return history
+    bar.close()
+    return history
+
+
+def _record(history, step, seconds, loss, losses) -> None:
+    history["step"].append(step)
+    history["time"].append(seconds)
+    history["loss"].append(loss.item())
+    if len(losses) > 1 or "loss" not in losses:
+        for name, value in losses.items():
+            history.setdefault(name, []).append(value.item())
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Outputs of ``model`` in eval mode for ``images`` ``[N, ...]``, in batches, on the CPU.
+
+    For classifiers and segmenters (one tensor per batch); the result is ``[N, ...]``.
+    The model is put in eval mode and left there.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    outputs = [model(chunk.to(device)).cpu() for chunk in images.split(batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cvlib.train NAME``: train a named recipe and ship its checkpoint."""
+    from cvlib import recipes, weights
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cvlib.train",
+        description="Train a named recipe and save data/weights/NAME.pt with its provenance.",
+    )
+    parser.add_argument("name", nargs="?", choices=sorted(recipes.RECIPES), help="recipe to train")
+    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    args = parser.parse_args(argv)
+    if args.list or args.name is None:
+        for name, recipe in sorted(recipes.RECIPES.items()):
+            print(f"{name:20s} {recipe.description}")
+        return 0
+    path = recipes.run(args.name, device=args.device, command=" ".join(["python -m cvlib.train", *(argv or sys.argv[1:])]))
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
