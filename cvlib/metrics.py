@@ -1,10 +1,55 @@
-"""Metrics of the course: classification accuracy, segmentation and detection metrics."""
+"""Metrics of the course: classification accuracy, segmentation and detection metrics.
+
+Segmentation (lecture 03) starts from a confusion matrix summed over a data set:
+
+>>> cm = confusion_matrix(pred, target, num_classes=4)      # rows = truth, columns = prediction
+>>> mean_iou(cm), pixel_accuracy(cm), per_class_iou(cm)
+
+Detection (lecture 04) is a pipeline of small steps, each a function here:
+
+1. per image and class, :func:`match_detections` greedily matches detections (highest score
+   first) to ground-truth boxes with IoU above a threshold: a match is a true positive,
+2. :func:`precision_recall` sorts all detections of a class by score and counts,
+3. an interpolation turns the precision-recall curve into the average precision (AP):
+   :func:`average_precision_voc11`, :func:`average_precision_all_points`,
+   :func:`average_precision_coco`,
+4. :func:`evaluate_detections` runs it all on torchvision-style outputs and gives the COCO mAP,
+   equal to pycocotools' ``COCOeval`` on the same detections.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
 
-__all__ = ["accuracy"]
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "accuracy",
+    "confusion_matrix",
+    "per_class_iou",
+    "mean_iou",
+    "pixel_accuracy",
+    "boundary_mask",
+    "boundary_f_score",
+    "IOU_THRESHOLDS",
+    "RECALL_THRESHOLDS",
+    "match_detections",
+    "precision_recall",
+    "precision_envelope",
+    "interpolated_precision",
+    "average_precision_voc11",
+    "average_precision_all_points",
+    "average_precision_coco",
+    "evaluate_detections",
+]
+
+# COCO's thresholds, made with np.linspace as in pycocotools: torch.linspace rounds some of them
+# differently in the last bit, which can flip a comparison such as recall >= 0.29.
+IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))  # float64 [10]: 0.50, 0.55, ... 0.95
+RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 101))  # float64 [101]: 0.00 ... 1.00
+VOC11_RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 11))  # float64 [11]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -18,3 +63,509 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         raise ValueError("accuracy of an empty set is undefined: logits and labels are empty")
     return (logits.argmax(1) == labels).float().mean().item()
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Semantic segmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_label_maps(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    for name, labels in (("pred", pred), ("target", target)):
+        if labels.is_floating_point() or labels.is_complex():
+            raise ValueError(
+                f"{name} must hold integer class indices, got dtype {labels.dtype} "
+                "(take scores.argmax(dim=1) first)"
+            )
+
+
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Count pixels by (true class, predicted class).
+
+    Args:
+        pred: integer ``[...]`` (e.g. ``[B, H, W]``), predicted class per pixel in ``0..C-1``.
+        target: integer, same shape, true class per pixel in ``0..C-1`` or ``ignore_index``.
+        num_classes: ``C >= 1`` (background included when it is a class).
+        ignore_index: pixels whose target equals it are not counted (e.g. 255 on borders).
+
+    Returns:
+        int64 ``[C, C]``: entry ``[i, j]`` is the number of pixels of true class ``i`` predicted
+        as ``j``; rows are the truth, the diagonal holds the correct pixels. Confusion matrices
+        of several batches add up to that of the whole data set.
+    """
+    _check_int(num_classes, "num_classes", 1)
+    _check_label_maps(pred, target)
+    if ignore_index is not None:
+        counted = target != ignore_index
+        pred, target = pred[counted], target[counted]
+    for name, labels in (("pred", pred), ("target", target)):
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"{name} must hold classes in [0, {num_classes - 1}], got values "
+                f"{labels.min().item()}..{labels.max().item()}"
+            )
+    pairs = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def _check_confusion(confusion: torch.Tensor) -> None:
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion must have shape [C, C], got {tuple(confusion.shape)}")
+    if confusion.numel() == 0:
+        raise ValueError("confusion must have at least one class, got shape [0, 0]")
+
+
+def per_class_iou(confusion: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of each class, ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``.
+
+    Args:
+        confusion: ``[C, C]`` counts, rows = truth (see :func:`confusion_matrix`).
+
+    Returns:
+        float64 ``[C]``. A class absent from both truth and prediction has no IoU (0 / 0): its
+        entry is NaN. A class present in only one of them has IoU 0.
+    """
+    _check_confusion(confusion)
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp  # predicted + true - both
+    return tp / union
+
+
+def mean_iou(confusion: torch.Tensor) -> float:
+    """Mean IoU (mIoU) over the classes present in the truth or the prediction.
+
+    Classes absent from both are left out of the mean (their IoU is 0 / 0), so the result is
+    never NaN; this is the convention of mmsegmentation. A class that is predicted but never
+    true, or true but never predicted, counts with IoU 0.
+
+    Args:
+        confusion: ``[C, C]`` counts, rows = truth, summed over the whole data set (the mIoU of
+            a data set is not the mean of per-image mIoUs).
+    """
+    iou = per_class_iou(confusion)
+    present = ~iou.isnan()
+    if not present.any():
+        raise ValueError("mean IoU of no pixels is undefined: confusion is all zeros")
+    return iou[present].mean().item()
+
+
+def pixel_accuracy(confusion: torch.Tensor) -> float:
+    """Fraction of counted pixels whose class is right: ``trace / sum`` of ``confusion`` ``[C, C]``.
+
+    Ignored pixels are not in ``confusion`` (see ``ignore_index`` of :func:`confusion_matrix`).
+    """
+    _check_confusion(confusion)
+    total = confusion.sum()
+    if total == 0:
+        raise ValueError("pixel accuracy of no pixels is undefined: confusion is all zeros")
+    return (confusion.diagonal().sum().double() / total).item()
+
+
+def boundary_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of label maps ``[..., H, W]`` (int or bool): ``bool`` of the same shape.
+
+    A pixel is on a boundary when one of its 4 neighbours has another label, so a boundary is
+    two pixels thick, one on each side. The image border is not a boundary.
+    """
+    edge = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    across_x = labels[..., :, 1:] != labels[..., :, :-1]  # [..., H, W - 1]
+    across_y = labels[..., 1:, :] != labels[..., :-1, :]  # [..., H - 1, W]
+    edge[..., :, 1:] |= across_x
+    edge[..., :, :-1] |= across_x
+    edge[..., 1:, :] |= across_y
+    edge[..., :-1, :] |= across_y
+    return edge
+
+
+def _near(edge: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """Pixels within ``tolerance`` (chessboard distance) of a True pixel of ``edge`` [B, H, W]."""
+    size = 2 * tolerance + 1
+    return F.max_pool2d(edge[:, None].float(), size, stride=1, padding=tolerance)[:, 0] > 0
+
+
+def boundary_f_score(pred: torch.Tensor, target: torch.Tensor, tolerance: int = 2) -> float:
+    """Boundary F-score: how well the predicted boundaries lie on the true ones.
+
+    With ``B_p`` and ``B_t`` the boundary pixels (:func:`boundary_mask`) of the prediction and
+    the truth, a boundary pixel is *matched* when the other map has a boundary pixel at most
+    ``tolerance`` pixels away (chessboard distance, i.e. in a ``(2 t + 1)^2`` square):
+
+    - boundary precision ``P`` = matched pixels of ``B_p`` / ``|B_p|``,
+    - boundary recall ``R`` = matched pixels of ``B_t`` / ``|B_t|``,
+    - ``F = 2 P R / (P + R)`` (the BF score of Csurka et al., 2013, class-agnostic).
+
+    Region metrics such as mIoU barely change when a boundary is blurred by a pixel or two,
+    since the interior dominates; the boundary F-score does, which is why it shows what the
+    skip connections of a U-Net recover. An image where neither map has a boundary scores 1,
+    one where only one of them has a boundary scores 0.
+
+    Args:
+        pred: int or bool ``[H, W]`` or ``[B, H, W]``, predicted class per pixel.
+        target: same shape and kind, true class per pixel.
+        tolerance: int ``>= 0``, in pixels (0 = boundaries must coincide).
+
+    Returns:
+        The F-score of each image, averaged over the batch, in ``[0, 1]``.
+    """
+    _check_label_maps(pred, target)
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"pred must have shape [H, W] or [B, H, W], got {tuple(pred.shape)}")
+    if pred.numel() == 0:
+        raise ValueError(f"boundary F-score of no pixels is undefined: pred is {tuple(pred.shape)}")
+    _check_int(tolerance, "tolerance", 0)
+    pred_edge = boundary_mask(pred.reshape(-1, *pred.shape[-2:]))  # [B, H, W]
+    true_edge = boundary_mask(target.reshape(-1, *target.shape[-2:]))
+    n_pred, n_true = pred_edge.sum((1, 2)), true_edge.sum((1, 2))  # [B]
+    precision = (pred_edge & _near(true_edge, tolerance)).sum((1, 2)) / n_pred.clamp(min=1)
+    recall = (true_edge & _near(pred_edge, tolerance)).sum((1, 2)) / n_true.clamp(min=1)
+    f = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    f = torch.where((n_pred == 0) & (n_true == 0), 1.0, f)
+    return f.double().mean().item()
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection: matching, precision-recall, average precision
+# ----------------------------------------------------------------------------------------------
+
+
+def match_detections(iou: torch.Tensor, iou_thresholds: torch.Tensor) -> torch.Tensor:
+    """Greedy matching of detections to ground-truth objects, as in PASCAL VOC and COCO.
+
+    The detections of one image and class are taken in order of decreasing score; each one
+    is matched to the still unmatched object it overlaps most, if that IoU is at least the
+    threshold. A matched detection is a true positive, the others are false positives (a
+    duplicate of an already found object is a false positive too).
+
+    Args:
+        iou: float ``[D, G]``, IoU of each detection (sorted by decreasing score) with each
+            ground-truth object.
+        iou_thresholds: float ``[T]``, e.g. :data:`IOU_THRESHOLDS`.
+
+    Returns:
+        bool ``[T, D]``: whether detection ``d`` is a true positive at threshold ``t``.
+        Ties (equal IoU with two objects) go to the later object, as in pycocotools.
+    """
+    if iou.ndim != 2:
+        raise ValueError(f"iou must have shape [D, G], got {tuple(iou.shape)}")
+    if iou_thresholds.ndim != 1:
+        raise ValueError(f"iou_thresholds must have shape [T], got {tuple(iou_thresholds.shape)}")
+    num_dets, num_gt = iou.shape
+    matched = torch.zeros(len(iou_thresholds), num_dets, dtype=torch.bool)
+    taken = torch.zeros(len(iou_thresholds), num_gt, dtype=torch.bool)  # [T, G]
+    if num_gt == 0:
+        return matched
+    thresholds = iou_thresholds.to(iou.dtype).clamp(max=1 - 1e-10)[:, None]  # [T, 1]
+    for d in range(num_dets):
+        candidates = torch.where(~taken & (iou[d] >= thresholds), iou[d], -1.0)  # [T, G]
+        best = num_gt - 1 - candidates.flip(1).argmax(1)  # [T], the last one on ties
+        hit = candidates.gather(1, best[:, None])[:, 0] >= 0  # [T]
+        matched[:, d] = hit
+        taken[hit, best[hit]] = True
+    return matched
+
+
+def precision_recall(
+    scores: torch.Tensor, matched: torch.Tensor, num_gt: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision and recall of one class after each detection, highest score first.
+
+    With the detections sorted by decreasing score, after the first ``k`` of them
+    ``precision = TP / k`` and ``recall = TP / num_gt``. Plotting precision against recall
+    gives the precision-recall (PR) curve.
+
+    Args:
+        scores: float ``[D]``, the score of each detection of the class (all images).
+        matched: bool ``[D]`` or ``[T, D]`` (one row per IoU threshold), true positives.
+        num_gt: number of ground-truth objects of the class, ``>= 1``.
+
+    Returns:
+        ``(precision, recall)``, float64, each of the shape of ``matched``, in order of
+        decreasing score (ties keep their order).
+    """
+    if scores.ndim != 1:
+        raise ValueError(f"scores must have shape [D], got {tuple(scores.shape)}")
+    if matched.shape[-1:] != scores.shape or matched.ndim > 2:
+        raise ValueError(
+            f"matched must have shape [D] or [T, D] with D = {len(scores)}, "
+            f"got {tuple(matched.shape)}"
+        )
+    _check_int(num_gt, "num_gt", 1)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    tp = matched[..., order].cumsum(-1, dtype=torch.float64)
+    detections = torch.arange(1, len(scores) + 1, dtype=torch.float64)  # TP + FP
+    return tp / detections, tp / num_gt
+
+
+def _check_pr(recall: torch.Tensor, precision: torch.Tensor) -> None:
+    if recall.shape != precision.shape or recall.ndim == 0:
+        raise ValueError(
+            f"recall and precision must have the same shape [..., D], got {tuple(recall.shape)} "
+            f"and {tuple(precision.shape)}"
+        )
+    if (recall.diff(dim=-1) < 0).any():
+        raise ValueError("recall must be non-decreasing along the last dimension")
+
+
+def precision_envelope(precision: torch.Tensor) -> torch.Tensor:
+    """The precision envelope ``p_interp(r) = max_{r' >= r} p(r')``: ``[..., D]`` -> ``[..., D]``.
+
+    Each point takes the best precision reachable at the same or a higher recall, which
+    removes the wiggles ("saw teeth") of the raw PR curve: the curve becomes non-increasing.
+    """
+    return precision.flip(-1).cummax(-1).values.flip(-1)
+
+
+def interpolated_precision(
+    recall: torch.Tensor, precision: torch.Tensor, recall_thresholds: torch.Tensor
+) -> torch.Tensor:
+    """Precision envelope sampled at ``recall_thresholds`` ``[R]``: ``[..., D]`` -> ``[..., R]``.
+
+    At threshold ``r`` it is the envelope at the first point with ``recall >= r``, or 0 when
+    the recall never reaches ``r``.
+
+    Args:
+        recall: float ``[..., D]``, non-decreasing (from :func:`precision_recall`).
+        precision: float ``[..., D]``.
+        recall_thresholds: float ``[R]``.
+    """
+    _check_pr(recall, precision)
+    thresholds = recall_thresholds.double().expand(*recall.shape[:-1], -1).contiguous()
+    first = torch.searchsorted(recall.double().contiguous(), thresholds)  # [..., R]: recall >= r
+    # a 0 after the last point is the precision where the recall never reaches r
+    envelope = F.pad(precision_envelope(precision.double()), (0, 1))
+    return envelope.gather(-1, first)
+
+
+def average_precision_voc11(recall: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """AP of PASCAL VOC 2007: mean interpolated precision at 11 recalls 0, 0.1, ..., 1.
+
+    ``AP = 1/11 sum_{r in {0, 0.1, ..., 1}} p_interp(r)``. Coarse: a curve that changes
+    between two sample points changes nothing.
+
+    Args:
+        recall, precision: float ``[..., D]`` (from :func:`precision_recall`).
+
+    Returns:
+        float64 ``[...]`` (a 0-dim tensor for one curve).
+    """
+    return interpolated_precision(recall, precision, VOC11_RECALL_THRESHOLDS).mean(-1)
+
+
+def average_precision_all_points(recall: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """AP of PASCAL VOC 2010 and later: the exact area under the precision envelope.
+
+    ``AP = sum_k (r_k - r_{k-1}) p_interp(r_k)`` over all points of the curve (``r_0 = 0``):
+    each step up in recall is weighted by the envelope there, so no recall is sampled.
+
+    Args:
+        recall, precision: float ``[..., D]`` (from :func:`precision_recall`).
+
+    Returns:
+        float64 ``[...]`` (a 0-dim tensor for one curve).
+    """
+    _check_pr(recall, precision)
+    recall = recall.double()
+    steps = recall.diff(dim=-1, prepend=torch.zeros_like(recall[..., :1]))
+    return (steps * precision_envelope(precision.double())).sum(-1)
+
+
+def average_precision_coco(recall: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """AP of COCO: mean interpolated precision at 101 recalls 0, 0.01, ..., 1.
+
+    ``AP = 1/101 sum_{r in {0, 0.01, ..., 1}} p_interp(r)``: between VOC's 11 points and the
+    exact area. COCO's "AP" is this averaged over 10 IoU thresholds 0.5, 0.55, ..., 0.95
+    (see :func:`evaluate_detections`), which rewards well-localized boxes.
+
+    Args:
+        recall, precision: float ``[..., D]`` (from :func:`precision_recall`).
+
+    Returns:
+        float64 ``[...]`` (a 0-dim tensor for one curve).
+    """
+    return interpolated_precision(recall, precision, RECALL_THRESHOLDS).mean(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection: COCO evaluation of torchvision-style outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 when both boxes are empty."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    top_left = torch.max(boxes1[:, None, :2], boxes2[:, :2])  # [N, M, 2]
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
+    union = area1[:, None] + area2 - inter
+    return torch.where(union > 0, inter / union, 0.0)
+
+
+def _mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
+    """IoU of bool masks ``[N, H, W]`` x ``[M, H, W]`` -> ``[N, M]``; 0 when both are empty."""
+    a, b = masks1.flatten(1).double(), masks2.flatten(1).double()
+    inter = a @ b.T  # pixel counts, exact in float64
+    union = a.sum(1)[:, None] + b.sum(1) - inter
+    return torch.where(union > 0, inter / union, 0.0)
+
+
+def _check_field(output: dict, key: str, name: str, shape: str, ndims: tuple[int, ...]):
+    if key not in output:
+        raise ValueError(f"{name} must have a {key!r} entry ({shape})")
+    value = torch.as_tensor(output[key])
+    if value.ndim not in ndims:
+        raise ValueError(f"{name}[{key!r}] must have shape {shape}, got {tuple(value.shape)}")
+    return value
+
+
+def _regions(output: dict, name: str, iou_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels ``[N]`` and regions (boxes ``[N, 4]`` float64 or masks ``[N, H, W]`` bool)."""
+    labels = _check_field(output, "labels", name, "[N]", (1,))
+    if iou_type == "bbox":
+        regions = _check_field(output, "boxes", name, "[N, 4] xyxy", (2,)).double()
+        if regions.shape[1:] != (4,):
+            raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {tuple(regions.shape)}")
+        if (regions[:, 2:] < regions[:, :2]).any():
+            raise ValueError(f"{name}['boxes'] must be xyxy with x2 >= x1 and y2 >= y1")
+    else:
+        regions = _check_field(output, "masks", name, "[N, H, W] or [N, 1, H, W]", (3, 4))
+        if regions.ndim == 4 and regions.shape[1] != 1:
+            raise ValueError(f"{name}['masks'] must be [N, 1, H, W], got {tuple(regions.shape)}")
+        regions = regions.reshape(len(regions), *regions.shape[-2:])
+        regions = regions > 0.5 if regions.is_floating_point() else regions.bool()
+    if len(regions) != len(labels):
+        raise ValueError(
+            f"{name} has {len(regions)} regions but {len(labels)} labels; they must match"
+        )
+    return labels.long(), regions
+
+
+def _scores(prediction: dict, name: str, num: int) -> torch.Tensor:
+    scores = _check_field(prediction, "scores", name, "[N]", (1,)).double()
+    if len(scores) != num:
+        raise ValueError(f"{name}['scores'] must have shape [{num}], got {tuple(scores.shape)}")
+    if scores.isnan().any():
+        raise ValueError(f"{name}['scores'] must not contain NaN")
+    return scores
+
+
+def _match_image(prediction, target, index, iou_type, max_detections):
+    """Per class of one image: (scores [D], matched [T, D], number of objects)."""
+    pred_labels, pred_regions = _regions(prediction, f"predictions[{index}]", iou_type)
+    scores = _scores(prediction, f"predictions[{index}]", len(pred_labels))
+    true_labels, true_regions = _regions(target, f"targets[{index}]", iou_type)
+    pred_size, true_size = tuple(pred_regions.shape[1:]), tuple(true_regions.shape[1:])
+    if iou_type == "segm" and len(pred_regions) and pred_size != true_size:
+        raise ValueError(
+            f"predictions[{index}]['masks'] must be as large as targets[{index}]['masks'], "
+            f"{true_size}, got {pred_size}"
+        )
+    iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)  # [N, M]
+    per_class = {}
+    for label in torch.cat([pred_labels, true_labels]).unique().tolist():
+        dets = torch.nonzero(pred_labels == label)[:, 0]
+        dets = dets[torch.sort(scores[dets], descending=True, stable=True).indices]
+        dets = dets[:max_detections]
+        objects = torch.nonzero(true_labels == label)[:, 0]
+        matched = match_detections(iou[dets][:, objects], IOU_THRESHOLDS)
+        per_class[label] = (scores[dets], matched, len(objects))
+    return per_class
+
+
+def evaluate_detections(
+    predictions: Sequence[dict],
+    targets: Sequence[dict],
+    iou_type: str = "bbox",
+    max_detections: int = 100,
+) -> dict:
+    """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP.
+
+    Gives the numbers of pycocotools' ``COCOeval`` (area range "all", ``maxDets=100``,
+    no crowd objects) on the same detections: per image and class the ``max_detections``
+    best detections are matched greedily (:func:`match_detections`) at each IoU threshold of
+    :data:`IOU_THRESHOLDS`; per class, all images together give a PR curve
+    (:func:`precision_recall`) and its 101-point AP (:func:`average_precision_coco`).
+    A class with ground truth but no detection has AP 0; a class without ground truth has
+    no AP and is left out of the means.
+
+    Args:
+        predictions: one dict per image, torchvision style: ``boxes`` float ``[N, 4]`` xyxy
+            pixels, ``scores`` float ``[N]``, ``labels`` int ``[N]``; for ``"segm"`` also
+            ``masks``, float ``[N, 1, H, W]`` (pixels > 0.5 are in) or bool ``[N, H, W]``.
+        targets: one dict per image, in the same order: ``boxes`` ``[M, 4]``, ``labels``
+            ``[M]``; for ``"segm"`` also ``masks`` bool ``[M, H, W]``.
+        iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU, i.e. mask AP).
+        max_detections: detections kept per image and class, highest scores first.
+
+    Returns:
+        A dict with
+
+        - ``"map"``, ``"map_50"``, ``"map_75"``: floats, mean AP over classes with ground
+          truth at IoU 0.5:0.95, 0.5 and 0.75 (-1 when no class has ground truth, as COCO),
+        - ``"per_class"``: ``{label: AP at IoU 0.5:0.95}`` for each class with ground truth,
+        - ``"classes"``: int64 ``[K]``, the labels seen in targets or predictions, sorted,
+        - ``"iou_thresholds"`` ``[T]`` and ``"recall_thresholds"`` ``[R]`` (float64),
+        - ``"precision"``: float64 ``[T, R, K]``, the interpolated precision at each recall
+          threshold (plot it against ``recall_thresholds`` for a PR curve); -1 for a class
+          without ground truth, as ``COCOeval.eval["precision"]``,
+        - ``"recall"``: float64 ``[T, K]``, the final recall per class; -1 without ground truth.
+    """
+    if len(predictions) != len(targets):
+        raise ValueError(
+            f"predictions and targets must have one dict per image each, got {len(predictions)} "
+            f"and {len(targets)}"
+        )
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    _check_int(max_detections, "max_detections", 1)
+    images = [
+        _match_image(p, t, i, iou_type, max_detections)
+        for i, (p, t) in enumerate(zip(predictions, targets, strict=True))
+    ]
+    classes = sorted({label for image in images for label in image})
+    num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)
+    precision = torch.full((num_t, num_r, num_k), -1.0, dtype=torch.float64)
+    recall = torch.full((num_t, num_k), -1.0, dtype=torch.float64)
+    has_gt = torch.zeros(num_k, dtype=torch.bool)
+    for k, label in enumerate(classes):
+        found = [image[label] for image in images if label in image]
+        num_gt = sum(n for _, _, n in found)
+        if num_gt == 0:
+            continue
+        has_gt[k] = True
+        scores = torch.cat([s for s, _, _ in found])
+        matched = torch.cat([m for _, m, _ in found], dim=1)  # [T, D]
+        prec, rec = precision_recall(scores, matched, num_gt)  # [T, D]
+        precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
+        recall[:, k] = rec[:, -1] if len(scores) else 0.0
+
+    def mean_ap(p: torch.Tensor) -> float:
+        return p[..., has_gt].mean().item() if has_gt.any() else -1.0
+
+    t50, t75 = 0, 5  # IOU_THRESHOLDS[0] == 0.5, IOU_THRESHOLDS[5] == 0.75
+    return {
+        "map": mean_ap(precision),
+        "map_50": mean_ap(precision[t50]),
+        "map_75": mean_ap(precision[t75]),
+        "per_class": {
+            label: precision[:, :, k].mean().item() for k, label in enumerate(classes) if has_gt[k]
+        },
+        "classes": torch.tensor(classes, dtype=torch.int64),
+        "iou_thresholds": IOU_THRESHOLDS.clone(),
+        "recall_thresholds": RECALL_THRESHOLDS.clone(),
+        "precision": precision,
+        "recall": recall,
+    }

@@ -1,0 +1,290 @@
+"""cvlib.metrics.evaluate_detections against pycocotools' COCOeval on the same detections."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from cvlib.data import ShapesDataset, to_coco
+from cvlib.metrics import evaluate_detections
+
+TOL = 1e-6
+
+
+def _rle(mask: torch.Tensor) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _xywh(box: torch.Tensor) -> list[float]:
+    x1, y1, x2, y2 = box.tolist()
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def targets_to_coco(targets: list[dict], categories: list[int], size: int = 64) -> dict:
+    """COCO ground truth of torchvision-style targets: image ``i`` gets id ``i``."""
+    annotations = []
+    for index, target in enumerate(targets):
+        masks = target.get("masks", [None] * len(target["labels"]))
+        for box, label, mask in zip(target["boxes"], target["labels"], masks, strict=True):
+            x, y, w, h = _xywh(box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": int(label),
+                    "bbox": [x, y, w, h],
+                    "area": w * h if mask is None else float(mask.sum()),
+                    "iscrowd": 0,
+                    **({} if mask is None else {"segmentation": _rle(mask)}),
+                }
+            )
+    return {
+        "images": [{"id": i, "width": size, "height": size} for i in range(len(targets))],
+        "annotations": annotations,
+        "categories": [{"id": c, "name": str(c)} for c in categories],
+    }
+
+
+def predictions_to_results(predictions: list[dict], iou_type: str) -> list[dict]:
+    """COCO results (the input of ``COCO.loadRes``) of torchvision-style predictions."""
+    results = []
+    for index, prediction in enumerate(predictions):
+        for k, (score, label) in enumerate(zip(prediction["scores"], prediction["labels"])):
+            result = {"image_id": index, "category_id": int(label), "score": float(score)}
+            if iou_type == "bbox":
+                result["bbox"] = _xywh(prediction["boxes"][k])
+            else:
+                result["segmentation"] = _rle(
+                    prediction["masks"][k].reshape(prediction["masks"].shape[-2:]) > 0.5
+                )
+            results.append(result)
+    return results
+
+
+def coco_reference(predictions, targets, iou_type="bbox", gt=None) -> COCOeval:
+    """Run COCOeval (silently) on the detections; ``gt`` defaults to ``targets_to_coco``."""
+    if gt is None:
+        labels = torch.cat([t["labels"] for t in targets] + [p["labels"] for p in predictions])
+        gt = targets_to_coco(targets, sorted(set(labels.tolist())))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        results = predictions_to_results(predictions, iou_type)
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes cannot load an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {**gt, "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+def assert_matches_coco(predictions, targets, iou_type="bbox", gt=None) -> dict:
+    """evaluate_detections == COCOeval: mAP, AP50, AP75, per-class AP, precision, recall."""
+    ours = evaluate_detections(predictions, targets, iou_type)
+    ref = coco_reference(predictions, targets, iou_type, gt)
+    for key, stat in (("map", 0), ("map_50", 1), ("map_75", 2)):
+        assert ours[key] == pytest.approx(ref.stats[stat], abs=TOL), key
+    ref_precision = ref.eval["precision"][:, :, :, 0, -1]  # [T, R, K], area "all", maxDets 100
+    ref_recall = ref.eval["recall"][:, :, 0, -1]  # [T, K]
+    ref_classes = ref.params.catIds
+    per_class = {
+        c: ref_precision[:, :, k].mean()
+        for k, c in enumerate(ref_classes)
+        if (ref_precision[:, :, k] > -1).any()
+    }
+    assert ours["per_class"].keys() == per_class.keys()
+    for c, ap in per_class.items():
+        assert ours["per_class"][c] == pytest.approx(ap, abs=TOL), c
+    columns = [ref_classes.index(c) for c in ours["classes"].tolist()]
+    np.testing.assert_allclose(ours["precision"].numpy(), ref_precision[:, :, columns], atol=TOL)
+    np.testing.assert_allclose(ours["recall"].numpy(), ref_recall[:, columns], atol=TOL)
+    return ours
+
+
+def _random_boxes(g: torch.Generator, n: int, size: float = 64.0) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=g) * size * 0.8
+    wh = 2 + torch.rand(n, 2, generator=g) * size * 0.4
+    return torch.cat([xy, xy + wh], 1)
+
+
+def _jitter(g: torch.Generator, boxes: torch.Tensor, amount: float) -> torch.Tensor:
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    jittered = boxes + amount * wh * torch.randn(boxes.shape, generator=g)
+    x1y1 = torch.minimum(jittered[:, :2], jittered[:, 2:])
+    return torch.cat([x1y1, torch.maximum(jittered[:, 2:], x1y1 + 0.5)], 1)
+
+
+def _detect(g: torch.Generator, target: dict, num_classes: int) -> dict:
+    """Fake detector output: jittered (sometimes duplicated, relabelled) objects + noise boxes."""
+    found = torch.rand(len(target["labels"]), generator=g) < 0.85
+    boxes = target["boxes"][found].repeat(int(torch.randint(1, 3, (1,), generator=g)), 1)
+    labels = target["labels"][found].repeat(len(boxes) // max(int(found.sum()), 1))
+    relabel = torch.rand(len(labels), generator=g) < 0.1
+    labels = torch.where(
+        relabel, torch.randint(1, num_classes + 1, labels.shape, generator=g), labels
+    )
+    noise = int(torch.randint(0, 4, (1,), generator=g))
+    boxes = torch.cat([_jitter(g, boxes, 0.08), _random_boxes(g, noise)])
+    labels = torch.cat([labels, torch.randint(1, num_classes + 1, (noise,), generator=g)])
+    scores = torch.rand(len(labels), generator=g)
+    return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def _random_targets(g: torch.Generator, num_images: int, num_classes: int) -> list[dict]:
+    counts = torch.randint(0, 6, (num_images,), generator=g).tolist()
+    return [
+        {
+            "boxes": _random_boxes(g, n),
+            "labels": torch.randint(1, num_classes + 1, (n,), generator=g),
+        }
+        for n in counts
+    ]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_detections_match_cocoeval(seed):
+    g = torch.Generator().manual_seed(seed)
+    targets = _random_targets(g, num_images=12, num_classes=4)
+    predictions = [_detect(g, t, num_classes=4) for t in targets]
+    if seed % 2:  # ties in score, across and within images
+        for p in predictions:
+            p["scores"] = (p["scores"] * 4).round() / 4
+    assert_matches_coco(predictions, targets)
+
+
+def test_shapes_dataset_boxes_match_cocoeval():
+    dataset = ShapesDataset(30, image_size=64, max_objects=4, seed=3, min_objects=0)
+    targets = [dataset[i][1] for i in range(len(dataset))]
+    g = torch.Generator().manual_seed(0)
+    predictions = [_detect(g, t, dataset.num_classes) for t in targets]
+    result = assert_matches_coco(predictions, targets, gt=to_coco(dataset))
+    assert 0 < result["map"] < result["map_50"] <= 1
+
+
+def _detect_masks(g: torch.Generator, target: dict) -> dict:
+    """Fake instance-segmentation output: shifted object masks as float probabilities."""
+    masks = target["masks"].float()
+    shifts = torch.randint(-2, 3, (len(masks), 2), generator=g).tolist()
+    masks = (
+        torch.stack([m.roll(tuple(s), dims=(0, 1)) for m, s in zip(masks, shifts)])
+        if len(masks)
+        else masks
+    )
+    probabilities = (0.3 + 0.7 * masks) * torch.rand(masks.shape, generator=g).clamp(min=0.75)
+    return {
+        "boxes": target["boxes"],
+        "masks": probabilities[:, None],  # [N, 1, H, W]
+        "scores": torch.rand(len(masks), generator=g),
+        "labels": target["labels"],
+    }
+
+
+def test_shapes_dataset_masks_match_cocoeval_segm():
+    dataset = ShapesDataset(16, image_size=48, max_objects=4, seed=5, min_objects=0)
+    targets = [dataset[i][1] for i in range(len(dataset))]
+    g = torch.Generator().manual_seed(1)
+    predictions = [_detect_masks(g, t) for t in targets]
+    result = assert_matches_coco(predictions, targets, "segm", gt=to_coco(dataset))
+    assert 0 < result["map"] < 1
+
+
+def _target(boxes, labels) -> dict:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+def _prediction(boxes, labels, scores) -> dict:
+    return {**_target(boxes, labels), "scores": torch.tensor(scores, dtype=torch.float32)}
+
+
+TARGETS = [
+    _target([[0, 0, 10, 10], [20, 20, 40, 30]], [1, 2]),
+    _target([], []),  # an image with no objects
+    _target([[5, 5, 25, 25], [6, 5, 26, 25], [30, 30, 50, 60]], [1, 1, 1]),  # crowded
+]
+
+
+def test_no_detections_at_all():
+    predictions = [_prediction([], [], []) for _ in TARGETS]
+    result = assert_matches_coco(predictions, TARGETS)
+    assert result["map"] == 0 and result["per_class"] == {1: 0.0, 2: 0.0}
+
+
+def test_class_without_ground_truth_is_left_out():
+    predictions = [
+        _prediction([[0, 0, 10, 10], [0, 0, 10, 10]], [1, 3], [0.9, 0.8]),  # class 3: no GT
+        _prediction([[1, 1, 9, 9]], [3], [0.95]),  # false positive on an empty image
+        _prediction([], [], []),
+    ]
+    result = assert_matches_coco(predictions, TARGETS)
+    assert set(result["per_class"]) == {1, 2}
+    assert (result["precision"][:, :, result["classes"] == 3] == -1).all()
+
+
+def test_crowded_duplicates_and_ties():
+    crowd = [[5, 5, 25, 25], [6, 5, 26, 25], [5, 6, 25, 26], [5, 5, 25, 25], [30, 30, 50, 58]]
+    predictions = [
+        _prediction([[0, 0, 10, 11], [20, 20, 40, 30]], [1, 1], [0.5, 0.5]),  # wrong class
+        _prediction([[0, 0, 5, 5]], [2], [0.5]),
+        _prediction(crowd, [1] * 5, [0.7, 0.7, 0.9, 0.5, 0.7]),
+    ]
+    assert_matches_coco(predictions, TARGETS)
+
+
+def test_iou_exactly_at_thresholds():
+    # IoU 0.5, 0.75 and 0.95 exactly: x-extent overlaps of 10/20 ... of a 20 x 10 box
+    target = _target([[0, 0, 20, 10], [100, 0, 120, 10], [200, 0, 220, 10]], [1, 1, 1])
+    prediction = _prediction(
+        [[0, 0, 20, 5], [100, 0, 120, 7.5], [200, 0, 220, 9.5]], [1, 1, 1], [0.9, 0.8, 0.7]
+    )
+    result = assert_matches_coco([prediction], [target])
+    assert result["recall"][0, 0] == 1.0 and result["recall"][-1, 0] == pytest.approx(1 / 3)
+
+
+def test_more_than_max_detections_per_image():
+    g = torch.Generator().manual_seed(7)
+    targets = _random_targets(g, num_images=2, num_classes=1)
+    targets[0] = {"boxes": _random_boxes(g, 30), "labels": torch.ones(30, dtype=torch.int64)}
+    boxes = torch.cat([_jitter(g, targets[0]["boxes"], 0.05), _random_boxes(g, 120)])
+    predictions = [
+        {
+            "boxes": boxes,
+            "labels": torch.ones(150, dtype=torch.int64),
+            "scores": torch.rand(150, generator=g),
+        },
+        _prediction([], [], []),
+    ]
+    assert_matches_coco(predictions, targets)
+
+
+def test_no_ground_truth_at_all():
+    predictions = [_prediction([[0, 0, 5, 5]], [1], [0.5])]
+    result = evaluate_detections(predictions, [_target([], [])])
+    ref = coco_reference(predictions, [_target([], [])])
+    assert result["map"] == ref.stats[0] == -1 and result["per_class"] == {}
+
+
+def test_equal_iou_with_two_objects_goes_to_the_later_one():
+    # the first detection overlaps both objects with IoU 0.6; pycocotools gives it the later
+    # object, so the second detection (on the first object only) is a true positive too
+    target = _target([[0, 0, 10, 10], [5, 0, 15, 10]], [1, 1])
+    prediction = _prediction([[2.5, 0, 12.5, 10], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])
+    result = assert_matches_coco([prediction], [target])
+    assert result["map_50"] == 1.0
