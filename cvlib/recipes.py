@@ -67,7 +67,7 @@ def run(name: str, device: str | torch.device | None = None, command: str | None
         "seed": recipe.seed,
         "device": str(device),
         "train_seconds": round(seconds, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
     }
@@ -94,6 +94,6 @@ def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float
 
     train_set = ShapesClassification(2000, seed=0)
     loader = DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_classification)
-    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=6, lr=3e-3, device=device)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=8, lr=1e-3, device=device)
     images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
     return {"val_accuracy": accuracy(predict(model, images, device=device), labels)}

@@ -14,6 +14,7 @@ that the notebooks load; ``python -m cvlib.train NAME`` runs one and ships its c
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -78,7 +79,7 @@ def fit(
     grad_clip: float | None = None,
     device: torch.device | str | None = None,
     seed: int | None = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     desc: str = "train",
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on batches ``(inputs, targets)`` from ``loader``.
@@ -92,6 +93,7 @@ def fit(
         grad_clip: clip the gradient norm to this value.
         device: defaults to :func:`default_device`; the model and batches are moved there.
         seed: seeds Python, NumPy and torch before the first batch (``None``: leave as is).
+        progress: show a tqdm bar; by default unless the environment sets ``TQDM_DISABLE``.
 
     Returns:
         The history: ``{"step": [...], "time": [...], "loss": [...], <each loss>: [...]}``,
@@ -109,6 +111,8 @@ def fit(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: dict[str, list[float]] = {"step": [], "time": [], "loss": []}
     total = max_steps or (epochs * len(loader) if hasattr(loader, "__len__") else None)
+    if progress is None:
+        progress = not os.environ.get("TQDM_DISABLE")
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     start, step, running = time.perf_counter(), 0, None
     for _ in range(epochs):

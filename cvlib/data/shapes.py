@@ -37,7 +37,7 @@ __all__ = [
 
 CLASSES = ("circle", "square", "triangle")
 MIN_IMAGE_SIZE = 16
-MIN_VISIBLE_FRACTION = 0.35  # objects hidden more than this by later shapes are dropped
+MIN_VISIBLE_FRACTION = 0.35  # a shape with less of its area visible than this is dropped
 MIN_VISIBLE_PIXELS = 12
 
 
@@ -95,14 +95,24 @@ def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: i
     return inside
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
-    """Paint ``n`` random shapes over a background, each occluding those before it.
+def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Visible part of each mask when they are painted in order: minus all later masks."""
+    visible, above = [], np.zeros_like(full_masks[0]) if full_masks else None
+    for mask in reversed(full_masks):
+        visible.append(mask & ~above)
+        above = above | mask
+    return visible[::-1]
 
-    Returns the ``[H, W, 3]`` image and, per shape, its visible mask, label (1..C) and
-    whether enough of it stays visible to count as an object.
+
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
+    """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
+
+    Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask and the label (1..C)
+    of every painted shape. A dropped shape is not painted at all, so every visible pixel
+    that is not background belongs to a labelled object.
     """
     image = _background(rng, size)
-    masks, labels, areas = [], [], []
+    shapes = []  # (full mask, label, colour, shade), in painting order
     for _ in range(n):
         label = int(rng.integers(len(classes)))
         r = float(rng.uniform(size / 10, size / 4.5))
@@ -111,18 +121,17 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int)
         colour = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
         colour[rng.integers(3)] *= rng.uniform(0.1, 0.5)  # saturate: one channel darker
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
-        image = np.where(mask[..., None], colour * shade, image)
-        for m in masks:  # the new shape hides what lies below it
-            m &= ~mask
-        masks.append(mask)
-        labels.append(label + 1)
-        areas.append(int(mask.sum()))
-    image += 0.04 * rng.standard_normal(image.shape).astype(np.float32)
-    visible = [
-        m.sum() >= MIN_VISIBLE_PIXELS and m.sum() >= MIN_VISIBLE_FRACTION * a
-        for m, a in zip(masks, areas)
+        shapes.append((mask, label + 1, colour, shade))
+    noise = 0.04 * rng.standard_normal(image.shape).astype(np.float32)
+    visible = _visible([mask for mask, *_ in shapes])
+    shapes = [  # removing a shape only uncovers the others, so one pass suffices
+        shape for shape, v in zip(shapes, visible)
+        if v.sum() >= MIN_VISIBLE_PIXELS and v.sum() >= MIN_VISIBLE_FRACTION * shape[0].sum()
     ]
-    return np.clip(image, 0.0, 1.0), masks, labels, visible
+    for mask, _, colour, shade in shapes:
+        image = np.where(mask[..., None], colour * shade, image)
+    image = np.clip(image + noise, 0.0, 1.0).astype(np.float32)
+    return image, _visible([mask for mask, *_ in shapes]), [label for _, label, *_ in shapes]
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -181,11 +190,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels, visible = _render(
-            rng, self.image_size, self.classes, self._num_objects(rng)
-        )
-        keep = [k for k, v in enumerate(visible) if v]
-        target = self._target([masks[k] for k in keep], [labels[k] for k in keep], index)
+        image, masks, labels = _render(rng, self.image_size, self.classes, self._num_objects(rng))
+        target = self._target(masks, labels, index)
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
     def _target(self, masks, labels, index) -> dict:

@@ -18,7 +18,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation:
 
 
 class SmallCNN(nn.Module):
-    """A four-stage CNN classifier ending in global average pooling + one linear layer.
+    """A small VGG-style CNN classifier ending in global average pooling + one linear layer.
 
     ``[B, 3, H, W]`` -> logits ``[B, num_classes]``. ``features(x)`` gives the last feature
     maps ``A`` ``[B, 8*width, H/8, W/8]``; the logits are ``fc(mean_ij A)``, the structure
@@ -32,8 +32,11 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             conv_bn_relu(3, width),
             conv_bn_relu(width, 2 * width, stride=2),
+            conv_bn_relu(2 * width, 2 * width),
             conv_bn_relu(2 * width, 4 * width, stride=2),
+            conv_bn_relu(4 * width, 4 * width),
             conv_bn_relu(4 * width, 8 * width, stride=2),
+            conv_bn_relu(8 * width, 8 * width),
         )
         self.fc = nn.Linear(8 * width, num_classes)
 

@@ -1,0 +1,54 @@
+# The two commands of the README are `make lab` and `make test`; both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NB ?= [0-9]*
+NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
+
+.PHONY: install lab test test-unit test-notebooks notebooks bench weights lint clean
+
+install: $(STAMP)
+
+# Reinstall when the requirements change; `-e .` makes the cvlib package importable.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: test-unit test-notebooks
+
+test-unit: install
+	$(PY) -m pytest
+
+test-notebooks: install
+	$(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+
+# Execute every notebook in place so that the committed outputs are current (NB=02_upsampling
+# runs one), after updating each .ipynb from its .py twin; then refresh the twin.
+notebooks: install
+	@set -e; for py in notebooks/$(NB).py; do \
+	  nb=$${py%.py}.ipynb; echo "== $$nb"; \
+	  if [ -f $$nb ]; then $(VENV)/bin/jupytext -q --to ipynb --update $$py; else $(VENV)/bin/jupytext -q --to ipynb $$py; fi; \
+	  TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 $$nb; \
+	  $(VENV)/bin/jupytext -q --to py:percent $$nb; \
+	done
+
+bench: install
+	$(PY) bench/ops.py
+
+# Retrain every shipped checkpoint (slow; see data/weights/README.md for what each took).
+weights: install
+	@set -e; for name in $$($(PY) -c "from cvlib.recipes import RECIPES; print(*sorted(RECIPES))"); do \
+	  $(PY) -m cvlib.train $$name; done
+
+lint: install
+	$(VENV)/bin/ruff check cvlib tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

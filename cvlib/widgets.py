@@ -1,0 +1,97 @@
+"""Interactive explorers for the notebooks: a figure that sliders update in place.
+
+``explore(fig, update, **controls)`` is the one pattern every notebook uses:
+
+1. the figure is displayed at once as an ordinary output (a static picture that reads well on
+   GitHub and in an executed notebook), then the controls below it;
+2. moving a control calls ``update(**values)``, which changes the figure's *existing* artists
+   (``AxesImage.set_data``, ``Line2D.set_data``, ``Text.set_text``...), and the displayed
+   picture is replaced in place through its display id: no new figure, no ``Output`` flicker.
+
+It uses only APIs that exist in ipywidgets 7.7 (Colab) and 8.x, and no ``ipympl``. The kernel
+time of the last step is kept in ``Explorer.last_step_seconds`` (the browser tests and
+``bench/`` read it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.display import DisplayHandle, display
+
+__all__ = ["Explorer", "explore", "slider", "int_slider", "dropdown"]
+
+
+class Explorer:
+    """A displayed figure plus the controls that redraw it; see :func:`explore`."""
+
+    def __init__(self, fig: plt.Figure, update: Callable[..., None], controls: dict[str, widgets.Widget]):
+        self.fig = fig
+        self.update = update
+        self.controls = controls
+        self.last_step_seconds: float | None = None
+        self._handle = DisplayHandle()
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+
+    @property
+    def values(self) -> dict:
+        """The current value of every control, by name."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def show(self) -> None:
+        """Draw the figure for the current values and display it, then the controls."""
+        self.update(**self.values)
+        self._handle.display(self.fig)
+        plt.close(self.fig)  # the inline backend must not show it a second time
+        display(widgets.VBox(list(self.controls.values())))
+
+    def _on_change(self, _change) -> None:
+        start = time.perf_counter()
+        self.update(**self.values)
+        self._handle.update(self.fig)
+        self.last_step_seconds = time.perf_counter() - start
+
+
+def explore(fig: plt.Figure, update: Callable[..., None], **controls: widgets.Widget) -> Explorer:
+    """Show ``fig`` and ``controls``; every change calls ``update(**values)`` and redraws.
+
+    ``update`` receives one keyword argument per control (its current value) and must modify
+    the artists of ``fig``; it is also called once before the first display. In a notebook
+    write ``_ = explore(...)`` so that no repr is printed.
+    """
+    if not controls:
+        raise ValueError("explore needs at least one control, e.g. k=int_slider(1, 5)")
+    bad = [name for name, c in controls.items() if not isinstance(c, widgets.ValueWidget)]
+    if bad:
+        raise TypeError(f"controls {bad} must be ipywidgets value widgets (sliders, dropdowns...)")
+    explorer = Explorer(fig, update, controls)
+    explorer.show()
+    return explorer
+
+
+def _layout() -> dict:
+    return {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="420px")}
+
+
+def slider(description: str, min: float, max: float, value: float | None = None, step: float = 0.05) -> widgets.FloatSlider:
+    """A float slider (``continuous_update=False``: one redraw when the handle is released)."""
+    value = min if value is None else value
+    return widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
+                               continuous_update=False, **_layout())
+
+
+def int_slider(description: str, min: int, max: int, value: int | None = None, step: int = 1) -> widgets.IntSlider:
+    """An integer slider (``continuous_update=False``)."""
+    value = min if value is None else value
+    return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description,
+                             continuous_update=False, **_layout())
+
+
+def dropdown(description: str, options, value=None) -> widgets.Dropdown:
+    """A dropdown over ``options`` (a list of values or of ``(label, value)`` pairs)."""
+    kwargs = {} if value is None else {"value": value}
+    return widgets.Dropdown(options=options, description=description, **kwargs, **_layout())

@@ -1,0 +1,157 @@
+"""cvlib.data.shapes: determinism, target invariants, COCO export, bad input."""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cvlib.data import (
+    CLASSES,
+    ShapesClassification,
+    ShapesDataset,
+    SingleObjectDataset,
+    collate_classification,
+    collate_detection,
+    collate_segmentation,
+    to_coco,
+)
+
+
+def test_item_types_and_shapes():
+    image, target = ShapesDataset(3, image_size=48)[1]
+    assert image.dtype == torch.float32 and image.shape == (3, 48, 48)
+    assert 0 <= image.min() and image.max() <= 1
+    n = len(target["labels"])
+    assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (n, 4)
+    assert target["labels"].dtype == torch.int64
+    assert target["masks"].dtype == torch.bool and target["masks"].shape == (n, 48, 48)
+    assert target["semantic"].dtype == torch.int64 and target["semantic"].shape == (48, 48)
+    assert target["image_id"] == 1
+
+
+def test_same_seed_same_data_any_order():
+    a, b = ShapesDataset(10, seed=7), ShapesDataset(10, seed=7)
+    b[9], b[3]  # reading other items first changes nothing
+    for i in (0, 5, 9, -1):
+        ia, ta = a[i]
+        ib, tb = b[i]
+        assert torch.equal(ia, ib) and torch.equal(ta["masks"], tb["masks"])
+
+
+def test_different_seeds_differ():
+    assert not torch.equal(ShapesDataset(1, seed=0)[0][0], ShapesDataset(1, seed=1)[0][0])
+
+
+def test_scene_zero_is_pinned():
+    """Identical data on every machine: the labels and boxes of scene 0 never change."""
+    _, target = ShapesDataset(1, seed=0)[0]
+    assert target["labels"].tolist() == [2, 1]
+    assert target["boxes"].tolist() == [[0.0, 13.0, 22.0, 35.0], [27.0, 41.0, 40.0, 54.0]]
+
+
+@given(seed=st.integers(0, 10_000), size=st.sampled_from([16, 33, 64]), max_objects=st.integers(1, 6))
+def test_targets_are_consistent(seed, size, max_objects):
+    _, t = ShapesDataset(1, image_size=size, max_objects=max_objects, seed=seed)[0]
+    assert len(t["labels"]) <= max_objects
+    assert ((1 <= t["labels"]) & (t["labels"] <= 3)).all()
+    assert t["masks"].sum(0).max() <= 1  # visible parts never overlap
+    semantic = (t["masks"] * t["labels"][:, None, None]).sum(0)
+    assert torch.equal(semantic, t["semantic"])
+    for box, mask in zip(t["boxes"], t["masks"]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_occluded_objects_are_dropped():
+    for i in range(50):
+        _, t = ShapesDataset(50, max_objects=6, seed=2)[i]
+        assert (t["masks"].sum(dim=(1, 2)) >= 12).all()
+
+
+def test_scenes_may_be_empty():
+    empty = [ShapesDataset(40, min_objects=0, max_objects=1)[i][1] for i in range(40)]
+    empty = [t for t in empty if len(t["labels"]) == 0]
+    assert empty, "with min_objects=0 some scenes have no object"
+    assert empty[0]["boxes"].shape == (0, 4) and empty[0]["masks"].shape == (0, 64, 64)
+    assert (empty[0]["semantic"] == 0).all()
+
+
+def test_classes_subset():
+    ds = ShapesDataset(20, classes=("triangle",))
+    assert ds.num_classes == 1
+    assert all((ds[i][1]["labels"] == 1).all() for i in range(20))
+
+
+def test_single_object_and_classification():
+    single = SingleObjectDataset(20, seed=4)
+    cls = ShapesClassification(20, seed=4)
+    for i in range(20):
+        _, t = single[i]
+        assert len(t["labels"]) == 1
+        assert cls[i][1] == t["labels"][0].item() - 1
+    assert {cls[i][1] for i in range(20)} == {0, 1, 2}
+
+
+def test_collate_functions():
+    ds = ShapesDataset(4)
+    images, targets = collate_detection([ds[i] for i in range(4)])
+    assert isinstance(images, list) and len(images) == 4 and isinstance(targets[0], dict)
+    x, y = collate_segmentation([ds[i] for i in range(4)])
+    assert x.shape == (4, 3, 64, 64) and y.shape == (4, 64, 64)
+    x, y = collate_classification([ShapesClassification(3)[i] for i in range(3)])
+    assert x.shape == (3, 3, 64, 64) and y.dtype == torch.int64
+
+
+def test_to_coco_loads_in_pycocotools():
+    from pycocotools.coco import COCO
+
+    ds = ShapesDataset(8, seed=5)
+    coco = COCO()
+    coco.dataset = to_coco(ds)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    assert sorted(coco.getImgIds()) == list(range(8))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
+    for i in range(8):
+        _, t = ds[i]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=i))
+        assert [a["category_id"] for a in anns] == t["labels"].tolist()
+        for a, mask, box in zip(anns, t["masks"], t["boxes"]):
+            assert np.array_equal(coco.annToMask(a), mask.numpy())
+            x, y, w, h = a["bbox"]
+            assert [x, y, x + w, y + h] == box.tolist()
+            assert a["area"] == mask.sum().item()
+
+
+def test_to_coco_rejects_other_datasets():
+    with pytest.raises(TypeError, match="ShapesDataset"):
+        to_coco([1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_images": 0}, "num_images"),
+        ({"num_images": 2.5}, "num_images"),
+        ({"num_images": 1, "image_size": 8}, "image_size"),
+        ({"num_images": 1, "classes": ("circle", "hexagon")}, "hexagon"),
+        ({"num_images": 1, "classes": ()}, "classes"),
+        ({"num_images": 1, "classes": "circle"}, "classes"),
+        ({"num_images": 1, "max_objects": 0}, "max_objects"),
+        ({"num_images": 1, "min_objects": 4, "max_objects": 3}, "min_objects"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ShapesDataset(**kwargs)
+
+
+def test_bad_types_and_index():
+    with pytest.raises(TypeError, match="image_size"):
+        ShapesDataset(1, image_size="64")
+    with pytest.raises(IndexError):
+        ShapesDataset(2)[2]

@@ -1,0 +1,66 @@
+"""cvlib.weights: checksums, provenance, safe loading, clear errors; the shipped checkpoints."""
+
+import pytest
+import torch
+
+from cvlib import weights
+from cvlib.models.blocks import SmallCNN
+from cvlib.recipes import RECIPES
+
+
+def _save(tmp_path, name="tiny"):
+    model = SmallCNN(3, width=2)
+    meta = {"command": f"python -m cvlib.train {name}", "seed": 0, "device": "cpu",
+            "train_seconds": 1.0, "created": "now", "metrics": {"acc": 0.5}}
+    return model, weights.save(name, model, meta, directory=tmp_path)
+
+
+def test_save_load_round_trip(tmp_path):
+    model, path = _save(tmp_path)
+    assert path == tmp_path / "tiny.pt"
+    assert weights.available(tmp_path) == ["tiny"]
+    sums = (tmp_path / "SHA256SUMS").read_text()
+    assert sums == f"{weights.sha256(path)}  tiny.pt\n"
+    assert "`python -m cvlib.train tiny`" in (tmp_path / "README.md").read_text()
+    checkpoint = weights.load("tiny", tmp_path)
+    assert checkpoint["meta"]["metrics"] == {"acc": 0.5}
+    for k, v in model.state_dict().items():
+        assert torch.equal(checkpoint["state_dict"][k], v)
+
+
+def test_missing_file_names_the_rebuild_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m cvlib.train nothing"):
+        weights.load("nothing", tmp_path)
+
+
+def test_missing_checksum_entry(tmp_path):
+    _save(tmp_path)
+    (tmp_path / "SHA256SUMS").write_text("")
+    with pytest.raises(FileNotFoundError, match="no entry"):
+        weights.load("tiny", tmp_path)
+
+
+def test_corrupted_file_is_refused(tmp_path):
+    _, path = _save(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.ChecksumError, match="python -m cvlib.train tiny"):
+        weights.load("tiny", tmp_path)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="unknown recipe"):
+        weights.load_model("no_such_model")
+
+
+@pytest.mark.parametrize("name", weights.available())
+def test_shipped_checkpoints_verify_and_load(name):
+    """Every shipped file matches its checksum, is small, and loads into its recipe's model."""
+    assert name in RECIPES, f"{name}.pt has no recipe in cvlib.recipes"
+    assert (weights.WEIGHTS_DIR / f"{name}.pt").stat().st_size <= 10e6
+    model = weights.load_model(name)
+    assert not model.training
+    meta = weights.load(name)["meta"]
+    assert meta["command"].startswith(f"python -m cvlib.train {name}")
+    assert meta["metrics"], "a shipped checkpoint records its held-out metrics"
