@@ -58,7 +58,9 @@ def predictions_to_results(predictions: list[dict], iou_type: str) -> list[dict]
     """COCO results (the input of ``COCO.loadRes``) of torchvision-style predictions."""
     results = []
     for index, prediction in enumerate(predictions):
-        for k, (score, label) in enumerate(zip(prediction["scores"], prediction["labels"])):
+        for k, (score, label) in enumerate(
+            zip(prediction["scores"], prediction["labels"], strict=True)
+        ):
             result = {"image_id": index, "category_id": int(label), "score": float(score)}
             if iou_type == "bbox":
                 result["bbox"] = _xywh(prediction["boxes"][k])
@@ -178,13 +180,8 @@ def test_shapes_dataset_boxes_match_cocoeval():
 
 def _detect_masks(g: torch.Generator, target: dict) -> dict:
     """Fake instance-segmentation output: shifted object masks as float probabilities."""
-    masks = target["masks"].float()
-    shifts = torch.randint(-2, 3, (len(masks), 2), generator=g).tolist()
-    masks = (
-        torch.stack([m.roll(tuple(s), dims=(0, 1)) for m, s in zip(masks, shifts)])
-        if len(masks)
-        else masks
-    )
+    shift = tuple(torch.randint(-2, 3, (2,), generator=g).tolist())
+    masks = target["masks"].float().roll(shift, dims=(1, 2))
     probabilities = (0.3 + 0.7 * masks) * torch.rand(masks.shape, generator=g).clamp(min=0.75)
     return {
         "boxes": target["boxes"],
@@ -194,11 +191,14 @@ def _detect_masks(g: torch.Generator, target: dict) -> dict:
     }
 
 
-def test_shapes_dataset_masks_match_cocoeval_segm():
+@pytest.mark.parametrize("as_bool", [False, True], ids=["float [N,1,H,W]", "bool [N,H,W]"])
+def test_shapes_dataset_masks_match_cocoeval_segm(as_bool):
     dataset = ShapesDataset(16, image_size=48, max_objects=4, seed=5, min_objects=0)
     targets = [dataset[i][1] for i in range(len(dataset))]
     g = torch.Generator().manual_seed(1)
     predictions = [_detect_masks(g, t) for t in targets]
+    if as_bool:
+        predictions = [{**p, "masks": p["masks"][:, 0] > 0.5} for p in predictions]
     result = assert_matches_coco(predictions, targets, "segm", gt=to_coco(dataset))
     assert 0 < result["map"] < 1
 
