@@ -1,9 +1,11 @@
 """Metrics of the course: classification accuracy, segmentation and detection metrics.
 
-Segmentation (lecture 03) starts from a confusion matrix summed over a data set:
+Segmentation (lecture 03) starts from a confusion matrix summed over a data set::
 
->>> cm = confusion_matrix(pred, target, num_classes=4)      # rows = truth, columns = prediction
->>> mean_iou(cm), pixel_accuracy(cm), per_class_iou(cm)
+    cm = sum(confusion_matrix(model(x).argmax(1), y, num_classes=4) for x, y in loader)
+    mean_iou(cm), pixel_accuracy(cm), per_class_iou(cm)
+
+and :func:`boundary_f_score` measures how sharp the predicted boundaries are.
 
 Detection (lecture 04) is a pipeline of small steps, each a function here:
 
@@ -15,6 +17,8 @@ Detection (lecture 04) is a pipeline of small steps, each a function here:
    :func:`average_precision_coco`,
 4. :func:`evaluate_detections` runs it all on torchvision-style outputs and gives the COCO mAP,
    equal to pycocotools' ``COCOeval`` on the same detections.
+
+Only torch and numpy are used; pycocotools is the reference of the tests, not a dependency.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -288,3 +290,8 @@ def test_equal_iou_with_two_objects_goes_to_the_later_one():
     prediction = _prediction([[2.5, 0, 12.5, 10], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])
     result = assert_matches_coco([prediction], [target])
     assert result["map_50"] == 1.0
+
+
+def test_cvlib_metrics_does_not_import_pycocotools():
+    code = "import sys, cvlib.metrics; assert 'pycocotools' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
