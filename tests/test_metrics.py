@@ -248,6 +248,7 @@ NO = torch.zeros(3, dtype=torch.bool)
         (lambda: mean_iou(torch.zeros(0, 0)), "confusion"),
         (lambda: boundary_f_score(LABELS, LABELS, tolerance=-1), "tolerance"),
         (lambda: boundary_f_score(LABELS[0], LABELS[0]), "pred"),
+        (lambda: boundary_f_score(LABELS[:0], LABELS[:0]), "pred"),
         (lambda: boundary_f_score(LABELS, LABELS.T), "pred and target"),
         (lambda: match_detections(torch.zeros(3), torch.tensor([0.5])), "iou"),
         (lambda: precision_recall(torch.zeros(3), NO[:2], 1), "matched"),
