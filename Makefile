@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks browser-test notebooks bench weights lint clean
 
 install: $(STAMP)
 
@@ -17,8 +17,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# --allow-root: JupyterLab refuses to start as root (containers, CI) without it.
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: test-unit test-notebooks
 
@@ -27,6 +28,14 @@ test-unit: install
 
 test-notebooks: install
 	$(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+
+# Every notebook in JupyterLab in headless Chromium, every widget moved (tests/browser).
+# Needs Debian's chromium (installed here when missing; apt-get needs root) and Playwright's
+# Python package (not in requirements.txt: readers do not need it).
+browser-test: install
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
+	$(PY) -m pip install -q "playwright>=1.40"
+	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
 # Execute every notebook in place so that the committed outputs are current (NB=02_upsampling
 # runs one), after updating each .ipynb from its .py twin; then refresh the twin.

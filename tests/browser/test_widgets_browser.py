@@ -1,0 +1,182 @@
+"""End-to-end: every notebook in JupyterLab in headless Chromium, every explorer moved once.
+
+For each notebook this starts from a temporary copy (so Lab's autosave never touches the
+repository), runs all cells, waits for the kernel, checks that no cell shows a traceback, then
+for every explorer (a cell with ipywidgets controls under a figure) presses ArrowRight on its
+first slider (or picks the next option of its first dropdown) and waits until the figure's
+image changes; the round trip (key press to new pixels) is recorded in
+``bench/results/widgets_browser.json`` and screenshots go to ``tests/browser/artifacts/``.
+
+Run with ``make browser-test`` (installs Debian's chromium and Playwright's Python package).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+RESULTS = ROOT / "bench" / "results" / "widgets_browser.json"
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "cvlib-browser-test"
+RUN_TIMEOUT_S = 240
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("CVLIB_BROWSER_TESTS"), reason="browser tests run with `make browser-test`"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on a free local port over a copy of notebooks/; stopped afterwards."""
+    workdir = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", workdir / "notebooks")
+    settings = workdir / "settings" / "@jupyterlab"
+    for extension, name, value in [
+        ("notebook-extension", "tracker", {"windowingMode": "none"}),  # render every cell
+        ("apputils-extension", "notification", {"fetchNews": "false"}),  # no news pop-up
+    ]:
+        (settings / extension).mkdir(parents=True)
+        (settings / extension / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
+    port = _free_port()
+    env = dict(os.environ, TQDM_DISABLE="1", JUPYTER_CONFIG_DIR=str(workdir / "config"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={TOKEN}", f"--LabApp.user_settings_dir={workdir / 'settings'}",
+         f"--ServerApp.root_dir={workdir / 'notebooks'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _status_ok(url), 60, "JupyterLab did not start")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _status_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_for(condition, timeout: float, message: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def timings():
+    results = {}
+    yield results
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    slowest = max((t for nb in results.values() for t in nb.values()), default=None)
+    RESULTS.write_text(json.dumps(
+        {"what": "browser round trip of one widget step (key press to new image), seconds",
+         "slowest": slowest, "notebooks": results}, indent=2) + "\n")
+
+
+def _run_all(page) -> None:
+    """Run > Run All Cells, from the menu bar, as a reader does."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def _executed(page) -> bool:
+    """All code cells show an execution count and none is still queued or running."""
+    prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    return bool(prompts) and all(p.strip() not in ("[ ]:", "[*]:", "") for p in prompts)
+
+
+def _explorers(page):
+    """Cells that hold widget controls below an image: the notebook's explorers."""
+    cells = page.locator(".jp-CodeCell").filter(has=page.locator(".widget-slider, .widget-dropdown"))
+    return [cells.nth(k) for k in range(cells.count())]
+
+
+def _image_src(cell) -> str:
+    return cell.locator(".jp-OutputArea-output img").first.get_attribute("src") or ""
+
+
+def _step(page, cell) -> None:
+    """Move the first slider one step right, or pick the next option of the first dropdown."""
+    handles = cell.locator(".noUi-handle, .ui-slider-handle")
+    if handles.count():
+        handles.first.focus()
+        page.keyboard.press("ArrowRight")
+        return
+    select = cell.locator(".widget-dropdown select").first
+    options = select.locator("option").all_inner_texts()
+    current = select.input_value()
+    select.select_option(label=options[(options.index(current) + 1) % len(options)])
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_widgets_respond(lab, browser, timings, name):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    page.locator(".jp-Notebook").first.click()
+    _run_all(page)
+    time.sleep(1)
+    _wait_for(lambda: _executed(page), RUN_TIMEOUT_S, f"{name}: cells did not finish", 1.0)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+
+    outputs = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "Traceback" not in outputs, f"{name}: a cell raised an error"
+
+    explorers = _explorers(page)
+    timings[name] = {}
+    for k, cell in enumerate(explorers):
+        cell.scroll_into_view_if_needed()
+        before = _image_src(cell)
+        assert before, f"{name}: explorer {k} shows no figure"
+        start = time.perf_counter()
+        _step(page, cell)
+        _wait_for(lambda: _image_src(cell) != before, 30, f"{name}: explorer {k} did not redraw", 0.01)
+        timings[name][f"explorer_{k}"] = round(time.perf_counter() - start, 3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
+    page.close()
