@@ -48,8 +48,9 @@ notebooks: install
 	  $(VENV)/bin/jupytext -q --to py:percent $$nb; \
 	done
 
+# Speed and quality benchmarks (not part of `make test`); each writes bench/results/NAME.json.
 bench: install
-	$(PY) bench/ops.py
+	@set -e; for script in bench/*.py; do echo "== $$script"; TQDM_DISABLE=1 $(PY) $$script; done
 
 # Retrain every shipped checkpoint (slow; see data/weights/README.md for what each took).
 weights: install

@@ -16,6 +16,7 @@ time of the last step is kept in ``Explorer.last_step_seconds`` (the browser tes
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -28,7 +29,10 @@ __all__ = ["Explorer", "explore", "slider", "int_slider", "dropdown"]
 class Explorer:
     """A displayed figure plus the controls that redraw it; see :func:`explore`."""
 
+    _created: list[weakref.ref] = []  # every explorer, in order, for bench/widgets.py
+
     def __init__(self, fig: plt.Figure, update: Callable[..., None], controls: dict[str, widgets.Widget]):
+        Explorer._created.append(weakref.ref(self))
         self.fig = fig
         self.update = update
         self.controls = controls
@@ -36,6 +40,23 @@ class Explorer:
         self._handle = DisplayHandle()
         for control in controls.values():
             control.observe(self._on_change, names="value")
+
+    @classmethod
+    def alive(cls) -> list[Explorer]:
+        """The explorers of this kernel that still exist, oldest first."""
+        return [e for e in (ref() for ref in cls._created) if e is not None]
+
+    def step(self, name: str) -> float:
+        """Move control ``name`` one step (next slider value or dropdown option, wrapping
+        around) as a reader would; return the kernel time of the redraw in seconds."""
+        control = self.controls[name]
+        if isinstance(control, widgets.Dropdown):
+            values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+            control.value = values[(values.index(control.value) + 1) % len(values)]
+        else:
+            up = control.value + control.step
+            control.value = up if up <= control.max else control.min
+        return self.last_step_seconds
 
     @property
     def values(self) -> dict:

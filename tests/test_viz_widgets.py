@@ -73,6 +73,19 @@ def test_explorer_updates_in_place():
     assert len(fig.axes[0].images) == 1  # the same artist, not a new figure
 
 
+def test_step_moves_like_a_reader_and_wraps_around():
+    fig, ax = plt.subplots()
+    seen = []
+    explorer = widgets.explore(fig, lambda n, kind: seen.append((n, kind)),
+                               n=widgets.int_slider("n", 0, 2), kind=widgets.dropdown("k", ["a", "b"]))
+    for _ in range(3):
+        assert explorer.step("n") >= 0
+    explorer.step("kind")
+    explorer.step("kind")
+    assert seen == [(0, "a"), (1, "a"), (2, "a"), (0, "a"), (0, "b"), (0, "a")]
+    assert explorer in widgets.Explorer.alive()
+
+
 def test_explore_needs_controls():
     fig = plt.figure()
     with pytest.raises(ValueError, match="control"):
