@@ -158,3 +158,38 @@ def class_legend(ax: plt.Axes | plt.Figure, class_names: Sequence[str], backgrou
     first = 0 if background else 1
     handles = [patches.Patch(color=class_color(first + k), label=n) for k, n in enumerate(names)]
     return ax.legend(handles=handles, fontsize=8, **kwargs)
+
+
+def show_matrix(
+    ax: plt.Axes,
+    values,
+    title: str | None = None,
+    fmt: str = "{:g}",
+    cmap: str = "Blues",
+    numbers: bool = True,
+    **kwargs,
+):
+    """Draw a small matrix ``[H, W]`` (tensor or array) as coloured cells with each value
+    written in its cell, like the tables of the lecture slides (``numbers=False`` leaves the
+    values out, for large matrices). ``kwargs`` go to ``imshow`` (``vmin``, ``vmax``...).
+    Returns ``(image, texts)``: the ``AxesImage`` and the list of ``Text`` artists, row by row."""
+    values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values,
+                        dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape [H, W], got {values.shape}")
+    image = ax.imshow(values, cmap=cmap, **kwargs)
+    texts = []
+    if numbers:
+        low, high = image.get_clim()
+        for (row, col), value in np.ndenumerate(values):
+            dark = high > low and (value - low) / (high - low) > 0.6
+            texts.append(ax.text(col, row, fmt.format(value), ha="center", va="center",
+                                 fontsize=8, color="white" if dark else "black"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return image, texts
+
+
+__all__ += ["show_matrix"]
