@@ -167,7 +167,7 @@ def predict(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m cvlib.train NAME``: train a named recipe and ship its checkpoint."""
-    from cvlib import recipes, weights
+    from cvlib import recipes
 
     parser = argparse.ArgumentParser(
         prog="python -m cvlib.train",
@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, recipe in sorted(recipes.RECIPES.items()):
             print(f"{name:20s} {recipe.description}")
         return 0
-    path = recipes.run(args.name, device=args.device, command=" ".join(["python -m cvlib.train", *(argv or sys.argv[1:])]))
+    command = " ".join(["python -m cvlib.train", *(argv if argv is not None else sys.argv[1:])])
+    path = recipes.run(args.name, device=args.device, command=command)
     print(f"saved {path}")
     return 0
 

@@ -141,7 +141,8 @@ def image_grid(
         raise ValueError("images must not be empty")
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2 * (titles is not None)), squeeze=False)
+    height = size * nrows + (0.2 if titles is not None else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, height), squeeze=False)
     axes = axes.ravel()
     for k, ax in enumerate(axes):
         if k < len(images):

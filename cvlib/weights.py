@@ -78,13 +78,19 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
         raise FileNotFoundError(f"no checkpoint {path}; {_rebuild_hint(name)}")
     expected = _read_sums(directory).get(path.name)
     if expected is None:
-        raise FileNotFoundError(f"{path.name} has no entry in {directory / SUMS}; {_rebuild_hint(name)}")
+        raise FileNotFoundError(
+            f"{path.name} has no entry in {directory / SUMS}; {_rebuild_hint(name)}"
+        )
     if sha256(path) != expected:
-        raise ChecksumError(f"{path} does not match its SHA-256 in {SUMS} (corrupted?); {_rebuild_hint(name)}")
+        raise ChecksumError(
+            f"{path} does not match its SHA-256 in {SUMS} (corrupted?); {_rebuild_hint(name)}"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_model(name: str, device: torch.device | str = "cpu", directory: str | Path = WEIGHTS_DIR) -> nn.Module:
+def load_model(
+    name: str, device: torch.device | str = "cpu", directory: str | Path = WEIGHTS_DIR
+) -> nn.Module:
     """The trained model of recipe ``name``, rebuilt by the recipe, in eval mode on ``device``."""
     from cvlib.recipes import RECIPES
 

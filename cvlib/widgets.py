@@ -98,14 +98,18 @@ def _layout() -> dict:
     return {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="420px")}
 
 
-def slider(description: str, min: float, max: float, value: float | None = None, step: float = 0.05) -> widgets.FloatSlider:
+def slider(
+    description: str, min: float, max: float, value: float | None = None, step: float = 0.05
+) -> widgets.FloatSlider:
     """A float slider (``continuous_update=False``: one redraw when the handle is released)."""
     value = min if value is None else value
     return widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
                                continuous_update=False, **_layout())
 
 
-def int_slider(description: str, min: int, max: int, value: int | None = None, step: int = 1) -> widgets.IntSlider:
+def int_slider(
+    description: str, min: int, max: int, value: int | None = None, step: int = 1
+) -> widgets.IntSlider:
     """An integer slider (``continuous_update=False``)."""
     value = min if value is None else value
     return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description,

@@ -58,7 +58,8 @@ def lab(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, TQDM_DISABLE="1", JUPYTER_CONFIG_DIR=str(workdir / "config"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+         f"--port={port}",
          f"--IdentityProvider.token={TOKEN}", f"--LabApp.user_settings_dir={workdir / 'settings'}",
          f"--ServerApp.root_dir={workdir / 'notebooks'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -175,7 +176,8 @@ def test_notebook_widgets_respond(lab, browser, timings, name):
         assert before, f"{name}: explorer {k} shows no figure"
         start = time.perf_counter()
         _step(page, cell)
-        _wait_for(lambda: _image_src(cell) != before, 30, f"{name}: explorer {k} did not redraw", 0.01)
+        redrawn = lambda cell=cell, before=before: _image_src(cell) != before
+        _wait_for(redrawn, 30, f"{name}: explorer {k} did not redraw", 0.01)
         timings[name][f"explorer_{k}"] = round(time.perf_counter() - start, 3)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
