@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks browser-test notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks browser-test colab-check notebooks bench weights lint clean
 
 install: $(STAMP)
 
@@ -37,6 +37,16 @@ browser-test: install
 	$(PY) -m pip install -q "playwright>=1.40"
 	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
+# The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
+# torchvision 0.26, ipywidgets 7.7) and Colab's Python (3.13 when installed), in .venv-colab.
+COLAB_PYTHON ?= $(shell command -v python3.13 || echo $(PYTHON))
+colab-check:
+	test -x .venv-colab/bin/python || $(COLAB_PYTHON) -m venv .venv-colab
+	.venv-colab/bin/python -m pip install -q -r requirements.txt -c tests/colab-constraints.txt
+	.venv-colab/bin/python -c "import sys, torch, torchvision, ipywidgets; print(sys.version.split()[0], torch.__version__, torchvision.__version__, ipywidgets.__version__)"
+	.venv-colab/bin/python -m pytest -p no:cacheprovider -q
+	.venv-colab/bin/python -m pytest -p no:cacheprovider -q $(NBVAL_FLAGS) notebooks/
+
 # Execute every notebook in place so that the committed outputs are current (NB=02_upsampling
 # runs one), after updating each .ipynb from its .py twin; then refresh the twin.
 notebooks: install
@@ -61,4 +71,4 @@ lint: install
 	$(VENV)/bin/ruff check cvlib tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-colab .pytest_cache .hypothesis
