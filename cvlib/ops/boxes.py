@@ -1,0 +1,166 @@
+"""Boxes: formats, areas, IoU, generalized IoU, and the R-CNN box deltas.
+
+Boxes are float tensors ``[N, 4]``; the default format is ``xyxy`` = ``(x1, y1, x2, y2)`` in
+pixels with ``x1 <= x2`` and ``y1 <= y2``. The functions give the same numbers as
+``torchvision.ops`` (tests compare them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "box_convert",
+    "box_area",
+    "box_iou",
+    "generalized_box_iou",
+    "encode_boxes",
+    "decode_boxes",
+    "BBOX_XFORM_CLIP",
+]
+
+FORMATS = ("xyxy", "xywh", "cxcywh")
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # largest tw, th before exp: a box grows at most 62.5x
+
+
+def check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
+    """Raise a clear error unless ``boxes`` is a float tensor ``[N, 4]`` without NaN, and (when
+    ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``."""
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4], got {tuple(boxes.shape)}")
+    if not boxes.is_floating_point():
+        raise ValueError(f"{name} must be a floating point tensor, got {boxes.dtype}")
+    if torch.isnan(boxes).any():
+        raise ValueError(f"{name} contains NaN")
+    if ordered and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+        raise ValueError(f"{name} must be xyxy with x1 <= x2 and y1 <= y2")
+
+
+def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
+    """Convert ``boxes`` ``[N, 4]`` between ``xyxy``, ``xywh`` (top-left, size) and ``cxcywh``
+    (centre, size)."""
+    for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if fmt not in FORMATS:
+            raise ValueError(f"{name} must be one of {FORMATS}, got {fmt!r}")
+    check_boxes(boxes, ordered=False)
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    a, b, c, d = boxes.unbind(-1)
+    if in_fmt == "xywh":
+        a, b, c, d = a, b, a + c, b + d
+    elif in_fmt == "cxcywh":
+        a, b, c, d = a - c / 2, b - d / 2, a + c / 2, b + d / 2
+    # now (a, b, c, d) is xyxy
+    if out_fmt == "xywh":
+        a, b, c, d = a, b, c - a, d - b
+    elif out_fmt == "cxcywh":
+        a, b, c, d = (a + c) / 2, (b + d) / 2, c - a, d - b
+    return torch.stack((a, b, c, d), dim=-1)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Areas ``[N]`` of xyxy ``boxes`` ``[N, 4]``: ``(x2 - x1) * (y2 - y1)``."""
+    check_boxes(boxes)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
+    """Intersection and union areas ``[N, M]`` of every pair of boxes (no input checks)."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    # overlap along x times overlap along y; [N, M] temporaries only, updated in place
+    inter = torch.min(boxes1[:, None, 2], boxes2[None, :, 2]) - torch.max(boxes1[:, None, 0], boxes2[None, :, 0])
+    inter.clamp_(min=0)
+    height = torch.min(boxes1[:, None, 3], boxes2[None, :, 3]) - torch.max(boxes1[:, None, 1], boxes2[None, :, 1])
+    inter.mul_(height.clamp_(min=0))
+    return inter, area1[:, None] + area2[None, :] - inter
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Intersection over union ``[N, M]`` of every box of ``boxes1`` ``[N, 4]`` with every box
+    of ``boxes2`` ``[M, 4]`` (xyxy). Two zero-area boxes give NaN (0 / 0), as in torchvision."""
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
+    inter, union = _inter_union(boxes1, boxes2)
+    return inter / union
+
+
+def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Generalized IoU ``[N, M]`` (Rezatofighi et al. 2019): ``IoU - (C - union) / C`` with ``C``
+    the area of the smallest box enclosing both. In ``[-1, 1]``; used by DETR's loss."""
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
+    inter, union = _inter_union(boxes1, boxes2)
+    iou = inter / union
+    top_left = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / enclosing
+
+
+def _centre_size(boxes: torch.Tensor):
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    return boxes[:, 0] + 0.5 * widths, boxes[:, 1] + 0.5 * heights, widths, heights
+
+
+def _check_weights(weights) -> tuple[float, float, float, float]:
+    if len(weights) != 4 or any(w <= 0 for w in weights):
+        raise ValueError(f"weights must be 4 positive numbers (wx, wy, ww, wh), got {weights}")
+    return tuple(float(w) for w in weights)
+
+
+def encode_boxes(
+    boxes: torch.Tensor, references: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)
+) -> torch.Tensor:
+    """R-CNN regression targets ``[N, 4]`` that move ``references`` (anchors or proposals,
+    ``[N, 4]`` xyxy) onto ``boxes`` (ground truth, ``[N, 4]`` xyxy):
+
+    ``tx = wx (x - xa) / wa``, ``ty = wy (y - ya) / ha``, ``tw = ww log(w / wa)``,
+    ``th = wh log(h / ha)`` with ``(x, y, w, h)`` centre and size. Same numbers as
+    torchvision's ``BoxCoder.encode_single``.
+    """
+    check_boxes(boxes)
+    check_boxes(references, "references")
+    if boxes.shape != references.shape:
+        raise ValueError(
+            f"boxes and references must have the same shape, got {tuple(boxes.shape)} "
+            f"and {tuple(references.shape)}"
+        )
+    wx, wy, ww, wh = _check_weights(weights)
+    xa, ya, wa, ha = _centre_size(references)
+    x, y, w, h = _centre_size(boxes)
+    return torch.stack(
+        (wx * (x - xa) / wa, wy * (y - ya) / ha, ww * torch.log(w / wa), wh * torch.log(h / ha)),
+        dim=1,
+    )
+
+
+def decode_boxes(
+    deltas: torch.Tensor,
+    references: torch.Tensor,
+    weights=(1.0, 1.0, 1.0, 1.0),
+    clip: float = BBOX_XFORM_CLIP,
+) -> torch.Tensor:
+    """Apply ``deltas`` ``[N, 4]`` (tx, ty, tw, th) to ``references`` ``[N, 4]`` xyxy: the
+    inverse of :func:`encode_boxes`. ``tw`` and ``th`` are clamped to ``clip`` before ``exp`` so
+    a bad prediction cannot overflow. Returns xyxy ``[N, 4]`` (torchvision's ``decode_single``).
+    """
+    check_boxes(references, "references")
+    if not isinstance(deltas, torch.Tensor) or deltas.shape != references.shape:
+        raise ValueError(
+            f"deltas must be a tensor of shape {tuple(references.shape)} like references, got "
+            f"{tuple(deltas.shape) if isinstance(deltas, torch.Tensor) else type(deltas).__name__}"
+        )
+    wx, wy, ww, wh = _check_weights(weights)
+    xa, ya, wa, ha = _centre_size(references.to(deltas.dtype))
+    x = deltas[:, 0] / wx * wa + xa
+    y = deltas[:, 1] / wy * ha + ya
+    w = torch.exp((deltas[:, 2] / ww).clamp(max=clip)) * wa
+    h = torch.exp((deltas[:, 3] / wh).clamp(max=clip)) * ha
+    return torch.stack((x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h), dim=1)
