@@ -69,21 +69,33 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     The box is rounded to feature cells ``[x1, x2]`` (inclusive, at least one cell), bin
     ``(p, q)`` covers rows ``floor(p * h / PH) .. ceil((p + 1) * h / PH)`` of it (bins may
     overlap by one cell), clipped to the map; an empty bin gives 0.
+
+    The maxima come from a range-maximum table (:func:`_max_table`): any bin is the union of
+    four, possibly overlapping, blocks of ``2^i x 2^j`` cells whose maxima are precomputed,
+    so each bin costs four look-ups instead of a loop over its cells.
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
     _, channels, height, width = input.shape
-    out = input.new_zeros((len(rois), channels, ph, pw))
-    start = _round_half_away(rois[:, 1:] * spatial_scale).long()  # x1, y1, x2, y2 in cells
-    roi_w = (start[:, 2] - start[:, 0] + 1).clamp(min=1)
-    roi_h = (start[:, 3] - start[:, 1] + 1).clamp(min=1)
-    rows = _bin_edges(start[:, 1], roi_h, ph, height)  # each [K, PH]
-    cols = _bin_edges(start[:, 0], roi_w, pw, width)
-    features = input.permute(0, 2, 3, 1)  # [N, H, W, C]: a gather picks whole channel vectors
-    order = torch.argsort(roi_h * roi_w)  # similar sizes in one chunk: less padding
-    for chunk in order.split(CHUNK):
-        out[chunk] = _max_in_bins(features, rois[chunk, 0].long(), rows[0][chunk], rows[1][chunk],
-                                  cols[0][chunk], cols[1][chunk])
-    return out
+    if len(rois) == 0:
+        return input.new_zeros((0, channels, ph, pw))
+    cells = _round_half_away(rois[:, 1:] * spatial_scale).long()  # x1, y1, x2, y2 in cells
+    roi_w = (cells[:, 2] - cells[:, 0] + 1).clamp(min=1)
+    roi_h = (cells[:, 3] - cells[:, 1] + 1).clamp(min=1)
+    r0, r1 = _bin_edges(cells[:, 1], roi_h, ph, height)  # [K, PH] each
+    c0, c1 = _bin_edges(cells[:, 0], roi_w, pw, width)  # [K, PW] each
+    empty = (r1 <= r0)[:, :, None] | (c1 <= c0)[:, None, :]  # [K, PH, PW]
+    level_h, level_w = _log2((r1 - r0).clamp(min=1)), _log2((c1 - c0).clamp(min=1))
+    table = _max_table(input.permute(0, 2, 3, 1), int(level_h.max()) + 1, int(level_w.max()) + 1)
+    i, j = level_h[:, :, None], level_w[:, None, :]  # [K, PH, 1], [K, 1, PW]
+    rows = (r0.clamp(max=height - 1), (r1 - (1 << level_h)).clamp(min=0))  # two blocks cover a bin's rows
+    cols = (c0.clamp(max=width - 1), (c1 - (1 << level_w)).clamp(min=0))
+    b = rois[:, 0].long()[:, None, None]
+    out = None
+    for r in rows:
+        for c in cols:
+            block = table[i, j, b, r[:, :, None], c[:, None, :]]  # [K, PH, PW, C]
+            out = block if out is None else torch.maximum(out, block)
+    return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
 
 
 def _bin_edges(roi_start, roi_size, bins, limit):
@@ -95,22 +107,26 @@ def _bin_edges(roi_start, roi_size, bins, limit):
     return lo.clamp(0, limit), hi.clamp(0, limit)
 
 
-def _max_in_bins(features, batch, row_lo, row_hi, col_lo, col_hi):
-    """Max of ``features`` ``[N, H, W, C]`` over each bin of a chunk of RoIs: ``[k, C, PH, PW]``."""
-    mh = max(int((row_hi - row_lo).max()), 1)
-    mw = max(int((col_hi - col_lo).max()), 1)
-    r = row_lo[:, :, None] + torch.arange(mh, device=row_lo.device)  # [k, PH, mh]
-    c = col_lo[:, :, None] + torch.arange(mw, device=col_lo.device)  # [k, PW, mw]
-    r_ok, c_ok = r < row_hi[:, :, None], c < col_hi[:, :, None]
-    height, width = features.shape[1:3]
-    k, ph, pw = len(batch), r.shape[1], c.shape[1]
-    values = features[batch[:, None, None, None, None],
-                      r.clamp(max=height - 1).reshape(k, ph, mh, 1, 1),
-                      c.clamp(max=width - 1).reshape(k, 1, 1, pw, mw)]  # [k, PH, mh, PW, mw, C]
-    inside = (r_ok.reshape(k, ph, mh, 1, 1) & c_ok.reshape(k, 1, 1, pw, mw))[..., None]
-    values = values.masked_fill(~inside, -math.inf).amax(dim=(2, 4))  # [k, PH, PW, C]
-    empty = ~inside.any(dim=4).any(dim=2)  # a bin with no cell gives 0, not -inf
-    return values.masked_fill(empty, 0).permute(0, 3, 1, 2)
+def _log2(n: torch.Tensor) -> torch.Tensor:
+    """``floor(log2(n))`` of positive integers."""
+    return torch.floor(torch.log2(n.to(torch.float64))).long()
+
+
+def _max_table(features: torch.Tensor, levels_h: int, levels_w: int) -> torch.Tensor:
+    """``table[i, j, n, y, x] = max(features[n, y : y + 2^i, x : x + 2^j])``, ``[Lh, Lw, N, H, W, C]``,
+    built by doubling: a level-``i`` block is the max of two level-``i - 1`` blocks side by
+    side. Entries whose block would leave the map are never looked up."""
+
+    def doubled(table: torch.Tensor, levels: int, dim: int) -> list[torch.Tensor]:
+        tables = [table]
+        for level in range(1, levels):
+            prev, shift = tables[-1], 1 << (level - 1)
+            size = prev.shape[dim] - shift
+            head = torch.maximum(prev.narrow(dim, 0, size), prev.narrow(dim, shift, size))
+            tables.append(torch.cat([head, prev.narrow(dim, size, shift)], dim))
+        return tables
+
+    return torch.stack([torch.stack(doubled(rows, levels_w, 2)) for rows in doubled(features, levels_h, 1)])
 
 
 def roi_align(
@@ -127,39 +143,52 @@ def roi_align(
     ``aligned``, so that pixel centres line up) gets ``g_h x g_w`` sample points at the centres
     of a regular sub-grid; ``g = sampling_ratio``, or ``ceil(roi_size / output_size)`` per RoI
     when ``sampling_ratio <= 0``. Points more than one cell outside the map count as 0.
+
+    Bilinear sampling and averaging are linear and the sample grid is a product of rows and
+    columns, so for each RoI the result is two small matrix products,
+    ``A_y [PH, H] @ X [H, W] @ A_x^T [W, PW]``, where row ``p`` of ``A_y`` holds the bilinear
+    weights of the bin's sample rows divided by ``g_h`` (and ``A_x`` likewise).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
     if not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
-    _, channels, height, width = input.shape
-    out = input.new_zeros((len(rois), channels, ph, pw))
+    num_images, channels, height, width = input.shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - offset).unbind(1)
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # torchvision: legacy boxes are at least one cell wide
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    if sampling_ratio > 0:
-        grid_h = grid_w = torch.full((len(rois),), sampling_ratio, device=rois.device)
-    else:
-        grid_h, grid_w = torch.ceil(roi_h / ph).long(), torch.ceil(roi_w / pw).long()
-    features = input.permute(0, 2, 3, 1)
-    groups = torch.stack([grid_h, grid_w], 1).unique(dim=0) if len(rois) else []
-    for gh, gw in groups.tolist() if len(rois) else []:
-        members = torch.nonzero((grid_h == gh) & (grid_w == gw)).flatten()
+    a_y = _interpolation_matrix(y1, roi_h, ph, height, sampling_ratio)  # [K, PH, H]
+    a_x = _interpolation_matrix(x1, roi_w, pw, width, sampling_ratio)  # [K, PW, W]
+    out = input.new_zeros((len(rois), channels, ph, pw))
+    batch = rois[:, 0].long()
+    for b in range(num_images):  # one big matrix product per image
+        members = torch.nonzero(batch == b).flatten()
         for chunk in members.split(CHUNK):
-            ys = _sample_points(y1[chunk], roi_h[chunk], ph, gh)  # [k, PH, gh]
-            xs = _sample_points(x1[chunk], roi_w[chunk], pw, gw)  # [k, PW, gw]
-            out[chunk] = _bilinear_average(features, rois[chunk, 0].long(), ys, xs)
+            rows = torch.einsum("kph,chw->kcpw", a_y[chunk], input[b])  # [k, C, PH, W]
+            out[chunk] = torch.einsum("kcpw,kqw->kcpq", rows, a_x[chunk])
     return out
 
 
-def _sample_points(start, size, bins, grid):
-    """Coordinates ``[k, bins, grid]`` of the sample points: centres of ``grid`` equal parts of
-    each bin. Empty when ``grid == 0`` (a degenerate RoI)."""
+def _interpolation_matrix(start, size, bins, limit, sampling_ratio):
+    """``[K, bins, limit]``: row ``p`` averages the bilinear weights of the sample points of bin
+    ``p`` (``g`` points at the centres of ``g`` equal parts of the bin) over the cells
+    ``0..limit-1``. A point more than one cell outside ``[0, limit]`` weighs nothing."""
+    if sampling_ratio > 0:
+        grid = torch.full_like(size, sampling_ratio, dtype=torch.long)
+    else:
+        grid = torch.ceil(size / bins).long()
+    g_max = max(int(grid.max()), 1) if len(grid) else 1
     bin_size = (size / bins)[:, None, None]
-    p = torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None]
-    i = torch.arange(grid, device=start.device, dtype=start.dtype)[None, None, :]
-    return start[:, None, None] + p * bin_size + (i + 0.5) * bin_size / max(grid, 1)
+    p = torch.arange(bins, dtype=size.dtype, device=size.device)[None, :, None]
+    i = torch.arange(g_max, dtype=size.dtype, device=size.device)[None, None, :]
+    g = grid.clamp(min=1).to(size.dtype)[:, None, None]
+    points = start[:, None, None] + p * bin_size + (i + 0.5) * bin_size / g  # [K, bins, g_max]
+    used = (i < grid[:, None, None]).to(size.dtype)  # RoIs with a smaller grid pad with zeros
+    cells, weights = _corners(points, limit)  # [K, bins, g_max, 2] each
+    weights = weights * (used / g)[..., None]
+    matrix = size.new_zeros((len(size), bins, limit))
+    return matrix.scatter_add_(2, cells.flatten(2), weights.flatten(2))
 
 
 def _corners(coords, limit):
@@ -174,19 +203,3 @@ def _corners(coords, limit):
     frac = torch.where(at_edge, torch.zeros_like(coords), coords - low.to(coords.dtype))
     weights = torch.stack([1 - frac, frac], -1) * valid[..., None].to(coords.dtype)
     return torch.stack([low, high], -1), weights
-
-
-def _bilinear_average(features, batch, ys, xs):
-    """Mean of the bilinear samples at the grid ``ys x xs`` of each bin: ``[k, C, PH, PW]``.
-
-    The grid is a product of row and column coordinates, so the 4 corners of every sample are
-    a product too: gather the rows x columns once, weight along each axis, and sum.
-    """
-    k, ph, gh = ys.shape
-    pw, gw = xs.shape[1:]
-    rows, row_w = _corners(ys, features.shape[1])  # [k, PH, gh, 2]
-    cols, col_w = _corners(xs, features.shape[2])  # [k, PW, gw, 2]
-    values = features[batch[:, None, None], rows.reshape(k, -1, 1), cols.reshape(k, 1, -1)]
-    values = values.reshape(k, ph, gh * 2, pw, gw * 2, -1)  # [k, PH, gh*2, PW, gw*2, C]
-    total = torch.einsum("kpaqbc,kpa,kqb->kcpq", values, row_w.reshape(k, ph, -1), col_w.reshape(k, pw, -1))
-    return total / max(gh * gw, 1)

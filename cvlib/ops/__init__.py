@@ -1,0 +1,39 @@
+"""The operations every detector and segmenter of the course is built from, written from the
+lectures and checked against ``torchvision.ops`` (same signatures, same numbers).
+
+- ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas
+- ``nms``: non-maximum suppression, per class with ``batched_nms``
+- ``anchors``: anchors over a feature map, their labels, balanced sampling
+- ``roi``: RoI Pool and RoI Align
+- ``upsample``: nearest, bed of nails, max unpooling, bilinear, transposed convolution
+"""
+
+from cvlib.ops import upsample
+from cvlib.ops.anchors import generate_anchors, label_anchors, sample_anchors
+from cvlib.ops.boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    decode_boxes,
+    encode_boxes,
+    generalized_box_iou,
+)
+from cvlib.ops.nms import batched_nms, nms
+from cvlib.ops.roi import roi_align, roi_pool
+
+__all__ = [
+    "upsample",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "generalized_box_iou",
+    "encode_boxes",
+    "decode_boxes",
+    "nms",
+    "batched_nms",
+    "generate_anchors",
+    "label_anchors",
+    "sample_anchors",
+    "roi_pool",
+    "roi_align",
+]

@@ -1,0 +1,106 @@
+"""Anchors: reference boxes of several scales and aspect ratios at every feature-map cell
+(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch.
+
+Same conventions and numbers as torchvision's ``AnchorGenerator`` (one feature map),
+``Matcher(0.7, 0.3, allow_low_quality_matches=True)`` and ``BalancedPositiveNegativeSampler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from cvlib.ops.boxes import box_iou, check_boxes
+
+__all__ = ["generate_anchors", "label_anchors", "sample_anchors", "POSITIVE", "NEGATIVE", "IGNORED"]
+
+POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
+
+
+def _pair(value, name):
+    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if len(pair) != 2 or not all(v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive number or a pair of them, got {value!r}")
+    return pair
+
+
+def generate_anchors(
+    feature_size,
+    stride,
+    scales: Sequence[float] = (32.0,),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """All anchors ``[H * W * K, 4]`` (xyxy, image pixels) of a feature map of ``feature_size``
+    ``(H, W)`` cells, each ``stride`` pixels apart, with ``K = len(aspect_ratios) * len(scales)``.
+
+    The anchor of scale ``s`` (its square root of area) and aspect ratio ``r = h / w`` has
+    ``w = s / sqrt(r)`` and ``h = s * sqrt(r)``, rounded to whole pixels, and is centred on
+    ``(x * stride_x, y * stride_y)``, the top-left corner of cell ``(y, x)`` (torchvision's
+    convention). Order: cell by cell (row-major), then ratios, then scales within a ratio.
+    """
+    height, width = (int(v) for v in _pair(feature_size, "feature_size"))
+    stride_y, stride_x = _pair(stride, "stride")
+    if not scales or not aspect_ratios or min(scales) <= 0 or min(aspect_ratios) <= 0:
+        raise ValueError(f"scales and aspect_ratios must be non-empty and positive, got {scales}, {aspect_ratios}")
+    scales_t = torch.as_tensor(scales, dtype=dtype)
+    h_ratios = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=dtype))
+    ws = (scales_t[None, :] / h_ratios[:, None]).reshape(-1)  # [K], ratio-major
+    hs = (scales_t[None, :] * h_ratios[:, None]).reshape(-1)
+    base = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()  # [K, 4] around (0, 0)
+    ys = torch.arange(height, dtype=torch.int32).to(dtype) * stride_y
+    xs = torch.arange(width, dtype=torch.int32).to(dtype) * stride_x
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)  # [H * W, 1, 4]
+    return (centres + base[None]).reshape(-1, 4)
+
+
+def label_anchors(
+    anchors: torch.Tensor, gt_boxes: torch.Tensor, fg_iou: float = 0.7, bg_iou: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label each anchor against the ground truth boxes ``gt_boxes`` ``[G, 4]``.
+
+    Returns ``labels`` ``[A]`` (int64: ``POSITIVE`` = 1 when its best IoU >= ``fg_iou``,
+    ``NEGATIVE`` = 0 when < ``bg_iou``, ``IGNORED`` = -1 in between) and ``matched`` ``[A]``,
+    the index of the gt box it overlaps most. Every gt box also makes positive the anchor(s)
+    with which it has its highest IoU, so no object is left without an anchor. With no gt
+    boxes every anchor is negative (``matched`` is 0).
+    """
+    check_boxes(anchors, "anchors")
+    check_boxes(gt_boxes, "gt_boxes")
+    if not 0 <= bg_iou <= fg_iou <= 1:
+        raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
+    if len(gt_boxes) == 0:
+        zeros = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
+        return zeros.clone(), zeros
+    iou = box_iou(gt_boxes, anchors)  # [G, A]
+    best_iou, matched = iou.max(dim=0)
+    labels = torch.full_like(matched, IGNORED)
+    labels[best_iou < bg_iou] = NEGATIVE
+    labels[best_iou >= fg_iou] = POSITIVE
+    best_for_gt = iou.max(dim=1, keepdim=True).values  # [G, 1]
+    labels[(iou == best_for_gt).any(dim=0)] = POSITIVE  # ties: every best anchor
+    return labels, matched
+
+
+def sample_anchors(
+    labels: torch.Tensor,
+    batch_size: int = 256,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A balanced minibatch of anchors: at most ``batch_size * positive_fraction`` random
+    positives (``labels == 1``), filled up to ``batch_size`` with random negatives
+    (``labels == 0``). Returns the indices ``(positives, negatives)``."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D tensor, got {getattr(labels, 'shape', type(labels).__name__)}")
+    if batch_size < 1 or not 0 <= positive_fraction <= 1:
+        raise ValueError(f"need batch_size >= 1 and 0 <= positive_fraction <= 1, got {batch_size}, {positive_fraction}")
+    positive = torch.nonzero(labels >= POSITIVE).flatten()
+    negative = torch.nonzero(labels == NEGATIVE).flatten()
+    num_pos = min(int(batch_size * positive_fraction), len(positive))
+    num_neg = min(batch_size - num_pos, len(negative))
+    pick_pos = torch.randperm(len(positive), generator=generator, device=labels.device)[:num_pos]
+    pick_neg = torch.randperm(len(negative), generator=generator, device=labels.device)[:num_neg]
+    return positive[pick_pos], negative[pick_neg]
