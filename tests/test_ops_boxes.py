@@ -68,7 +68,9 @@ def test_encode_decode_like_torchvision(boxes, weights):
 def test_decode_clamps_huge_deltas():
     references = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     decoded = ops.decode_boxes(torch.tensor([[0.0, 0.0, 100.0, 100.0]]), references)
-    assert torch.isfinite(decoded).all() and decoded[0, 2] - decoded[0, 0] == pytest.approx(10 * 62.5, rel=1e-5)
+    assert torch.isfinite(decoded).all() and decoded[0, 2] - decoded[0, 0] == pytest.approx(
+        10 * 62.5, rel=1e-5
+    )
 
 
 def test_lecture_delta_example():

@@ -53,10 +53,15 @@ def test_roi_pool_like_torchvision(seed, n, output_size, spatial_scale):
 
 def test_list_of_boxes_float64_and_non_contiguous():
     x = torch.randn(3, 4, 10, 10, dtype=torch.float64).transpose(2, 3)  # non-contiguous
-    boxes = [torch.tensor([[1.0, 1.0, 6.0, 8.0]], dtype=torch.float64), torch.zeros(0, 4, dtype=torch.float64),
-             torch.tensor([[0.0, 2.0, 9.0, 3.5], [2.2, 2.2, 2.2, 2.2]], dtype=torch.float64)]
-    for ours, ref in [(ops.roi_align(x, boxes, 3, 1.0, 2), torchvision.ops.roi_align(x, boxes, 3, 1.0, 2)),
-                      (ops.roi_pool(x, boxes, 3), torchvision.ops.roi_pool(x, boxes, 3))]:
+    boxes = [
+        torch.tensor([[1.0, 1.0, 6.0, 8.0]], dtype=torch.float64),
+        torch.zeros(0, 4, dtype=torch.float64),
+        torch.tensor([[0.0, 2.0, 9.0, 3.5], [2.2, 2.2, 2.2, 2.2]], dtype=torch.float64),
+    ]
+    for ours, ref in [
+        (ops.roi_align(x, boxes, 3, 1.0, 2), torchvision.ops.roi_align(x, boxes, 3, 1.0, 2)),
+        (ops.roi_pool(x, boxes, 3), torchvision.ops.roi_pool(x, boxes, 3)),
+    ]:
         assert ours.dtype == torch.float64
         torch.testing.assert_close(ours, ref)
 
@@ -82,12 +87,18 @@ def test_gradients():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: ops.roi_align(torch.rand(2, 3, 4), torch.zeros(0, 5), 2), r"input must be a float tensor \[N, C, H, W\]"),
+        (
+            lambda: ops.roi_align(torch.rand(2, 3, 4), torch.zeros(0, 5), 2),
+            r"input must be a float tensor \[N, C, H, W\]",
+        ),
         (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.zeros(2, 4), 2), r"\[K, 5\]"),
         (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 0), "output_size"),
         (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 2, -1.0), "spatial_scale"),
         (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.tensor([[1.0, 0, 0, 1, 1]]), 2), "batch indices"),
-        (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), [torch.zeros(1, 5)], 2), r"boxes\[0\] must have shape"),
+        (
+            lambda: ops.roi_align(torch.rand(1, 3, 4, 4), [torch.zeros(1, 5)], 2),
+            r"boxes\[0\] must have shape",
+        ),
         (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), "boxes", 2), "boxes must be"),
         (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 2, 1.0, 1.5), "sampling_ratio"),
     ],
@@ -101,8 +112,10 @@ def test_roi_bad_input(call, match):
 def test_anchors_like_torchvision(feature, stride):
     sizes, ratios = (16, 32, 64), (0.5, 1.0, 2.0)
     strides = (stride, stride) if isinstance(stride, int) else stride
-    image = ImageList(torch.zeros(1, 3, feature[0] * strides[0], feature[1] * strides[1]),
-                      [(feature[0] * strides[0], feature[1] * strides[1])])
+    image = ImageList(
+        torch.zeros(1, 3, feature[0] * strides[0], feature[1] * strides[1]),
+        [(feature[0] * strides[0], feature[1] * strides[1])],
+    )
     ref = AnchorGenerator((sizes,), (ratios,))(image, [torch.zeros(1, 1, *feature)])[0]
     ours = ops.generate_anchors(feature, stride, sizes, ratios)
     assert torch.equal(ours, ref) and ours.shape == (feature[0] * feature[1] * 9, 4)

@@ -43,7 +43,9 @@ def generate_anchors(
     height, width = (int(v) for v in _pair(feature_size, "feature_size"))
     stride_y, stride_x = _pair(stride, "stride")
     if not scales or not aspect_ratios or min(scales) <= 0 or min(aspect_ratios) <= 0:
-        raise ValueError(f"scales and aspect_ratios must be non-empty and positive, got {scales}, {aspect_ratios}")
+        raise ValueError(
+            f"scales and aspect_ratios must be non-empty and positive, got {scales}, {aspect_ratios}"
+        )
     scales_t = torch.as_tensor(scales, dtype=dtype)
     h_ratios = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=dtype))
     ws = (scales_t[None, :] / h_ratios[:, None]).reshape(-1)  # [K], ratio-major
@@ -94,9 +96,13 @@ def sample_anchors(
     positives (``labels == 1``), filled up to ``batch_size`` with random negatives
     (``labels == 0``). Returns the indices ``(positives, negatives)``."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D tensor, got {getattr(labels, 'shape', type(labels).__name__)}")
+        raise ValueError(
+            f"labels must be a 1-D tensor, got {getattr(labels, 'shape', type(labels).__name__)}"
+        )
     if batch_size < 1 or not 0 <= positive_fraction <= 1:
-        raise ValueError(f"need batch_size >= 1 and 0 <= positive_fraction <= 1, got {batch_size}, {positive_fraction}")
+        raise ValueError(
+            f"need batch_size >= 1 and 0 <= positive_fraction <= 1, got {batch_size}, {positive_fraction}"
+        )
     positive = torch.nonzero(labels >= POSITIVE).flatten()
     negative = torch.nonzero(labels == NEGATIVE).flatten()
     num_pos = min(int(batch_size * positive_fraction), len(positive))

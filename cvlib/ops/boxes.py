@@ -73,9 +73,13 @@ def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
     # overlap along x times overlap along y; [N, M] temporaries only, updated in place
-    inter = torch.min(boxes1[:, None, 2], boxes2[None, :, 2]) - torch.max(boxes1[:, None, 0], boxes2[None, :, 0])
+    inter = torch.min(boxes1[:, None, 2], boxes2[None, :, 2]) - torch.max(
+        boxes1[:, None, 0], boxes2[None, :, 0]
+    )
     inter.clamp_(min=0)
-    height = torch.min(boxes1[:, None, 3], boxes2[None, :, 3]) - torch.max(boxes1[:, None, 1], boxes2[None, :, 1])
+    height = torch.min(boxes1[:, None, 3], boxes2[None, :, 3]) - torch.max(
+        boxes1[:, None, 1], boxes2[None, :, 1]
+    )
     inter.mul_(height.clamp_(min=0))
     return inter, area1[:, None] + area2[None, :] - inter
 
@@ -115,9 +119,7 @@ def _check_weights(weights) -> tuple[float, float, float, float]:
     return tuple(float(w) for w in weights)
 
 
-def encode_boxes(
-    boxes: torch.Tensor, references: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)
-) -> torch.Tensor:
+def encode_boxes(boxes: torch.Tensor, references: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> torch.Tensor:
     """R-CNN regression targets ``[N, 4]`` that move ``references`` (anchors or proposals,
     ``[N, 4]`` xyxy) onto ``boxes`` (ground truth, ``[N, 4]`` xyxy):
 

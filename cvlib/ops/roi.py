@@ -15,8 +15,6 @@ a list of ``[K_i, 4]`` tensors, one per image.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from cvlib.ops.boxes import check_boxes
@@ -37,18 +35,31 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
         index = [torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
         return torch.cat([torch.cat(index), torch.cat(list(boxes))], dim=1)
     if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"boxes must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}")
+        raise TypeError(
+            f"boxes must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}"
+        )
     if boxes.ndim != 2 or boxes.shape[1] != 5 or not boxes.is_floating_point():
-        raise ValueError(f"boxes must be a float [K, 5] tensor (batch index, x1, y1, x2, y2), got {tuple(boxes.shape)} {boxes.dtype}")
-    if num_images is not None and len(boxes) and not (0 <= boxes[:, 0].min() and boxes[:, 0].max() < num_images):
-        raise ValueError(f"boxes[:, 0] must be batch indices in [0, {num_images}), got {boxes[:, 0].unique().tolist()}")
+        raise ValueError(
+            "boxes must be a float [K, 5] tensor (batch index, x1, y1, x2, y2), "
+            f"got {tuple(boxes.shape)} {boxes.dtype}"
+        )
+    if (
+        num_images is not None
+        and len(boxes)
+        and not (0 <= boxes[:, 0].min() and boxes[:, 0].max() < num_images)
+    ):
+        raise ValueError(
+            f"boxes[:, 0] must be batch indices in [0, {num_images}), got {boxes[:, 0].unique().tolist()}"
+        )
     return boxes
 
 
 def _check(input, output_size, spatial_scale):
     if not isinstance(input, torch.Tensor) or input.ndim != 4 or not input.is_floating_point():
-        raise ValueError(f"input must be a float tensor [N, C, H, W], got "
-                         f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}")
+        raise ValueError(
+            f"input must be a float tensor [N, C, H, W], got "
+            f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}"
+        )
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"output_size must be a positive int or a pair of them, got {output_size!r}")
@@ -85,16 +96,21 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     c0, c1 = _bin_edges(cells[:, 0], roi_w, pw, width)  # [K, PW] each
     empty = (r1 <= r0)[:, :, None] | (c1 <= c0)[:, None, :]  # [K, PH, PW]
     level_h, level_w = _log2((r1 - r0).clamp(min=1)), _log2((c1 - c0).clamp(min=1))
-    table = _max_table(input.permute(0, 2, 3, 1), int(level_h.max()) + 1, int(level_w.max()) + 1)
-    i, j = level_h[:, :, None], level_w[:, None, :]  # [K, PH, 1], [K, 1, PW]
+    features = input.permute(0, 2, 3, 1).contiguous()  # [N, H, W, C]: channel vectors are rows
+    table = _max_table(features, int(level_h.max()) + 1, int(level_w.max()) + 1)
+    levels, num_images = table.shape[1], table.shape[2]
+    table = table.reshape(-1, channels)  # row = ((i * levels + j) * N + n) * H * W + y * W + x
+    block = (level_h[:, :, None] * levels + level_w[:, None, :]) * num_images + rois[:, 0].long()[
+        :, None, None
+    ]
     rows = (r0.clamp(max=height - 1), (r1 - (1 << level_h)).clamp(min=0))  # two blocks cover a bin's rows
     cols = (c0.clamp(max=width - 1), (c1 - (1 << level_w)).clamp(min=0))
-    b = rois[:, 0].long()[:, None, None]
     out = None
     for r in rows:
         for c in cols:
-            block = table[i, j, b, r[:, :, None], c[:, None, :]]  # [K, PH, PW, C]
-            out = block if out is None else torch.maximum(out, block)
+            index = (block * height + r[:, :, None]) * width + c[:, None, :]  # [K, PH, PW]
+            values = table.index_select(0, index.flatten()).view(*index.shape, channels)
+            out = values if out is None else torch.maximum(out, values)
     return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
 
 
@@ -144,36 +160,50 @@ def roi_align(
     of a regular sub-grid; ``g = sampling_ratio``, or ``ceil(roi_size / output_size)`` per RoI
     when ``sampling_ratio <= 0``. Points more than one cell outside the map count as 0.
 
-    Bilinear sampling and averaging are linear and the sample grid is a product of rows and
-    columns, so for each RoI the result is two small matrix products,
-    ``A_y [PH, H] @ X [H, W] @ A_x^T [W, PW]``, where row ``p`` of ``A_y`` holds the bilinear
-    weights of the bin's sample rows divided by ``g_h`` (and ``A_x`` likewise).
+    Sampling and averaging are linear, the sample grid is a product of rows and columns, and a
+    bilinear weight is a row weight times a column weight. So for each RoI the result is two
+    small matrix products over the window of cells it touches:
+    ``A_y [PH, h] @ X[window] [h, w] @ A_x^T [w, PW]``; row ``p`` of ``A_y`` holds the bilinear
+    weights of the sample rows of bin ``p``, divided by their number (likewise ``A_x``).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
     if not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
-    num_images, channels, height, width = input.shape
+    _, channels, height, width = input.shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - offset).unbind(1)
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # torchvision: legacy boxes are at least one cell wide
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    a_y = _interpolation_matrix(y1, roi_h, ph, height, sampling_ratio)  # [K, PH, H]
-    a_x = _interpolation_matrix(x1, roi_w, pw, width, sampling_ratio)  # [K, PW, W]
     out = input.new_zeros((len(rois), channels, ph, pw))
-    batch = rois[:, 0].long()
-    for b in range(num_images):  # one big matrix product per image
-        members = torch.nonzero(batch == b).flatten()
-        for chunk in members.split(CHUNK):
-            rows = torch.einsum("kph,chw->kcpw", a_y[chunk], input[b])  # [k, C, PH, W]
-            out[chunk] = torch.einsum("kcpw,kqw->kcpq", rows, a_x[chunk])
+    features = input.permute(0, 2, 3, 1)  # [N, H, W, C]
+    order = torch.argsort(torch.maximum(roi_h, roi_w))  # similar windows in one chunk
+    for chunk in order.split(CHUNK):
+        a_y, top = _window_matrix(*_sample_weights(y1[chunk], roi_h[chunk], ph, height, sampling_ratio))
+        a_x, left = _window_matrix(*_sample_weights(x1[chunk], roi_w[chunk], pw, width, sampling_ratio))
+        rows = (top[:, None] + torch.arange(a_y.shape[2], device=top.device)).clamp(max=height - 1)
+        cols = (left[:, None] + torch.arange(a_x.shape[2], device=left.device)).clamp(max=width - 1)
+        window = features[rois[chunk, 0].long()[:, None, None], rows[:, :, None], cols[:, None, :]]
+        mixed = torch.einsum("kph,khwc->kpwc", a_y, window)  # [k, PH, w, C]
+        out[chunk] = torch.einsum("kpwc,kqw->kcpq", mixed, a_x)
     return out
 
 
-def _interpolation_matrix(start, size, bins, limit, sampling_ratio):
-    """``[K, bins, limit]``: row ``p`` averages the bilinear weights of the sample points of bin
-    ``p`` (``g`` points at the centres of ``g`` equal parts of the bin) over the cells
-    ``0..limit-1``. A point more than one cell outside ``[0, limit]`` weighs nothing."""
+def _window_matrix(cells, weights):
+    """Interpolation matrices ``[k, bins, size]`` over the window of cells the RoIs touch, and
+    each window's first cell ``[k]``; ``size`` is the widest window of the chunk."""
+    first = cells.flatten(1).amin(dim=1)
+    local = cells - first[:, None, None]
+    size = int(local.max()) + 1 if local.numel() else 1
+    matrix = weights.new_zeros((*cells.shape[:2], size))
+    return matrix.scatter_add_(2, local, weights), first
+
+
+def _sample_weights(start, size, bins, limit, sampling_ratio):
+    """For each RoI, the cells ``[K, bins, S]`` (long) that the sample points of each bin touch
+    and their weights ``[K, bins, S]``: bilinear weights divided by the number of points ``g``
+    (so summing gives the average). ``S = 2 * g_max``; RoIs with a smaller grid pad with zero
+    weights. A point more than one cell outside ``[0, limit]`` weighs nothing."""
     if sampling_ratio > 0:
         grid = torch.full_like(size, sampling_ratio, dtype=torch.long)
     else:
@@ -184,11 +214,10 @@ def _interpolation_matrix(start, size, bins, limit, sampling_ratio):
     i = torch.arange(g_max, dtype=size.dtype, device=size.device)[None, None, :]
     g = grid.clamp(min=1).to(size.dtype)[:, None, None]
     points = start[:, None, None] + p * bin_size + (i + 0.5) * bin_size / g  # [K, bins, g_max]
-    used = (i < grid[:, None, None]).to(size.dtype)  # RoIs with a smaller grid pad with zeros
+    used = (i < grid[:, None, None]).to(size.dtype)
     cells, weights = _corners(points, limit)  # [K, bins, g_max, 2] each
     weights = weights * (used / g)[..., None]
-    matrix = size.new_zeros((len(size), bins, limit))
-    return matrix.scatter_add_(2, cells.flatten(2), weights.flatten(2))
+    return cells.flatten(2), weights.flatten(2)
 
 
 def _corners(coords, limit):
