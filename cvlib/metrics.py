@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cvlib.ops.boxes import box_iou
+
 __all__ = [
     "accuracy",
     "confusion_matrix",
@@ -408,14 +410,9 @@ def average_precision_coco(recall: torch.Tensor, precision: torch.Tensor) -> tor
 
 
 def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 when both boxes are empty."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    top_left = torch.max(boxes1[:, None, :2], boxes2[:, :2])  # [N, M, 2]
-    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-    union = area1[:, None] + area2 - inter
-    return torch.where(union > 0, inter / union, 0.0)
+    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 (not NaN) when both boxes are
+    empty, as in pycocotools."""
+    return box_iou(boxes1, boxes2).nan_to_num(0.0)
 
 
 def _mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
