@@ -97,3 +97,29 @@ def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=8, lr=1e-3, device=device)
     images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
     return {"val_accuracy": accuracy(predict(model, images, device=device), labels)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 04 detection basics: single-object detection (classification + localization)
+
+
+def _single_object() -> nn.Module:
+    from cvlib.models.single import SingleObjectDetector
+
+    return SingleObjectDetector(num_classes=3, image_size=64, width=16)
+
+
+@register("single_object", _single_object, "SingleObjectDetector: class + box of one-object 64x64 scenes")
+def _train_single_object(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import SingleObjectDataset, collate_single_object
+    from cvlib.models.single import evaluate
+    from cvlib.train import fit
+
+    loader = DataLoader(SingleObjectDataset(3000, seed=0), batch_size=64, shuffle=True,
+                        collate_fn=collate_single_object)
+    fit(model, loader, loss_fn=partial(model.loss, box_weight=10.0), epochs=10, lr=1e-3, device=device)
+    return evaluate(model, *collate_single_object(list(SingleObjectDataset(500, seed=1))))

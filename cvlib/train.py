@@ -61,7 +61,8 @@ def _losses(model, inputs, targets, loss_fn) -> dict[str, torch.Tensor]:
                 f"(torchvision's detection contract), got {type(losses).__name__}"
             )
         return losses
-    return {"loss": loss_fn(model(inputs), targets)}
+    losses = loss_fn(model(inputs), targets)
+    return losses if isinstance(losses, dict) else {"loss": losses}
 
 
 def fit(
@@ -85,8 +86,9 @@ def fit(
     """Train ``model`` in place on batches ``(inputs, targets)`` from ``loader``.
 
     Args:
-        loss_fn: ``loss_fn(model(inputs), targets)``; ``None`` for detection models whose
-            ``model(inputs, targets)`` returns a dict of losses (they are summed).
+        loss_fn: ``loss_fn(model(inputs), targets)``, a loss or a dict of named losses
+            (summed, each recorded); ``None`` for detection models whose
+            ``model(inputs, targets)`` returns a dict of losses.
         epochs, max_steps, time_limit: stop after ``epochs`` passes, ``max_steps`` optimizer
             steps, or ``time_limit`` seconds, whichever comes first.
         optimizer: defaults to AdamW(lr, weight_decay); ``scheduler`` is stepped every batch.

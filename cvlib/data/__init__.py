@@ -8,6 +8,7 @@ from cvlib.data.shapes import (
     collate_classification,
     collate_detection,
     collate_segmentation,
+    collate_single_object,
     to_coco,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "collate_classification",
     "collate_detection",
     "collate_segmentation",
+    "collate_single_object",
     "to_coco",
 ]

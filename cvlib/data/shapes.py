@@ -29,6 +29,7 @@ __all__ = [
     "ShapesDataset",
     "SingleObjectDataset",
     "ShapesClassification",
+    "collate_single_object",
     "collate_detection",
     "collate_segmentation",
     "collate_classification",
@@ -238,6 +239,16 @@ class ShapesClassification(SingleObjectDataset):
     def __getitem__(self, index: int):
         image, target = super().__getitem__(index)
         return image, int(target["labels"][0]) - 1
+
+
+def collate_single_object(batch):
+    """``[(image, target), ...]`` of single-object scenes -> images ``[B, 3, H, W]`` and
+    ``{"labels": [B] (0..C-1), "boxes": [B, 4] xyxy pixels}``."""
+    images, targets = zip(*batch)
+    return torch.stack(images), {
+        "labels": torch.stack([t["labels"][0] - 1 for t in targets]),
+        "boxes": torch.stack([t["boxes"][0] for t in targets]),
+    }
 
 
 def collate_detection(batch):

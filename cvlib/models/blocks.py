@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["conv_bn_relu", "SmallCNN"]
+__all__ = ["conv_bn_relu", "vgg_features", "SmallCNN"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -14,6 +14,20 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation:
         nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
+    )
+
+
+def vgg_features(width: int) -> nn.Sequential:
+    """Seven 3x3 conv-BN-ReLU layers, three of them with stride 2: ``[B, 3, H, W]`` ->
+    ``[B, 8 * width, H / 8, W / 8]`` (receptive field 51 pixels)."""
+    return nn.Sequential(
+        conv_bn_relu(3, width),
+        conv_bn_relu(width, 2 * width, stride=2),
+        conv_bn_relu(2 * width, 2 * width),
+        conv_bn_relu(2 * width, 4 * width, stride=2),
+        conv_bn_relu(4 * width, 4 * width),
+        conv_bn_relu(4 * width, 8 * width, stride=2),
+        conv_bn_relu(8 * width, 8 * width),
     )
 
 
@@ -29,15 +43,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         if num_classes < 1 or width < 1:
             raise ValueError(f"num_classes and width must be >= 1, got {num_classes}, {width}")
-        self.features = nn.Sequential(
-            conv_bn_relu(3, width),
-            conv_bn_relu(width, 2 * width, stride=2),
-            conv_bn_relu(2 * width, 2 * width),
-            conv_bn_relu(2 * width, 4 * width, stride=2),
-            conv_bn_relu(4 * width, 4 * width),
-            conv_bn_relu(4 * width, 8 * width, stride=2),
-            conv_bn_relu(8 * width, 8 * width),
-        )
+        self.features = vgg_features(width)
         self.fc = nn.Linear(8 * width, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

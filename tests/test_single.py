@@ -1,0 +1,64 @@
+"""Single-object detection: the smooth L1 loss, the detector's contract, and that it learns."""
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+
+from cvlib.data import SingleObjectDataset, collate_single_object
+from cvlib.losses import single_object_loss, smooth_l1
+from cvlib.models.single import SingleObjectDetector, box_params, evaluate
+from cvlib.train import fit
+
+
+@given(st.integers(0, 1000), st.sampled_from([0.1, 1.0, 3.0]))
+def test_smooth_l1_equals_torch(seed, beta):
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(5, 4, generator=g) * 3, torch.randn(5, 4, generator=g)
+    torch.testing.assert_close(smooth_l1(a, b, beta), F.smooth_l1_loss(a, b, beta=beta))
+
+
+def test_loss_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        smooth_l1(torch.zeros(2, 4), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="beta"):
+        smooth_l1(torch.zeros(2), torch.zeros(2), beta=0)
+    with pytest.raises(ValueError, match="box_loss"):
+        single_object_loss({}, {}, box_loss="l3")
+
+
+def test_output_contract():
+    model = SingleObjectDetector(num_classes=3, image_size=32, width=4).eval()
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out["logits"].shape == (2, 3) and out["box_params"].shape == (2, 4)
+    assert ((0 <= out["box_params"]) & (out["box_params"] <= 1)).all()
+    torch.testing.assert_close(box_params(out["boxes"], 32), out["box_params"])
+    with pytest.raises(ValueError, match=r"images must have shape \[B, 3, 32, 32\]"):
+        model(torch.rand(2, 3, 33, 32))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        SingleObjectDetector(image_size=30)
+
+
+def test_learns_in_a_few_steps():
+    torch.manual_seed(0)
+    model = SingleObjectDetector(num_classes=3, image_size=32, width=8)
+    loader = DataLoader(SingleObjectDataset(256, image_size=32), batch_size=32, shuffle=True,
+                        collate_fn=collate_single_object)
+    history = fit(model, loader, loss_fn=partial(model.loss, box_weight=5.0), epochs=4, lr=2e-3,
+                  device="cpu", progress=False)
+    assert set(history) == {"step", "time", "loss", "loss_cls", "loss_box"}
+    assert sum(history["loss"][-4:]) < 0.8 * sum(history["loss"][:4])
+    for term in ("loss_cls", "loss_box"):  # both tasks learn
+        assert sum(history[term][-4:]) < 0.8 * sum(history[term][:4])
+
+
+def test_evaluate_returns_the_three_scores():
+    images, targets = collate_single_object(list(SingleObjectDataset(4, image_size=32)))
+    model = SingleObjectDetector(num_classes=3, image_size=32, width=4)
+    scores = evaluate(model, images, targets)
+    assert set(scores) == {"accuracy", "mean_iou", "correct_detections"}
+    assert 0 <= scores["mean_iou"] < 1 and scores["correct_detections"] <= scores["accuracy"]
