@@ -1,0 +1,91 @@
+"""What every explanation method shares: put the model in a clean state and always restore it.
+
+Every function of :mod:`cvlib.explain` runs inside :func:`prepared`, which puts the model in
+eval mode with its parameters frozen (only the input, or a chosen activation, gets gradients)
+and, on the way out, even when an exception is raised, removes every hook it registered and
+restores ``requires_grad`` of every parameter and the train/eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["prepared", "resolve_layer", "check_images", "pick_target", "capture"]
+
+
+@contextmanager
+def prepared(model: nn.Module) -> Iterator[list]:
+    """Eval mode, parameters frozen; yields a list where callers put their hook handles.
+
+    On exit the handles are removed and ``requires_grad`` / ``training`` are restored.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    handles: list = []
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
+    """``layer`` as a submodule of ``model``: a module, or its dotted name (``"features.6"``)."""
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError as error:
+            names = [n for n, _ in model.named_modules() if n]
+            raise ValueError(f"layer {layer!r} is not a submodule of the model; some names: {names[:12]}") from error
+    if isinstance(layer, nn.Module) and any(m is layer for m in model.modules()):
+        return layer
+    raise ValueError("layer must be a submodule of the model or its name")
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """``images`` must be a float tensor ``[B, 3, H, W]`` without NaN; returns it detached."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"{name} must have shape [B, 3, H, W] with B >= 1, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor, got {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return images.detach()
+
+
+def pick_target(logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+    """Class index per image ``[B]`` (long): the predicted class when ``target`` is None."""
+    batch, num_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=1)
+    target = torch.as_tensor(target, device=logits.device).long().reshape(-1).expand(batch)
+    if ((target < 0) | (target >= num_classes)).any():
+        raise ValueError(f"target must be class indices in [0, {num_classes}), got {target.tolist()}")
+    return target
+
+
+@contextmanager
+def capture(layer: nn.Module, handles: list) -> Iterator[dict]:
+    """Forward hook storing ``layer``'s output in ``store["output"]`` (the handle goes in ``handles``)."""
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        store["output"] = output
+
+    handles.append(layer.register_forward_hook(hook))
+    yield store
