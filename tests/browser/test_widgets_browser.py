@@ -156,7 +156,8 @@ def _step(page, cell) -> None:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_widgets_respond(lab, browser, timings, name):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
+    # a workspace of its own, reset: only this notebook is open (Lab restores earlier tabs)
+    page.goto(f"{lab}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     page.locator(".jp-Notebook").first.click()
