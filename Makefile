@@ -33,7 +33,7 @@ test-notebooks: install
 # Needs Debian's chromium (installed here when missing; apt-get needs root) and Playwright's
 # Python package (not in requirements.txt: readers do not need it).
 browser-test: install
-	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(PY) -m pip install -q "playwright>=1.40"
 	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
