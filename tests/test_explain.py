@@ -26,7 +26,8 @@ def images() -> torch.Tensor:
 
 
 def _state(model: nn.Module):
-    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                for m in model.modules())
     return hooks, [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
@@ -223,7 +224,8 @@ def test_attention_rollout_on_synthetic_attention():
     eye = torch.eye(5).expand(2, 4, 5, 5)
     torch.testing.assert_close(explain.attention_rollout([eye, eye]), torch.eye(5).expand(2, 5, 5))
     attn = _random_attention(layers=1)
-    torch.testing.assert_close(explain.attention_rollout(attn), 0.5 * torch.eye(5) + 0.5 * attn[0].mean(dim=1))
+    expected = 0.5 * torch.eye(5) + 0.5 * attn[0].mean(dim=1)
+    torch.testing.assert_close(explain.attention_rollout(attn), expected)
     attn = _random_attention()
     rollout = explain.attention_rollout(attn)
     torch.testing.assert_close(rollout.sum(dim=-1), torch.ones(2, 5))

@@ -26,8 +26,8 @@ def upsample_map(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def cam(
-    model: nn.Module, images: torch.Tensor, target=None, features: nn.Module | str = "features",
-    fc: nn.Module | str = "fc", upsample: bool = True,
+    model: nn.Module, images: torch.Tensor, target=None,
+    features: nn.Module | str = "features", fc: nn.Module | str = "fc", upsample: bool = True,
 ) -> torch.Tensor:
     """CAM ``sum_k w_k^c A^k`` (signed, no ReLU): ``[B, 3, H, W]`` -> ``[B, H, W]`` (``[B, h, w]``
     when ``upsample=False``). ``features`` is the layer whose output ``A`` ``[B, K, h, w]`` is
@@ -36,19 +36,22 @@ def cam(
     fc = resolve_layer(model, fc)
     if not isinstance(fc, nn.Linear):
         raise ValueError(f"fc must be an nn.Linear (CAM needs GAP + FC), got {type(fc).__name__}")
-    with prepared(model) as handles, capture(resolve_layer(model, features), handles) as store, torch.no_grad():
+    layer = resolve_layer(model, features)
+    with prepared(model) as handles, capture(layer, handles) as store, torch.no_grad():
         logits = model(images)
         target = pick_target(logits, target)
         activations = store["output"]
         if activations.ndim != 4 or activations.shape[1] != fc.in_features:
-            raise ValueError(f"features output {tuple(activations.shape)} does not feed fc ({fc.in_features} inputs)")
+            raise ValueError(f"features output {tuple(activations.shape)} does not feed "
+                             f"fc ({fc.in_features} inputs)")
         weights = fc.weight[target]  # [B, K]
         maps = torch.einsum("bk,bkhw->bhw", weights, activations)
     return upsample_map(maps, images.shape[-2:]) if upsample else maps
 
 
 def grad_cam(
-    model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | str = "features", upsample: bool = True
+    model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | str = "features",
+    upsample: bool = True,
 ) -> torch.Tensor:
     """Grad-CAM ``ReLU(sum_k alpha_k^c A^k)`` at ``layer`` (any layer with output ``[B, K, h, w]``):
     ``[B, 3, H, W]`` -> ``[B, H, W]`` (``[B, h, w]`` when ``upsample=False``).
@@ -69,7 +72,9 @@ def grad_cam(
     return upsample_map(maps, images.shape[-2:]) if upsample else maps
 
 
-def guided_grad_cam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | str = "features") -> torch.Tensor:
+def guided_grad_cam(
+    model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | str = "features"
+) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop ``[B, 3, H, W]`` times the upsampled Grad-CAM map
     ``[B, 1, H, W]`` -> ``[B, 3, H, W]`` (high resolution and class-discriminative)."""
     if target is None:

@@ -41,7 +41,8 @@ def layer_features(
 def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Indices ``[Q, k]`` of the ``k`` gallery rows ``[N, D]`` nearest (L2) to each query ``[Q, D]``."""
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f"queries and gallery must be [Q, D] and [N, D], got {tuple(queries.shape)}, {tuple(gallery.shape)}")
+        raise ValueError(f"queries and gallery must be [Q, D] and [N, D], "
+                         f"got {tuple(queries.shape)}, {tuple(gallery.shape)}")
     if not 1 <= k <= len(gallery):
         raise ValueError(f"k must be in [1, {len(gallery)}], got {k}")
     return torch.cdist(queries.float(), gallery.float()).topk(k, dim=1, largest=False).indices
@@ -51,7 +52,8 @@ def pca(features: torch.Tensor, components: int = 2) -> tuple[torch.Tensor, torc
     """Project ``[N, D]`` on its first principal axes: ``(projections [N, components],
     explained variance ratio [components])``."""
     if features.ndim != 2 or not 1 <= components <= min(features.shape):
-        raise ValueError(f"features must be [N, D] and components in [1, min(N, D)], got {tuple(features.shape)}, {components}")
+        raise ValueError(f"features must be [N, D] and components in [1, min(N, D)], "
+                         f"got {tuple(features.shape)}, {components}")
     centred = features.double() - features.double().mean(dim=0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
     ratio = s**2 / (s**2).sum()

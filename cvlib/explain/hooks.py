@@ -19,7 +19,8 @@ __all__ = ["prepared", "resolve_layer", "check_images", "pick_target", "capture"
 
 @contextmanager
 def prepared(model: nn.Module) -> Iterator[list]:
-    """Eval mode, parameters frozen; yields a list where callers put their hook handles.
+    """Eval mode, parameters frozen, gradients on (also inside a caller's ``torch.no_grad()``);
+    yields a list where callers put their hook handles.
 
     On exit the handles are removed and ``requires_grad`` / ``training`` are restored.
     """
@@ -32,7 +33,8 @@ def prepared(model: nn.Module) -> Iterator[list]:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        yield handles
+        with torch.enable_grad():
+            yield handles
     finally:
         for handle in handles:
             handle.remove()
@@ -49,7 +51,8 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
             return model.get_submodule(layer)
         except AttributeError as error:
             names = [n for n, _ in model.named_modules() if n]
-            raise ValueError(f"layer {layer!r} is not a submodule of the model; some names: {names[:12]}") from error
+            raise ValueError(f"layer {layer!r} is not a submodule of the model; "
+                             f"some names: {names[:12]}") from error
     if isinstance(layer, nn.Module) and any(m is layer for m in model.modules()):
         return layer
     raise ValueError("layer must be a submodule of the model or its name")

@@ -23,8 +23,10 @@ def occlusion(
     images = check_images(images)
     _, _, height, width = images.shape
     if not (1 <= patch <= min(height, width)) or stride < 1:
-        raise ValueError(f"patch must be in [1, {min(height, width)}] and stride >= 1, got {patch}, {stride}")
-    positions = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
+        raise ValueError(f"patch must be in [1, {min(height, width)}] and stride >= 1, "
+                         f"got {patch}, {stride}")
+    positions = [(y, x) for y in range(0, height - patch + 1, stride)
+                 for x in range(0, width - patch + 1, stride)]
     maps = torch.zeros(images.shape[0], height, width, device=images.device)
     with prepared(model), torch.no_grad():
         probs = model(images).softmax(dim=1)

@@ -11,7 +11,8 @@ __all__ = ["pointing_game", "map_iou"]
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> None:
     if maps.ndim != 3 or masks.shape != maps.shape:
-        raise ValueError(f"maps and masks must both be [B, H, W], got {tuple(maps.shape)}, {tuple(masks.shape)}")
+        raise ValueError(f"maps and masks must both be [B, H, W], "
+                         f"got {tuple(maps.shape)}, {tuple(masks.shape)}")
     if not torch.isfinite(maps).all():
         raise ValueError("maps must be finite")
 
