@@ -267,3 +267,12 @@ def test_bad_images_raise(model):
         explain.cam(model, torch.full((1, 3, 8, 8), float("nan")))
     with pytest.raises(TypeError, match="model"):
         explain.saliency("net", torch.rand(1, 3, 8, 8))
+
+
+def test_gradients_work_inside_no_grad_and_guided_backprop_leaves_no_trace(model, images):
+    before = explain.saliency(model, images, 0)
+    with torch.no_grad():
+        explain.guided_backprop(model, images, 0)
+        inside = explain.saliency(model, images, 0)
+    torch.testing.assert_close(explain.saliency(model, images, 0), before)
+    torch.testing.assert_close(inside, before)
