@@ -24,6 +24,7 @@ __all__ = [
     "overlay_masks",
     "image_grid",
     "class_legend",
+    "show_matrix",
 ]
 
 # label 0 = background (dark grey), then matplotlib's tab10 for labels 1, 2, ...
@@ -192,5 +193,3 @@ def show_matrix(
         ax.set_title(title, fontsize=9)
     return image, texts
 
-
-__all__ += ["show_matrix"]
