@@ -1,0 +1,157 @@
+"""cvlib's Faster R-CNN against torchvision's ``FasterRCNN`` with the same backbone, anchors,
+heads, settings and data, trained for the same wall time in the same process.
+
+Both train in alternating rounds of ``ROUND_SECONDS`` (so a change of machine load hits both
+alike) until each has trained ``TRAIN_SECONDS``; then COCO mAP on held-out scenes
+(``cvlib.metrics.evaluate_detections``) and inference time per image (one image at a time,
+the two models alternating). Writes ``bench/results/detection.json``.
+
+    python bench/detection.py [--seconds 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from cvlib.data import ShapesDataset
+from cvlib.metrics import evaluate_detections
+from cvlib.models.rcnn import Backbone, FasterRCNN
+
+RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
+WIDTH, HIDDEN, OUTPUT_SIZE = 8, 128, 7
+SCALES, RATIOS = (16.0, 32.0), (0.5, 1.0, 2.0)
+BATCH, LR, ROUND_SECONDS = 8, 1e-3, 4.0
+
+
+def build_cvlib(num_classes: int) -> torch.nn.Module:
+    return FasterRCNN(num_classes, WIDTH, "align", SCALES, RATIOS, OUTPUT_SIZE, HIDDEN)
+
+
+def build_torchvision(num_classes: int) -> torch.nn.Module:
+    """torchvision's FasterRCNN with cvlib's backbone, the same anchors, RoI Align 7x7 with
+    sampling ratio 2, the same two-layer head; no resizing (64 -> 64) and no normalisation."""
+    backbone = Backbone(WIDTH)
+    return TorchvisionFasterRCNN(
+        backbone, None, min_size=64, max_size=64, image_mean=[0.0] * 3, image_std=[1.0] * 3,
+        rpn_anchor_generator=AnchorGenerator((SCALES,), (RATIOS,)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], OUTPUT_SIZE, 2),
+        box_head=TwoMLPHead(backbone.out_channels * OUTPUT_SIZE**2, HIDDEN),
+        box_predictor=FastRCNNPredictor(HIDDEN, num_classes + 1),
+    )
+
+
+class Trainer:
+    """One model, its optimizer and its own stream of shuffled batches; ``train_for(s)``
+    trains ``s`` more seconds of wall time."""
+
+    def __init__(self, model, data, seed):
+        self.model, self.data = model.train(), data
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.seconds, self.steps, self.losses = [], 0.0, 0, []
+
+    def batch(self):
+        if len(self.order) < BATCH:
+            self.order = torch.randperm(len(self.data), generator=self.generator).tolist()
+        picked, self.order = self.order[:BATCH], self.order[BATCH:]
+        return [self.data[i][0] for i in picked], [self.data[i][1] for i in picked]
+
+    def train_for(self, seconds: float) -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            images, targets = self.batch()
+            loss = sum(self.model(images, targets).values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+            self.losses.append(loss.item())
+        self.seconds += time.perf_counter() - start
+
+
+@torch.no_grad()
+def detect(model, images, batch_size=25):
+    model.eval()
+    return [d for i in range(0, len(images), batch_size) for d in model(images[i : i + batch_size])]
+
+
+@torch.no_grad()
+def time_per_image(models: dict, images, repeats: int = 3) -> dict[str, float]:
+    """Median over ``repeats`` of the mean seconds per image, one image per call, the models
+    alternating image by image."""
+    runs = {name: [] for name in models}
+    for _ in range(repeats):
+        total = dict.fromkeys(models, 0.0)
+        for image in images:
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.eval()([image])
+                total[name] += time.perf_counter() - start
+        for name in models:
+            runs[name].append(total[name] / len(images))
+    return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=64.0, help="training wall time of each model")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train_set, test_set = ShapesDataset(4000, seed=0), ShapesDataset(200, seed=1)
+    data = [train_set[i] for i in range(len(train_set))]  # rendered once, outside the timing
+    test = [test_set[i] for i in range(len(test_set))]
+    test_images, test_targets = [i for i, _ in test], [t for _, t in test]
+    load_before = os.getloadavg()
+    trainers = {}
+    for name, build in (("cvlib", build_cvlib), ("torchvision", build_torchvision)):
+        torch.manual_seed(0)
+        trainers[name] = Trainer(build(train_set.num_classes), data, seed=0)
+    while min(t.seconds for t in trainers.values()) < args.seconds:
+        for trainer in trainers.values():
+            trainer.train_for(min(ROUND_SECONDS, args.seconds - trainer.seconds))
+    results = {}
+    for name, trainer in trainers.items():
+        coco = evaluate_detections(detect(trainer.model, test_images), test_targets)
+        results[name] = {
+            "train_seconds": round(trainer.seconds, 1), "steps": trainer.steps,
+            "final_loss": round(sum(trainer.losses[-20:]) / len(trainer.losses[-20:]), 4),
+            "map": round(coco["map"], 4), "map_50": round(coco["map_50"], 4), "map_75": round(coco["map_75"], 4),
+        }
+    timing = time_per_image({n: t.model for n, t in trainers.items()}, test_images[:50])
+    for name, seconds in timing.items():
+        results[name]["inference_ms_per_image"] = round(1000 * seconds, 2)
+    report = {
+        "torch": torch.__version__, "torchvision": torchvision.__version__, "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": args.threads,
+        "load_average_1_5_15_before": [round(v, 2) for v in load_before],
+        "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
+        "setup": (f"64x64 ShapesDataset scenes (4000 train, seed 0; 200 test, seed 1), batch {BATCH}, AdamW lr {LR}; "
+                  f"backbone vgg_features(width={WIDTH}) stride 8; anchors scales {SCALES} x ratios {RATIOS}; "
+                  f"RoI Align {OUTPUT_SIZE}x{OUTPUT_SIZE} sampling 2; two FC layers of {HIDDEN}; torchvision's "
+                  f"default RPN/head settings for both; alternating rounds of {ROUND_SECONDS} s"),
+        "targets": {"map_at_least_torchvision": results["cvlib"]["map"] >= results["torchvision"]["map"],
+                    "inference_at_least_as_fast": timing["cvlib"] <= timing["torchvision"]},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""cvlib.models.rcnn: R-CNN, Fast R-CNN and Faster R-CNN learn, follow torchvision's detection
+contract (empty images included), equal torchvision's FasterRCNN with the same weights, and
+reject bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from cvlib.data import ShapesDataset, collate_detection
+from cvlib.models.rcnn import (
+    RCNN,
+    Backbone,
+    FastRCNN,
+    FasterRCNN,
+    RegionProposalNetwork,
+    window_proposals,
+)
+from cvlib.ops import box_iou
+
+SMALL = {"sizes": (8, 12, 16), "stride": 4}  # proposals for 32 x 32 images
+
+
+def tiny(kind: str, **kwargs):
+    """Each model at a test size: width 4 backbone, 32 x 32 images."""
+    if kind == "rcnn":
+        return RCNN(width=4, crop_size=16, hidden=32, proposals=SMALL, **kwargs)
+    if kind == "fast":
+        return FastRCNN(width=4, proposals=SMALL, output_size=4, hidden=32, **kwargs)
+    return FasterRCNN(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
+
+
+def scenes(n=4, size=32, seed=0):
+    return collate_detection([ShapesDataset(n, image_size=size, seed=seed)[i] for i in range(n)])
+
+
+KINDS = ["rcnn", "fast", "faster"]
+
+
+def test_window_proposals_cover_the_objects():
+    proposals = window_proposals(64)
+    assert 1500 <= len(proposals) <= 2500  # about 2k, like selective search
+    assert proposals.min() >= 0 and proposals.max() <= 64
+    assert (proposals[:, 2:] > proposals[:, :2]).all()
+    data = ShapesDataset(30, seed=3)
+    best = torch.cat([box_iou(data[i][1]["boxes"], proposals).max(1).values for i in range(30)])
+    assert (best >= 0.5).all()  # every object overlaps some window by IoU >= 0.5
+    assert window_proposals((40, 64)).shape[1] == 4
+
+
+def test_window_proposals_bad_input():
+    with pytest.raises(ValueError, match="stride"):
+        window_proposals(64, stride=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_falls(kind):
+    model = tiny(kind)
+    images, targets = scenes()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    totals = []
+    for _ in range(12):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals.append(loss.item())
+    assert set(losses) >= {"loss_classifier", "loss_box_reg"}
+    assert sum(totals[-3:]) / 3 < 0.7 * totals[0], totals
+
+
+def test_faster_rcnn_reports_the_four_losses():
+    losses = tiny("faster")(*scenes(2))
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(v.ndim == 0 and torch.isfinite(v) and v.requires_grad for v in losses.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_images_train_and_predict(kind):
+    model = tiny(kind)
+    images, targets = scenes(2)
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model([images[0], torch.rand(3, 32, 32)], [targets[0], empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses = model([torch.rand(3, 32, 32)], [empty])  # no object in the whole batch
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("kind, pooler", [("rcnn", None), ("fast", "align"), ("fast", "pool"),
+                                          ("faster", "align"), ("faster", "pool")])
+def test_eval_contract(kind, pooler):
+    model = tiny(kind, **({"pooler": pooler} if pooler else {})).eval()
+    images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
+    with torch.no_grad():
+        outputs = model(images)
+    assert isinstance(outputs, list) and len(outputs) == 3
+    for image, out in zip(images, outputs):
+        assert set(out) == {"boxes", "labels", "scores"}
+        n = len(out["scores"])
+        assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == torch.float32
+        assert out["labels"].shape == (n,) and out["labels"].dtype == torch.int64
+        assert n <= 100
+        if n:
+            assert out["labels"].min() >= 1 and out["labels"].max() <= 3
+            assert (out["scores"] > 0.05).all() and (out["scores"] <= 1).all()
+            assert (out["scores"][:-1] >= out["scores"][1:]).all()
+            assert (out["boxes"][:, 2:] >= out["boxes"][:, :2]).all()
+            assert out["boxes"][:, 0::2].max() <= image.shape[2] and out["boxes"][:, 1::2].max() <= image.shape[1]
+
+
+def test_rpn_head_follows_the_anchor_order():
+    rpn = RegionProposalNetwork(8, stride=8, scales=(8.0, 16.0), aspect_ratios=(0.5, 1.0, 2.0))
+    features = torch.randn(2, 8, 3, 5)
+    objectness, deltas = rpn.head(features)
+    anchors = rpn.anchors((3, 5))
+    assert objectness.shape == (2, 3 * 5 * 6) and deltas.shape == (2, 3 * 5 * 6, 4)
+    assert anchors.shape == (3 * 5 * 6, 4)
+    # anchor k of cell (y, x) reads channel k of the 1x1 convs at (y, x)
+    y, x, k = 2, 4, 5
+    raw = rpn.cls_logits(torch.relu(rpn.conv(features)))
+    assert torch.allclose(objectness[1, (y * 5 + x) * 6 + k], raw[1, k, y, x])
+    assert torch.allclose(anchors[(y * 5 + x) * 6 + k, :2] + anchors[(y * 5 + x) * 6 + k, 2:], torch.tensor([64.0, 32.0]))
+
+
+def _torchvision_copy(model: FasterRCNN) -> TorchvisionFasterRCNN:
+    """torchvision's FasterRCNN with the same architecture and settings and ``model``'s weights."""
+    backbone = Backbone(4)
+    twin = TorchvisionFasterRCNN(
+        backbone, None, min_size=32, max_size=32, image_mean=[0.0] * 3, image_std=[1.0] * 3,
+        rpn_anchor_generator=AnchorGenerator(((8.0, 16.0),), ((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], 4, 2),
+        box_head=TwoMLPHead(32 * 16, 32), box_predictor=FastRCNNPredictor(32, 4),
+    )
+    ours = model.state_dict()
+    names = {"rpn.conv": "rpn.head.conv.0.0", "rpn.cls_logits": "rpn.head.cls_logits",
+             "rpn.bbox_pred": "rpn.head.bbox_pred", "roi_heads.box_head.mlp.1": "roi_heads.box_head.fc6",
+             "roi_heads.box_head.mlp.3": "roi_heads.box_head.fc7",
+             "roi_heads.box_head.cls_score": "roi_heads.box_predictor.cls_score",
+             "roi_heads.box_head.bbox_pred": "roi_heads.box_predictor.bbox_pred"}
+
+    def rename(key):
+        for a, b in names.items():
+            if key.startswith(a + "."):
+                return b + key[len(a):]
+        return key
+
+    twin.load_state_dict({rename(k): v for k, v in ours.items()})
+    return twin
+
+
+def test_equal_to_torchvision_with_the_same_weights():
+    torch.manual_seed(0)
+    model = tiny("faster")
+    images, targets = scenes(4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(15):  # confident enough that detections pass the score threshold
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    twin = _torchvision_copy(model).eval()
+    model.eval()
+    with torch.no_grad():
+        ours, theirs = model(images), twin(images)
+    assert sum(len(o["boxes"]) for o in ours) > 0
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4)
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_input(kind):
+    model = tiny(kind)
+    images, targets = scenes(1)
+    with pytest.raises(TypeError, match="images"):
+        model(torch.rand(1, 3, 32, 32), targets)
+    with pytest.raises(ValueError, match="images"):
+        model([torch.rand(1, 32, 32)], targets)
+    with pytest.raises(ValueError, match="targets"):
+        model(images)
+    bad = [{"boxes": targets[0]["boxes"], "labels": targets[0]["labels"] + 3}]
+    with pytest.raises(ValueError, match="labels"):
+        model(images, bad)
+    bad = [{"boxes": targets[0]["boxes"][:, [2, 1, 0, 3]], "labels": targets[0]["labels"]}]
+    with pytest.raises(ValueError, match="boxes"):
+        model(images, bad)
+    with pytest.raises(ValueError, match="images"):
+        model.eval()([])
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="pooler"):
+        FastRCNN(pooler="max")
+    with pytest.raises(ValueError, match="crop_size"):
+        RCNN(crop_size=30)
