@@ -123,3 +123,46 @@ def _train_single_object(model: nn.Module, device: torch.device) -> dict[str, fl
                         collate_fn=collate_single_object)
     fit(model, loader, loss_fn=partial(model.loss, box_weight=10.0), epochs=10, lr=1e-3, device=device)
     return evaluate(model, *collate_single_object(list(SingleObjectDataset(500, seed=1))))
+
+
+# ---------------------------------------------------------------------------------------------
+# 05 R-CNN family: R-CNN, Fast R-CNN and Faster R-CNN on 64x64 scenes (width-8 backbone)
+
+RCNN_FAMILY_STEPS = {"rcnn": 600, "fast_rcnn": 1000, "faster_rcnn": 1500}  # batches of 8 scenes
+
+
+def _rcnn_family(name: str):
+    def build() -> nn.Module:
+        from cvlib.models.rcnn import RCNN, FasterRCNN, FastRCNN
+
+        return {"rcnn": RCNN, "fast_rcnn": FastRCNN, "faster_rcnn": FasterRCNN}[name](num_classes=3, width=8)
+
+    return build
+
+
+def _train_rcnn_family(name: str):
+    def train(model: nn.Module, device: torch.device) -> dict[str, float]:
+        from torch.utils.data import DataLoader
+
+        from cvlib.data import ShapesDataset, collate_detection
+        from cvlib.metrics import evaluate_detections
+        from cvlib.train import fit, to_device
+
+        loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
+        fit(model, loader, epochs=10, max_steps=RCNN_FAMILY_STEPS[name], lr=1e-3, device=device)
+        images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+        model.eval()
+        with torch.no_grad():
+            detections = [d for i in range(0, 200, 20) for d in model(to_device(images[i : i + 20], device))]
+        coco = evaluate_detections(to_device(detections, "cpu"), targets)
+        return {"map": coco["map"], "map_50": coco["map_50"], "map_75": coco["map_75"]}
+
+    return train
+
+
+for _name, _description in [
+    ("rcnn", "R-CNN: 2,055 windows warped to 32x32, CNN per region, 600 steps of 8 scenes"),
+    ("fast_rcnn", "Fast R-CNN: the same windows, RoI Align 7x7 on the shared feature map, 1000 steps"),
+    ("faster_rcnn", "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
+]:
+    register(_name, _rcnn_family(_name), _description)(_train_rcnn_family(_name))
