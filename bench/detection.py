@@ -20,14 +20,10 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.rpn import AnchorGenerator
-from torchvision.ops import MultiScaleRoIAlign
 
 from cvlib.data import ShapesDataset
 from cvlib.metrics import evaluate_detections
-from cvlib.models.rcnn import Backbone, FasterRCNN
+from cvlib.models.rcnn import FasterRCNN, torchvision_twin
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
 WIDTH, HIDDEN, OUTPUT_SIZE = 8, 128, 7
@@ -40,16 +36,8 @@ def build_cvlib(num_classes: int) -> torch.nn.Module:
 
 
 def build_torchvision(num_classes: int) -> torch.nn.Module:
-    """torchvision's FasterRCNN with cvlib's backbone, the same anchors, RoI Align 7x7 with
-    sampling ratio 2, the same two-layer head; no resizing (64 -> 64) and no normalisation."""
-    backbone = Backbone(WIDTH)
-    return TorchvisionFasterRCNN(
-        backbone, None, min_size=64, max_size=64, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-        rpn_anchor_generator=AnchorGenerator((SCALES,), (RATIOS,)),
-        box_roi_pool=MultiScaleRoIAlign(["0"], OUTPUT_SIZE, 2),
-        box_head=TwoMLPHead(backbone.out_channels * OUTPUT_SIZE**2, HIDDEN),
-        box_predictor=FastRCNNPredictor(HIDDEN, num_classes + 1),
-    )
+    """torchvision's FasterRCNN built like ``build_cvlib``'s model, freshly initialised."""
+    return torchvision_twin(build_cvlib(num_classes), image_size=64, copy_weights=False)
 
 
 class Trainer:
@@ -127,24 +115,35 @@ def main(argv=None) -> dict:
     for name, trainer in trainers.items():
         coco = evaluate_detections(detect(trainer.model, test_images), test_targets)
         results[name] = {
-            "train_seconds": round(trainer.seconds, 1), "steps": trainer.steps,
+            "train_seconds": round(trainer.seconds, 1),
+            "steps": trainer.steps,
             "final_loss": round(sum(trainer.losses[-20:]) / len(trainer.losses[-20:]), 4),
-            "map": round(coco["map"], 4), "map_50": round(coco["map_50"], 4), "map_75": round(coco["map_75"], 4),
+            "map": round(coco["map"], 4),
+            "map_50": round(coco["map_50"], 4),
+            "map_75": round(coco["map_75"], 4),
         }
     timing = time_per_image({n: t.model for n, t in trainers.items()}, test_images[:50])
     for name, seconds in timing.items():
         results[name]["inference_ms_per_image"] = round(1000 * seconds, 2)
     report = {
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": args.threads,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
         "load_average_1_5_15_before": [round(v, 2) for v in load_before],
         "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
-        "setup": (f"64x64 ShapesDataset scenes (4000 train, seed 0; 200 test, seed 1), batch {BATCH}, AdamW lr {LR}; "
-                  f"backbone vgg_features(width={WIDTH}) stride 8; anchors scales {SCALES} x ratios {RATIOS}; "
-                  f"RoI Align {OUTPUT_SIZE}x{OUTPUT_SIZE} sampling 2; two FC layers of {HIDDEN}; torchvision's "
-                  f"default RPN/head settings for both; alternating rounds of {ROUND_SECONDS} s"),
-        "targets": {"map_at_least_torchvision": results["cvlib"]["map"] >= results["torchvision"]["map"],
-                    "inference_at_least_as_fast": timing["cvlib"] <= timing["torchvision"]},
+        "setup": (
+            f"64x64 ShapesDataset scenes (4000 train, seed 0; 200 test, seed 1), batch {BATCH}, "
+            f"AdamW lr {LR}; "
+            f"backbone vgg_features(width={WIDTH}) stride 8; anchors scales {SCALES} x ratios {RATIOS}; "
+            f"RoI Align {OUTPUT_SIZE}x{OUTPUT_SIZE} sampling 2; two FC layers of {HIDDEN}; torchvision's "
+            f"default RPN/head settings for both; alternating rounds of {ROUND_SECONDS} s"
+        ),
+        "targets": {
+            "map_at_least_torchvision": results["cvlib"]["map"] >= results["torchvision"]["map"],
+            "inference_at_least_as_fast": timing["cvlib"] <= timing["torchvision"],
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.rpn import AnchorGenerator
-from torchvision.ops import MultiScaleRoIAlign
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import (
     RCNN,
-    Backbone,
-    FastRCNN,
     FasterRCNN,
+    FastRCNN,
     RegionProposalNetwork,
+    torchvision_twin,
     window_proposals,
 )
 from cvlib.ops import box_iou
@@ -92,8 +88,10 @@ def test_empty_images_train_and_predict(kind):
     sum(losses.values()).backward()
 
 
-@pytest.mark.parametrize("kind, pooler", [("rcnn", None), ("fast", "align"), ("fast", "pool"),
-                                          ("faster", "align"), ("faster", "pool")])
+@pytest.mark.parametrize(
+    "kind, pooler",
+    [("rcnn", None), ("fast", "align"), ("fast", "pool"), ("faster", "align"), ("faster", "pool")],
+)
 def test_eval_contract(kind, pooler):
     model = tiny(kind, **({"pooler": pooler} if pooler else {})).eval()
     images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
@@ -111,7 +109,10 @@ def test_eval_contract(kind, pooler):
             assert (out["scores"] > 0.05).all() and (out["scores"] <= 1).all()
             assert (out["scores"][:-1] >= out["scores"][1:]).all()
             assert (out["boxes"][:, 2:] >= out["boxes"][:, :2]).all()
-            assert out["boxes"][:, 0::2].max() <= image.shape[2] and out["boxes"][:, 1::2].max() <= image.shape[1]
+            assert (
+                out["boxes"][:, 0::2].max() <= image.shape[2]
+                and out["boxes"][:, 1::2].max() <= image.shape[1]
+            )
 
 
 def test_rpn_head_follows_the_anchor_order():
@@ -125,33 +126,9 @@ def test_rpn_head_follows_the_anchor_order():
     y, x, k = 2, 4, 5
     raw = rpn.cls_logits(torch.relu(rpn.conv(features)))
     assert torch.allclose(objectness[1, (y * 5 + x) * 6 + k], raw[1, k, y, x])
-    assert torch.allclose(anchors[(y * 5 + x) * 6 + k, :2] + anchors[(y * 5 + x) * 6 + k, 2:], torch.tensor([64.0, 32.0]))
-
-
-def _torchvision_copy(model: FasterRCNN) -> TorchvisionFasterRCNN:
-    """torchvision's FasterRCNN with the same architecture and settings and ``model``'s weights."""
-    backbone = Backbone(4)
-    twin = TorchvisionFasterRCNN(
-        backbone, None, min_size=32, max_size=32, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-        rpn_anchor_generator=AnchorGenerator(((8.0, 16.0),), ((0.5, 1.0, 2.0),)),
-        box_roi_pool=MultiScaleRoIAlign(["0"], 4, 2),
-        box_head=TwoMLPHead(32 * 16, 32), box_predictor=FastRCNNPredictor(32, 4),
+    assert torch.allclose(
+        anchors[(y * 5 + x) * 6 + k, :2] + anchors[(y * 5 + x) * 6 + k, 2:], torch.tensor([64.0, 32.0])
     )
-    ours = model.state_dict()
-    names = {"rpn.conv": "rpn.head.conv.0.0", "rpn.cls_logits": "rpn.head.cls_logits",
-             "rpn.bbox_pred": "rpn.head.bbox_pred", "roi_heads.box_head.mlp.1": "roi_heads.box_head.fc6",
-             "roi_heads.box_head.mlp.3": "roi_heads.box_head.fc7",
-             "roi_heads.box_head.cls_score": "roi_heads.box_predictor.cls_score",
-             "roi_heads.box_head.bbox_pred": "roi_heads.box_predictor.bbox_pred"}
-
-    def rename(key):
-        for a, b in names.items():
-            if key.startswith(a + "."):
-                return b + key[len(a):]
-        return key
-
-    twin.load_state_dict({rename(k): v for k, v in ours.items()})
-    return twin
 
 
 def test_equal_to_torchvision_with_the_same_weights():
@@ -164,7 +141,7 @@ def test_equal_to_torchvision_with_the_same_weights():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    twin = _torchvision_copy(model).eval()
+    twin = torchvision_twin(model, image_size=32).eval()
     model.eval()
     with torch.no_grad():
         ours, theirs = model(images), twin(images)
@@ -193,6 +170,13 @@ def test_bad_input(kind):
         model(images, bad)
     with pytest.raises(ValueError, match="images"):
         model.eval()([])
+
+
+def test_torchvision_twin_of_a_fresh_model_trains():
+    twin = torchvision_twin(tiny("faster"), image_size=32, copy_weights=False)
+    assert set(twin(*scenes(2))) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    with pytest.raises(ValueError, match="pooler"):
+        torchvision_twin(tiny("faster", pooler="pool"))
 
 
 def test_bad_settings():

@@ -59,6 +59,7 @@ __all__ = [
     "FastRCNN",
     "RegionProposalNetwork",
     "FasterRCNN",
+    "torchvision_twin",
 ]
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh): head deltas scaled as torchvision's
@@ -112,25 +113,39 @@ def check_inputs(images, targets, num_classes: int, training: bool) -> None:
         raise TypeError(f"images must be a list of [3, H, W] tensors, got {type(images).__name__}")
     for i, image in enumerate(images):
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(f"images[{i}] must be a float [3, H, W] tensor, got {image.dtype} {tuple(image.shape)}")
+            raise ValueError(
+                f"images[{i}] must be a float [3, H, W] tensor, got {image.dtype} {tuple(image.shape)}"
+            )
     if not images:
         raise ValueError("images must not be empty")
     if not training:
         return
     if targets is None:
-        raise ValueError("targets are required in training mode (model.train()); call model.eval() to predict")
+        raise ValueError(
+            "targets are required in training mode (model.train()); call model.eval() to predict"
+        )
     if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
-        raise ValueError(f"targets must be a list of one dict per image ({len(images)}), got {type(targets).__name__}")
+        raise ValueError(
+            f"targets must be a list of one dict per image ({len(images)}), got {type(targets).__name__}"
+        )
     for i, t in enumerate(targets):
         boxes, labels = t.get("boxes"), t.get("labels")
-        if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
-            raise ValueError(f"targets[{i}]['boxes'] must be a float [N, 4] tensor, got {getattr(boxes, 'shape', boxes)}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != boxes.shape[:1] or labels.is_floating_point():
-            raise ValueError(f"targets[{i}]['labels'] must be an int tensor [N] = [{len(boxes)}], got {getattr(labels, 'shape', labels)}")
+        if not isinstance(boxes, torch.Tensor) or boxes.shape[1:] != (4,) or not boxes.is_floating_point():
+            got = getattr(boxes, "shape", boxes)
+            raise ValueError(f"targets[{i}]['boxes'] must be a float [N, 4] tensor, got {got}")
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1 \
+                or len(labels) != len(boxes):
+            got = getattr(labels, "shape", labels)
+            raise ValueError(f"targets[{i}]['labels'] must be an int tensor [N] = [{len(boxes)}], got {got}")
         if len(labels) and (labels.min() < 1 or labels.max() > num_classes):
-            raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), got {labels.tolist()}")
+            raise ValueError(
+                f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), "
+                f"got {labels.tolist()}"
+            )
         if (boxes[:, 2:] < boxes[:, :2]).any() or boxes.isnan().any():
-            raise ValueError(f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
+            )
 
 
 def batch_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -239,8 +254,11 @@ class BoxHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 128):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
         )
         self.cls_score = nn.Linear(hidden, num_classes + 1)
         self.bbox_pred = nn.Linear(hidden, (num_classes + 1) * 4)
@@ -280,11 +298,17 @@ class RCNN(nn.Module):
     ):
         super().__init__()
         if num_classes < 1 or crop_size % 8:
-            raise ValueError(f"need num_classes >= 1 and crop_size a multiple of 8, got {num_classes}, {crop_size}")
+            raise ValueError(
+                f"need num_classes >= 1 and crop_size a multiple of 8, got {num_classes}, {crop_size}"
+            )
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
         self.proposal_args = dict(proposals or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.score_thresh, self.nms_thresh, self.detections_per_img = (
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
         self.features = vgg_features(width)
         cells = (crop_size // 8) ** 2
         self.head = BoxHead(8 * width * cells, num_classes, hidden)
@@ -303,11 +327,17 @@ class RCNN(nn.Module):
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
         if self.training:
-            rois, labels, reg = zip(*(
-                sample_proposals(window_proposals(i.shape[1:], **self.proposal_args).to(i.device), t,
-                                 self.batch_size_per_image, self.positive_fraction)
-                for i, t in zip(images, targets)
-            ))
+            rois, labels, reg = zip(
+                *(
+                    sample_proposals(
+                        window_proposals(i.shape[1:], **self.proposal_args).to(i.device),
+                        t,
+                        self.batch_size_per_image,
+                        self.positive_fraction,
+                    )
+                    for i, t in zip(images, targets)
+                )
+            )
             crops = torch.cat([self.warp(i, r) for i, r in zip(images, rois)])
             logits, deltas = self.head(self.features(crops))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
@@ -316,8 +346,17 @@ class RCNN(nn.Module):
         for image in images:
             proposals = window_proposals(image.shape[1:], **self.proposal_args).to(image.device)
             logits, deltas = self.score_regions(image, proposals)
-            detections.append(postprocess_detections(logits, deltas, proposals, image.shape[1:], self.score_thresh,
-                                                      self.nms_thresh, self.detections_per_img))
+            detections.append(
+                postprocess_detections(
+                    logits,
+                    deltas,
+                    proposals,
+                    image.shape[1:],
+                    self.score_thresh,
+                    self.nms_thresh,
+                    self.detections_per_img,
+                )
+            )
         return detections
 
 
@@ -357,7 +396,11 @@ class RoIHeads(nn.Module):
         self.num_classes, self.spatial_scale, self.pooler = num_classes, spatial_scale, pooler
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.score_thresh, self.nms_thresh, self.detections_per_img = (
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
         self.box_head = BoxHead(in_channels * output_size**2, num_classes, hidden)
 
     def pool(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
@@ -371,10 +414,12 @@ class RoIHeads(nn.Module):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
         empty) and a dict of losses in training mode (else empty)."""
         if self.training:
-            rois, labels, reg = zip(*(
-                sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
-                for p, t in zip(proposals, targets)
-            ))
+            rois, labels, reg = zip(
+                *(
+                    sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
+                    for p, t in zip(proposals, targets)
+                )
+            )
             logits, deltas = self.box_head(self.pool(features, list(rois)))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
             losses = {"loss_classifier": classification, "loss_box_reg": box}
@@ -383,7 +428,9 @@ class RoIHeads(nn.Module):
         logits, deltas = self.box_head(self.pool(features, proposals))
         counts = [len(p) for p in proposals]
         detections = [
-            postprocess_detections(lg, dl, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img)
+            postprocess_detections(
+                lg, dl, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img
+            )
             for lg, dl, p, size in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)
         ]
         return self.extra_outputs(features, detections), {}
@@ -417,8 +464,16 @@ class FastRCNN(nn.Module):
         self.num_classes = num_classes
         self.proposal_args = dict(proposals or {})
         self.backbone = Backbone(width)
-        self.roi_heads = RoIHeads(self.backbone.out_channels, num_classes, 1 / Backbone.stride, pooler,
-                                  output_size, hidden=hidden, batch_size_per_image=batch_size_per_image, **head_args)
+        self.roi_heads = RoIHeads(
+            self.backbone.out_channels,
+            num_classes,
+            1 / Backbone.stride,
+            pooler,
+            output_size,
+            hidden=hidden,
+            batch_size_per_image=batch_size_per_image,
+            **head_args,
+        )
 
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
@@ -491,7 +546,9 @@ class RegionProposalNetwork(nn.Module):
         mode = 0 if self.training else 1
         top = objectness.topk(min(self.pre_nms_top_n[mode], len(objectness))).indices
         boxes, scores = clip_boxes(boxes[top], image_size), objectness[top]
-        wide = torch.nonzero((boxes[:, 2] - boxes[:, 0] >= 1e-3) & (boxes[:, 3] - boxes[:, 1] >= 1e-3)).flatten()
+        wide = torch.nonzero(
+            (boxes[:, 2] - boxes[:, 0] >= 1e-3) & (boxes[:, 3] - boxes[:, 1] >= 1e-3)
+        ).flatten()
         boxes, scores = boxes[wide], scores[wide]
         return boxes[nms(boxes, scores, self.nms_thresh)[: self.post_nms_top_n[mode]]]
 
@@ -508,9 +565,12 @@ class RegionProposalNetwork(nn.Module):
             labels.append(torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(objectness))
             reg_targets.append(encode_boxes(gt, anchors[pos]))
         picked, positives = torch.cat(picked), torch.cat(positives)
-        loss_objectness = F.binary_cross_entropy_with_logits(objectness.reshape(-1)[picked], torch.cat(labels))
-        box = F.smooth_l1_loss(deltas.reshape(-1, 4)[positives], torch.cat(reg_targets),
-                               beta=SMOOTH_L1_BETA, reduction="sum")
+        loss_objectness = F.binary_cross_entropy_with_logits(
+            objectness.reshape(-1)[picked], torch.cat(labels)
+        )
+        box = F.smooth_l1_loss(
+            deltas.reshape(-1, 4)[positives], torch.cat(reg_targets), beta=SMOOTH_L1_BETA, reduction="sum"
+        )
         return {"loss_objectness": loss_objectness, "loss_rpn_box_reg": box / max(len(picked), 1)}
 
     def forward(self, features: torch.Tensor, image_sizes, targets=None):
@@ -548,8 +608,15 @@ class FasterRCNN(nn.Module):
         self.backbone = Backbone(width)
         channels = self.backbone.out_channels
         self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = RoIHeads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
-                                  hidden=hidden, **(head_args or {}))
+        self.roi_heads = RoIHeads(
+            channels,
+            num_classes,
+            1 / Backbone.stride,
+            pooler,
+            output_size,
+            hidden=hidden,
+            **(head_args or {}),
+        )
 
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
@@ -558,3 +625,70 @@ class FasterRCNN(nn.Module):
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_sizes, targets)
         return {**rpn_losses, **head_losses} if self.training else detections
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference: torchvision's FasterRCNN with the same architecture (and weights)
+
+_TORCHVISION_NAMES = {  # cvlib parameter prefix -> torchvision's
+    "rpn.conv.": "rpn.head.conv.0.0.",
+    "rpn.cls_logits.": "rpn.head.cls_logits.",
+    "rpn.bbox_pred.": "rpn.head.bbox_pred.",
+    "roi_heads.box_head.mlp.1.": "roi_heads.box_head.fc6.",
+    "roi_heads.box_head.mlp.3.": "roi_heads.box_head.fc7.",
+    "roi_heads.box_head.cls_score.": "roi_heads.box_predictor.cls_score.",
+    "roi_heads.box_head.bbox_pred.": "roi_heads.box_predictor.bbox_pred.",
+}
+
+
+def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool = True) -> nn.Module:
+    """torchvision's ``FasterRCNN`` built like ``model`` (a RoI Align one): the same backbone
+    class, anchors, RoI Align, heads and settings, no resizing of ``image_size`` images and no
+    normalisation; with ``model``'s weights when ``copy_weights`` (then both give the same
+    detections), else freshly initialised."""
+    from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.rpn import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    if not isinstance(model, FasterRCNN) or model.roi_heads.pooler != "align":
+        raise ValueError(
+            "model must be a cvlib FasterRCNN with pooler='align' (torchvision has no RoI Pool head)"
+        )
+    rpn, heads = model.rpn, model.roi_heads
+    backbone = Backbone(model.backbone.out_channels // 8)
+    hidden = heads.box_head.cls_score.in_features
+    twin = TorchvisionFasterRCNN(
+        backbone,
+        None,
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=[0.0] * 3,
+        image_std=[1.0] * 3,
+        rpn_anchor_generator=AnchorGenerator((rpn.scales,), (rpn.aspect_ratios,)),
+        rpn_pre_nms_top_n_train=rpn.pre_nms_top_n[0],
+        rpn_pre_nms_top_n_test=rpn.pre_nms_top_n[1],
+        rpn_post_nms_top_n_train=rpn.post_nms_top_n[0],
+        rpn_post_nms_top_n_test=rpn.post_nms_top_n[1],
+        rpn_nms_thresh=rpn.nms_thresh,
+        rpn_fg_iou_thresh=rpn.fg_iou,
+        rpn_bg_iou_thresh=rpn.bg_iou,
+        rpn_batch_size_per_image=rpn.batch_size_per_image,
+        rpn_positive_fraction=rpn.positive_fraction,
+        box_roi_pool=MultiScaleRoIAlign(["0"], heads.output_size, heads.sampling_ratio),
+        box_head=TwoMLPHead(backbone.out_channels * heads.output_size**2, hidden),
+        box_predictor=FastRCNNPredictor(hidden, heads.num_classes + 1),
+        box_score_thresh=heads.score_thresh,
+        box_nms_thresh=heads.nms_thresh,
+        box_detections_per_img=heads.detections_per_img,
+        box_batch_size_per_image=heads.batch_size_per_image,
+        box_positive_fraction=heads.positive_fraction,
+    )
+    if copy_weights:
+
+        def rename(key: str) -> str:
+            prefix = next((p for p in _TORCHVISION_NAMES if key.startswith(p)), None)
+            return key if prefix is None else _TORCHVISION_NAMES[prefix] + key[len(prefix) :]
+
+        twin.load_state_dict({rename(k): v for k, v in model.state_dict().items()})
+    return twin
