@@ -126,6 +126,50 @@ def _train_single_object(model: nn.Module, device: torch.device) -> dict[str, fl
 
 
 # ---------------------------------------------------------------------------------------------
+# 03 semantic segmentation: U-Net with and without skips, FCN, the sliding-window patch classifier
+
+SEGMENTATION_STEPS = 500  # the same budget for every segmenter: 500 batches of 32 scenes
+
+
+def _train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesDataset, collate_segmentation
+    from cvlib.metrics import boundary_f_score, confusion_matrix, mean_iou, pixel_accuracy
+    from cvlib.train import fit, predict
+
+    scenes = ShapesDataset(4000, seed=0)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
+        lr=3e-3, device=device)
+    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1)))
+    pred = predict(model, images, batch_size=50, device=device).argmax(1)
+    confusion = confusion_matrix(pred, semantic, num_classes=4)
+    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
+            "boundary_f": boundary_f_score(pred, semantic)}
+
+
+def _segmenter(name: str):
+    def build() -> nn.Module:
+        from cvlib.models.fcn import FCN, PatchClassifier
+        from cvlib.models.unet import UNet
+
+        return {"unet": lambda: UNet(width=16, skip=True), "unet_noskip": lambda: UNet(width=16, skip=False),
+                "fcn": lambda: FCN(width=16), "patch_classifier": lambda: PatchClassifier(width=16)}[name]()
+
+    return build
+
+
+for _name, _description in [
+    ("unet", "U-Net (depth 3, width 16) with skip connections, 500 steps"),
+    ("unet_noskip", "the same U-Net without skip connections, same 500 steps"),
+    ("fcn", "FCN: features at 1/8, transposed conv x8 initialised bilinear, 500 steps"),
+    ("patch_classifier", "15x15 sliding-window patch classifier (unpadded convs), 500 steps"),
+]:
+    register(_name, _segmenter(_name), _description)(_train_segmenter)
+
+
+# ---------------------------------------------------------------------------------------------
 # 05 R-CNN family: R-CNN, Fast R-CNN and Faster R-CNN on 64x64 scenes (width-8 backbone)
 
 RCNN_FAMILY_STEPS = {"rcnn": 600, "fast_rcnn": 1000, "faster_rcnn": 1500}  # batches of 8 scenes

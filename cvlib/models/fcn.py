@@ -1,0 +1,125 @@
+"""Fully convolutional networks for semantic segmentation (lecture 03).
+
+- ``PatchClassifier``: the sliding-window baseline. It classifies the centre pixel of a
+  ``patch x patch`` window with unpadded 3x3 convolutions, so the *same* weights can run on
+  every window separately (``sliding_window``) or over the whole image in one pass
+  (``forward``): identical outputs, but the one pass computes each shared feature once.
+- ``FCN``: downsample by 8 with strided convolutions, score classes at 1/8 resolution, and
+  upsample by 8 with a transposed convolution initialised to bilinear interpolation.
+- ``DilatedFCN``: no downsampling at all; dilated 3x3 convolutions grow the receptive field
+  exponentially at full resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvlib.models.blocks import conv_bn_relu, vgg_features
+from cvlib.ops.upsample import bilinear_kernel
+
+__all__ = ["PatchClassifier", "FCN", "DilatedFCN", "receptive_field"]
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+
+
+class PatchClassifier(nn.Module):
+    """``layers`` unpadded 3x3 conv-BN-ReLU layers + a 1x1 classifier: a window of
+    ``patch = 2 * layers + 1`` pixels -> scores of its centre pixel."""
+
+    def __init__(self, num_classes: int = 4, width: int = 32, layers: int = 7):
+        super().__init__()
+        self.patch = 2 * layers + 1
+        channels = [3] + [width] * layers
+        self.body = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(channels[i], channels[i + 1], 3, bias=False),
+                    nn.BatchNorm2d(channels[i + 1]),
+                    nn.ReLU(inplace=True),
+                )
+                for i in range(layers)
+            )
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def classify_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, h, w]`` (``h, w >= patch``) -> ``[B, C, h - patch + 1, w - patch + 1]``: the
+        scores of every window that fits, ``[B, C, 1, 1]`` for one window."""
+        return self.classifier(self.body(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """All windows at once: zero-pad by ``patch // 2`` and run the convolutions over the
+        whole image. ``[B, 3, H, W]`` -> ``[B, C, H, W]``."""
+        _check_images(images)
+        return self.classify_windows(F.pad(images, [self.patch // 2] * 4))
+
+    def sliding_window(self, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """One window per pixel, each classified on its own (the slow way, same numbers):
+        ``[B, 3, H, W]`` -> ``[B, C, H, W]``."""
+        _check_images(images)
+        b, _, h, w = images.shape
+        windows = F.unfold(F.pad(images, [self.patch // 2] * 4), self.patch)  # [B, 3*P*P, H*W]
+        windows = windows.transpose(1, 2).reshape(-1, 3, self.patch, self.patch)
+        scores = torch.cat([self.classify_windows(chunk)[:, :, 0, 0] for chunk in windows.split(batch_size)])
+        return scores.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+class FCN(nn.Module):
+    """``[B, 3, H, W]`` -> ``[B, num_classes, H, W]``: features at 1/8 (``vgg_features``), a 1x1
+    conv scores the classes, a transposed conv (kernel 16, stride 8, padding 4) initialised to
+    bilinear interpolation brings them back to full resolution. Any ``H, W``: the input is
+    padded to a multiple of 8 and the output cropped."""
+
+    def __init__(self, num_classes: int = 4, width: int = 16):
+        super().__init__()
+        self.features = vgg_features(width)
+        self.score = nn.Conv2d(8 * width, num_classes, 1)
+        self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, padding=4, bias=False)
+        with torch.no_grad():  # class c upsamples only class c, bilinearly; training may change it
+            self.upsample.weight.zero_()
+            for c in range(num_classes):
+                self.upsample.weight[c, c] = bilinear_kernel(16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_images(images)
+        height, width = images.shape[-2:]
+        x = F.pad(images, (0, -width % 8, 0, -height % 8))
+        return self.upsample(self.score(self.features(x)))[..., :height, :width]
+
+
+class DilatedFCN(nn.Module):
+    """Full resolution throughout: 3x3 conv-BN-ReLU layers with dilations ``dilations``
+    (receptive field ``1 + 2 * sum(dilations)``), then a 1x1 classifier."""
+
+    def __init__(self, num_classes: int = 4, width: int = 32, dilations: tuple[int, ...] = (1, 1, 2, 4, 8)):
+        super().__init__()
+        channels = [3] + [width] * len(dilations)
+        self.body = nn.Sequential(
+            *(conv_bn_relu(channels[i], channels[i + 1], dilation=d) for i, d in enumerate(dilations))
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_images(images)
+        return self.classifier(self.body(images))
+
+
+def receptive_field(model: nn.Module, size: int = 97) -> int:
+    """Measured receptive field (pixels, one side) of the centre output pixel of ``model``:
+    the extent of the input pixels its gradient reaches, on a random ``size x size`` input
+    (random, so that ReLUs are not all off). The model is left in its mode, weights untouched."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        out = model(x)
+        out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
+    finally:
+        model.train(was_training)
+    cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)) > 0).flatten()
+    return int(cols.max() - cols.min() + 1) if len(cols) else 0
