@@ -304,11 +304,8 @@ class RCNN(nn.Module):
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
         self.proposal_args = dict(proposals or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh, self.detections_per_img = (
-            score_thresh,
-            nms_thresh,
-            detections_per_img,
-        )
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img = detections_per_img
         self.features = vgg_features(width)
         cells = (crop_size // 8) ** 2
         self.head = BoxHead(8 * width * cells, num_classes, hidden)
@@ -327,17 +324,12 @@ class RCNN(nn.Module):
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
         if self.training:
-            rois, labels, reg = zip(
-                *(
-                    sample_proposals(
-                        window_proposals(i.shape[1:], **self.proposal_args).to(i.device),
-                        t,
-                        self.batch_size_per_image,
-                        self.positive_fraction,
-                    )
-                    for i, t in zip(images, targets)
-                )
-            )
+            samples = []
+            for image, target in zip(images, targets):
+                windows = window_proposals(image.shape[1:], **self.proposal_args).to(image.device)
+                sample = sample_proposals(windows, target, self.batch_size_per_image, self.positive_fraction)
+                samples.append(sample)
+            rois, labels, reg = zip(*samples)  # per image: RoIs [S, 4], labels [S], targets [S, 4]
             crops = torch.cat([self.warp(i, r) for i, r in zip(images, rois)])
             logits, deltas = self.head(self.features(crops))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
@@ -396,11 +388,8 @@ class RoIHeads(nn.Module):
         self.num_classes, self.spatial_scale, self.pooler = num_classes, spatial_scale, pooler
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh, self.detections_per_img = (
-            score_thresh,
-            nms_thresh,
-            detections_per_img,
-        )
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img = detections_per_img
         self.box_head = BoxHead(in_channels * output_size**2, num_classes, hidden)
 
     def pool(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
@@ -414,12 +403,10 @@ class RoIHeads(nn.Module):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
         empty) and a dict of losses in training mode (else empty)."""
         if self.training:
-            rois, labels, reg = zip(
-                *(
-                    sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
-                    for p, t in zip(proposals, targets)
-                )
-            )
+            rois, labels, reg = zip(*(  # per image: RoIs [S, 4], labels [S], targets [S, 4]
+                sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
+                for p, t in zip(proposals, targets)
+            ))
             logits, deltas = self.box_head(self.pool(features, list(rois)))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
             losses = {"loss_classifier": classification, "loss_box_reg": box}
