@@ -184,14 +184,14 @@ def clip_boxes(boxes: torch.Tensor, image_size) -> torch.Tensor:
 
 def match_proposals(proposals: torch.Tensor, target: dict, fg_iou: float = 0.5):
     """Label each proposal ``[P, 4]`` with the class of the gt box it overlaps most when
-    IoU >= ``fg_iou`` (else 0, background). Returns ``labels`` int64 ``[P]`` and the matched gt
-    boxes ``[P, 4]`` (the proposal itself where there is no gt box)."""
+    IoU >= ``fg_iou`` (else 0, background). Returns ``labels`` int64 ``[P]`` and ``matched``
+    int64 ``[P]``, the index of that gt box (0 when the image has none)."""
     gt_boxes, gt_labels = target["boxes"], target["labels"]
     if len(gt_boxes) == 0:
-        return torch.zeros(len(proposals), dtype=torch.int64, device=proposals.device), proposals
+        zeros = torch.zeros(len(proposals), dtype=torch.int64, device=proposals.device)
+        return zeros, zeros.clone()
     best_iou, matched = box_iou(gt_boxes, proposals).max(dim=0)
-    labels = torch.where(best_iou >= fg_iou, gt_labels[matched], torch.zeros_like(matched))
-    return labels, gt_boxes[matched]
+    return torch.where(best_iou >= fg_iou, gt_labels[matched], torch.zeros_like(matched)), matched
 
 
 def sample_proposals(
@@ -199,14 +199,16 @@ def sample_proposals(
 ):
     """The training RoIs of one image: the proposals plus the gt boxes, labelled by
     :func:`match_proposals`, then a balanced sample (at most ``positive_fraction`` of
-    ``batch_size`` objects). Returns RoIs ``[S, 4]``, labels ``[S]`` and regression targets
-    ``[S, 4]`` (``encode_boxes`` with ``HEAD_BOX_WEIGHTS``)."""
+    ``batch_size`` objects). Returns RoIs ``[S, 4]``, labels ``[S]``, regression targets
+    ``[S, 4]`` (``encode_boxes`` with ``HEAD_BOX_WEIGHTS``; used for objects only) and the
+    matched gt index ``[S]`` (for the masks of Mask R-CNN)."""
     proposals = torch.cat([proposals, target["boxes"]])
     labels, matched = match_proposals(proposals, target, fg_iou)
     positive, negative = sample_anchors(labels, batch_size, positive_fraction)
     keep = torch.cat([positive, negative])
-    rois = proposals[keep]
-    return rois, labels[keep], encode_boxes(matched[keep], rois, HEAD_BOX_WEIGHTS)
+    rois, matched = proposals[keep], matched[keep]
+    gt_boxes = target["boxes"][matched] if len(target["boxes"]) else rois
+    return rois, labels[keep], encode_boxes(gt_boxes, rois, HEAD_BOX_WEIGHTS), matched
 
 
 def box_losses(class_logits, box_deltas, labels, regression_targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +331,7 @@ class RCNN(nn.Module):
                 windows = window_proposals(image.shape[1:], **self.proposal_args).to(image.device)
                 sample = sample_proposals(windows, target, self.batch_size_per_image, self.positive_fraction)
                 samples.append(sample)
-            rois, labels, reg = zip(*samples)  # per image: RoIs [S, 4], labels [S], targets [S, 4]
+            rois, labels, reg, _ = zip(*samples)  # per image: RoIs [S, 4], labels [S], targets [S, 4]
             crops = torch.cat([self.warp(i, r) for i, r in zip(images, rois)])
             logits, deltas = self.head(self.features(crops))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
@@ -364,7 +366,7 @@ class RoIHeads(nn.Module):
     Training samples ``batch_size_per_image`` RoIs per image (``positive_fraction``
     objects, IoU >= 0.5 with a gt box) and returns ``loss_classifier`` and ``loss_box_reg``;
     eval returns detections. A mask head (Mask R-CNN) plugs in by overriding
-    :meth:`extra_losses` and :meth:`extra_outputs`, which see the pooled features' source.
+    :meth:`extra_losses` and :meth:`extra_outputs` (they get the feature map and the RoIs).
     """
 
     def __init__(
@@ -403,14 +405,14 @@ class RoIHeads(nn.Module):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
         empty) and a dict of losses in training mode (else empty)."""
         if self.training:
-            rois, labels, reg = zip(*(  # per image: RoIs [S, 4], labels [S], targets [S, 4]
+            rois, labels, reg, matched = zip(*(  # per image: RoIs, labels, box targets, gt index
                 sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
                 for p, t in zip(proposals, targets)
             ))
             logits, deltas = self.box_head(self.pool(features, list(rois)))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
             losses = {"loss_classifier": classification, "loss_box_reg": box}
-            losses.update(self.extra_losses(features, list(rois), list(labels), targets))
+            losses.update(self.extra_losses(features, list(rois), list(labels), list(matched), targets))
             return [], losses
         logits, deltas = self.box_head(self.pool(features, proposals))
         counts = [len(p) for p in proposals]
@@ -422,8 +424,9 @@ class RoIHeads(nn.Module):
         ]
         return self.extra_outputs(features, detections), {}
 
-    def extra_losses(self, features, rois, labels, targets) -> dict[str, torch.Tensor]:
-        """Losses of further per-RoI heads (Mask R-CNN's mask loss); none here."""
+    def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
+        """Losses of further per-RoI heads (Mask R-CNN's mask loss) from the sampled RoIs, their
+        labels and matched gt indices (one tensor per image); none here."""
         return {}
 
     def extra_outputs(self, features, detections: list[dict]) -> list[dict]:
