@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from cvlib.ops.boxes import box_iou, check_boxes
+from cvlib.ops.boxes import _check_boxes, box_iou
 
 __all__ = ["generate_anchors", "label_anchors", "sample_anchors", "POSITIVE", "NEGATIVE", "IGNORED"]
 
@@ -48,8 +48,9 @@ def generate_anchors(
         )
     scales_t = torch.as_tensor(scales, dtype=dtype)
     h_ratios = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=dtype))
-    ws = (scales_t[None, :] / h_ratios[:, None]).reshape(-1)  # [K], ratio-major
-    hs = (scales_t[None, :] * h_ratios[:, None]).reshape(-1)
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * scales_t[None, :]).reshape(-1)  # [K], ratio-major
+    hs = (h_ratios[:, None] * scales_t[None, :]).reshape(-1)
     base = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()  # [K, 4] around (0, 0)
     ys = torch.arange(height, dtype=torch.int32).to(dtype) * stride_y
     xs = torch.arange(width, dtype=torch.int32).to(dtype) * stride_x
@@ -69,11 +70,11 @@ def label_anchors(
     with which it has its highest IoU, so no object is left without an anchor. With no gt
     boxes every anchor is negative (``matched`` is 0).
     """
-    check_boxes(anchors, "anchors")
-    check_boxes(gt_boxes, "gt_boxes")
+    _check_boxes(anchors, "anchors")
+    _check_boxes(gt_boxes, "gt_boxes")
     if not 0 <= bg_iou <= fg_iou <= 1:
         raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
-    if len(gt_boxes) == 0:
+    if len(gt_boxes) == 0 or len(anchors) == 0:
         zeros = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
         return zeros.clone(), zeros
     iou = box_iou(gt_boxes, anchors)  # [G, A]

@@ -25,7 +25,7 @@ FORMATS = ("xyxy", "xywh", "cxcywh")
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # largest tw, th before exp: a box grows at most 62.5x
 
 
-def check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
+def _check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
     """Raise a clear error unless ``boxes`` is a float tensor ``[N, 4]`` without NaN, and (when
     ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``."""
     if not isinstance(boxes, torch.Tensor):
@@ -46,7 +46,7 @@ def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
     for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
         if fmt not in FORMATS:
             raise ValueError(f"{name} must be one of {FORMATS}, got {fmt!r}")
-    check_boxes(boxes, ordered=False)
+    _check_boxes(boxes, ordered=False)
     if in_fmt == out_fmt:
         return boxes.clone()
     a, b, c, d = boxes.unbind(-1)
@@ -64,31 +64,27 @@ def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Areas ``[N]`` of xyxy ``boxes`` ``[N, 4]``: ``(x2 - x1) * (y2 - y1)``."""
-    check_boxes(boxes)
+    _check_boxes(boxes)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
     """Intersection and union areas ``[N, M]`` of every pair of boxes (no input checks)."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    # overlap along x times overlap along y; [N, M] temporaries only, updated in place
-    inter = torch.min(boxes1[:, None, 2], boxes2[None, :, 2]) - torch.max(
-        boxes1[:, None, 0], boxes2[None, :, 0]
-    )
-    inter.clamp_(min=0)
-    height = torch.min(boxes1[:, None, 3], boxes2[None, :, 3]) - torch.max(
-        boxes1[:, None, 1], boxes2[None, :, 1]
-    )
-    inter.mul_(height.clamp_(min=0))
-    return inter, area1[:, None] + area2[None, :] - inter
+    # one contiguous row per coordinate: broadcasting reads them several times faster
+    ax1, ay1, ax2, ay2 = boxes1.t().contiguous()[:, :, None]  # [N, 1] each
+    bx1, by1, bx2, by2 = boxes2.t().contiguous()[:, None, :]  # [1, M] each
+    # overlap along x times overlap along y; [N, M] temporaries updated in place
+    inter = (torch.min(ax2, bx2) - torch.max(ax1, bx1)).clamp_(min=0)
+    inter.mul_((torch.min(ay2, by2) - torch.max(ay1, by1)).clamp_(min=0))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter, union
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Intersection over union ``[N, M]`` of every box of ``boxes1`` ``[N, 4]`` with every box
     of ``boxes2`` ``[M, 4]`` (xyxy). Two zero-area boxes give NaN (0 / 0), as in torchvision."""
-    check_boxes(boxes1, "boxes1")
-    check_boxes(boxes2, "boxes2")
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
     inter, union = _inter_union(boxes1, boxes2)
     return inter / union
 
@@ -96,8 +92,8 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Generalized IoU ``[N, M]`` (Rezatofighi et al. 2019): ``IoU - (C - union) / C`` with ``C``
     the area of the smallest box enclosing both. In ``[-1, 1]``; used by DETR's loss."""
-    check_boxes(boxes1, "boxes1")
-    check_boxes(boxes2, "boxes2")
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
     inter, union = _inter_union(boxes1, boxes2)
     iou = inter / union
     top_left = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
@@ -127,8 +123,8 @@ def encode_boxes(boxes: torch.Tensor, references: torch.Tensor, weights=(1.0, 1.
     ``th = wh log(h / ha)`` with ``(x, y, w, h)`` centre and size. Same numbers as
     torchvision's ``BoxCoder.encode_single``.
     """
-    check_boxes(boxes)
-    check_boxes(references, "references")
+    _check_boxes(boxes)
+    _check_boxes(references, "references")
     if boxes.shape != references.shape:
         raise ValueError(
             f"boxes and references must have the same shape, got {tuple(boxes.shape)} "
@@ -153,7 +149,7 @@ def decode_boxes(
     inverse of :func:`encode_boxes`. ``tw`` and ``th`` are clamped to ``clip`` before ``exp`` so
     a bad prediction cannot overflow. Returns xyxy ``[N, 4]`` (torchvision's ``decode_single``).
     """
-    check_boxes(references, "references")
+    _check_boxes(references, "references")
     if not isinstance(deltas, torch.Tensor) or deltas.shape != references.shape:
         raise ValueError(
             f"deltas must be a tensor of shape {tuple(references.shape)} like references, got "

@@ -2,7 +2,9 @@
 than ``iou_threshold``, repeat with the best remaining box.
 
 Same results as ``torchvision.ops.nms`` / ``batched_nms``: kept indices (int64) in decreasing
-order of score, ties in score kept in their original order.
+order of score. Equal scores keep their index order (a stable sort), as torchvision's CPU
+kernel does; torchvision's ``batched_nms`` above 1,000 boxes (a loop over categories and an
+unstable sort) keeps the same boxes but may list equal scores in another order.
 """
 
 from __future__ import annotations
@@ -10,75 +12,127 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cvlib.ops.boxes import _inter_union, check_boxes
+from cvlib.ops.boxes import _check_boxes, _inter_union
 
 __all__ = ["nms", "batched_nms"]
 
-BLOCK = 256  # rows of the IoU matrix computed at once: cache-sized, bounded memory
+BLOCK = 128  # boxes per block: an IoU block stays in cache, memory stays bounded
 
 
-def _check(boxes, scores, iou_threshold) -> None:
-    check_boxes(boxes)
-    if not isinstance(scores, torch.Tensor) or scores.shape != boxes.shape[:1]:
-        raise ValueError(
-            f"scores must be a tensor of shape [N] = [{len(boxes)}], got "
-            f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}"
-        )
-    if (
-        isinstance(iou_threshold, bool)
-        or not isinstance(iou_threshold, (int, float))
-        or iou_threshold != iou_threshold
-    ):
-        raise ValueError(f"iou_threshold must be a number, got {iou_threshold!r}")
+def _check_scores(scores, boxes, name: str = "scores") -> None:
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.shape != boxes.shape[:1]:
+        raise ValueError(f"{name} must have shape [N] = [{len(boxes)}] like boxes, got {tuple(scores.shape)}")
+    if scores.is_floating_point() and torch.isnan(scores).any():
+        raise ValueError(f"{name} contains NaN")
+
+
+def _check_threshold(iou_threshold) -> None:
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
+        raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}")
+    if not iou_threshold >= 0:  # also NaN
+        raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold}")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices ``[K]`` (int64) of the ``boxes`` ``[N, 4]`` (xyxy) that survive greedy NMS,
-    sorted by decreasing ``scores`` ``[N]``."""
-    _check(boxes, scores, iou_threshold)
-    return _greedy(boxes, scores, iou_threshold)
+    sorted by decreasing ``scores`` ``[N]``. A box is dropped when its IoU with a kept,
+    better-scoring box is ``> iou_threshold``; two zero-area boxes (IoU 0 / 0) never suppress
+    each other."""
+    _check_boxes(boxes)
+    _check_scores(scores, boxes)
+    _check_threshold(iou_threshold)
+    return _greedy(boxes, _by_score(scores), iou_threshold)
 
 
-def _greedy(boxes, scores, iou_threshold) -> torch.Tensor:
-    """Greedy NMS. In score order, box ``i`` is kept unless a kept box before it overlaps it
-    by more than ``iou_threshold``.
+def _by_score(scores: torch.Tensor) -> torch.Tensor:
+    """Indices that sort ``scores`` in decreasing order, equal scores in index order."""
+    return torch.sort(scores, descending=True, stable=True).indices
 
-    The IoU of box ``i`` with the boxes after it is computed in blocks of ``BLOCK`` rows (one
-    vectorized matrix per block, only the part right of the diagonal); the greedy pass then
-    costs one NumPy row operation per kept box.
+
+def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS visiting ``boxes`` in ``order``: a box is kept unless a kept box visited
+    before it overlaps it by more than ``iou_threshold``. Returns the kept indices in ``order``.
+
+    A block of ``BLOCK`` boxes at a time: its boxes that no earlier block suppressed get one
+    vectorized IoU matrix against every later box still alive that reaches into the block's
+    x-range (the others cannot overlap it). Its square part is resolved by :func:`_resolve`;
+    then the kept rows suppress the later boxes all at once.
     """
-    order = torch.sort(scores, descending=True, stable=True).indices
     boxes = boxes[order]
+    x1, x2 = boxes[:, 0].cpu().numpy(), boxes[:, 2].cpu().numpy()
+    threshold = _largest_not_above(iou_threshold, boxes.dtype)
     keep = np.ones(len(order), dtype=bool)
     for start in range(0, len(order), BLOCK):
-        inter, union = _inter_union(boxes[start : start + BLOCK], boxes[start:])
-        apart = (~(inter / union > iou_threshold)).cpu().numpy()  # NaN (0/0) never suppresses
-        for row in range(len(apart)):
-            i = start + row
-            if keep[i]:
-                keep[i + 1 :] &= apart[row, row + 1 :]
+        stop = min(start + BLOCK, len(order))
+        rows = start + np.flatnonzero(keep[start:stop])  # not suppressed by an earlier block
+        if len(rows) == 0:
+            continue
+        later = stop + np.flatnonzero(keep[stop:])
+        later = later[(x1[later] < x2[rows].max()) & (x2[later] > x1[rows].min())]
+        columns = torch.from_numpy(np.concatenate([rows, later])).to(boxes.device)
+        inter, union = _inter_union(boxes[columns[: len(rows)]], boxes[columns])
+        overlaps = (inter / union > threshold).cpu().numpy()  # NaN (0 / 0) is not > threshold
+        kept = _resolve(np.triu(overlaps[:, : len(rows)], k=1))
+        keep[rows] = kept
+        keep[later] &= ~overlaps[kept, len(rows) :].any(axis=0)
     return order[torch.from_numpy(keep).to(order.device)]
+
+
+def _resolve(overlaps: np.ndarray) -> np.ndarray:
+    """Greedy NMS of ``m`` boxes in visiting order, given ``overlaps`` ``[m, m]`` (bool, True
+    where box ``j`` would suppress box ``i > j``; False on and below the diagonal).
+
+    The answer is the one ``kept`` with ``kept[i] = not any(kept[j] and overlaps[j, i])``.
+    Start from all kept and apply that rule to every box at once until nothing changes: box
+    ``i`` depends only on the boxes before it, so after ``t`` rounds the first ``t`` boxes are
+    final, and in practice a few rounds (the longest chain of suppressions) suffice.
+    """
+    kept = np.ones(len(overlaps), dtype=bool)
+    for _ in range(len(overlaps)):
+        update = ~overlaps[kept].any(axis=0)
+        if (update == kept).all():
+            break
+        kept = update
+    return kept
+
+
+def _largest_not_above(threshold: float, dtype: torch.dtype) -> torch.Tensor:
+    """The largest number of ``dtype`` that is ``<= threshold``: for an IoU of that ``dtype``,
+    ``iou > result`` is exactly ``iou > threshold`` in double precision, the comparison of
+    torchvision's kernel (a float32 IoU of 0.3 is above the double 0.3, not above float32 0.3).
+    """
+    exact = torch.tensor(threshold, dtype=torch.float64)
+    rounded = exact.to(dtype)
+    if rounded > exact:
+        rounded = torch.nextafter(rounded, rounded.new_tensor(-float("inf")))
+    return rounded
 
 
 def batched_nms(
     boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
     """NMS within each category ``idxs`` ``[N]`` (int): boxes of different categories never
-    suppress each other. Returns kept indices sorted by decreasing score.
+    suppress each other. Returns kept indices (int64) sorted by decreasing score.
 
-    One :func:`nms` per category (exact, and ``C`` times less work than one NMS over all
-    boxes), then the kept boxes of all categories sorted by score.
+    The coordinate-offset trick: shift the boxes of category ``c`` by ``c * (max - low + 1)``,
+    with ``max`` the largest coordinate and ``low = min(0, smallest coordinate)``, so that boxes
+    of different categories cannot overlap, and run one greedy NMS over all of them. (For
+    boxes inside the image, ``low = 0`` and this is torchvision's offset; torchvision's
+    ``max + 1`` alone lets a box left of 0 land on a box of the next category.) Visiting the
+    boxes category by category (by score within one) keeps each block of :func:`_greedy` within
+    a stretch of the shifted axis, so it compares only the boxes of its own categories.
     """
-    _check(boxes, scores, iou_threshold)
-    if not isinstance(idxs, torch.Tensor) or idxs.shape != scores.shape:
-        raise ValueError(
-            f"idxs must be a tensor of shape [N] = [{len(boxes)}], got "
-            f"{tuple(idxs.shape) if isinstance(idxs, torch.Tensor) else type(idxs).__name__}"
-        )
-    keep = [
-        members[_greedy(boxes[members], scores[members], iou_threshold)]
-        for members in (torch.nonzero(idxs == c).flatten() for c in idxs.unique())
-    ]
-    keep = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    keep = keep.sort().values  # index order, so that equal scores stay in index order
-    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    _check_boxes(boxes)
+    _check_scores(scores, boxes)
+    _check_scores(idxs, boxes, "idxs")
+    _check_threshold(iou_threshold)
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    low = boxes.min().clamp(max=0)  # torchvision's max + 1 lets negative boxes meet
+    offsets = idxs.to(boxes) * (boxes.max() - low + 1)
+    by_score = _by_score(scores)
+    by_category = by_score[torch.sort(idxs[by_score], stable=True).indices]
+    keep = _greedy(boxes + offsets[:, None], by_category, iou_threshold).sort().values
+    return keep[_by_score(scores[keep])]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from cvlib.ops.boxes import check_boxes
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = ["roi_pool", "roi_align", "rois_from_boxes"]
 
@@ -29,7 +29,7 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
     tensor per image) or from a ``[K, 5]`` tensor (checked and returned)."""
     if isinstance(boxes, (list, tuple)):
         for i, b in enumerate(boxes):
-            check_boxes(b, f"boxes[{i}]", ordered=False)
+            _check_boxes(b, f"boxes[{i}]", ordered=False)
         if not boxes:
             return torch.zeros((0, 5))
         index = [torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
@@ -43,6 +43,8 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
             "boxes must be a float [K, 5] tensor (batch index, x1, y1, x2, y2), "
             f"got {tuple(boxes.shape)} {boxes.dtype}"
         )
+    if torch.isnan(boxes).any():
+        raise ValueError("boxes contains NaN")
     if (
         num_images is not None
         and len(boxes)

@@ -1,0 +1,127 @@
+"""cvlib.ops.nms against torchvision.ops.nms / batched_nms: random boxes (some outside the image,
+zero-area, duplicated), equal scores, thresholds 0 and 1, float64, blocks, bad input."""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from hypothesis import strategies as st
+from test_ops_boxes import box_sets
+from torchvision.ops.boxes import _batched_nms_vanilla
+
+from cvlib import ops
+
+THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
+
+
+def _scores(n, dtype, seed, ties=False):
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return (scores * 4).round() / 4 if ties else scores  # ties: many equal scores
+
+
+@given(box_sets(), st.sampled_from(THRESHOLDS), st.booleans())
+def test_nms_like_torchvision(boxes, iou_threshold, ties):
+    """Equal scores keep their index order (a stable sort), as torchvision's CPU kernel does."""
+    scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
+    keep = ops.nms(boxes, scores, iou_threshold)
+    assert keep.dtype == torch.int64
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
+
+
+@given(box_sets(), st.sampled_from(THRESHOLDS), st.integers(1, 4), st.booleans())
+def test_batched_nms_like_torchvision(boxes, iou_threshold, num_classes, ties):
+    scores = _scores(len(boxes), boxes.dtype, len(boxes) + 1, ties)
+    idxs = torch.randint(0, num_classes, (len(boxes),), generator=torch.Generator().manual_seed(1))
+    keep = ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    # torchvision's NMS per category, the definition (its offset trick fails for negative
+    # coordinates); it orders equal scores with an unstable sort, so compare the kept sets
+    reference = _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
+    in_index_order = keep.sort().values
+    assert torch.equal(in_index_order, reference.sort().values)
+    by_score = torch.sort(scores[in_index_order], descending=True, stable=True).indices
+    assert torch.equal(keep, in_index_order[by_score])  # equal scores in index order
+    inside = boxes - boxes.min().clamp(max=0) if len(boxes) else boxes  # coordinates >= 0
+    assert torch.equal(
+        ops.batched_nms(inside, scores, idxs, iou_threshold),
+        torchvision.ops.batched_nms(inside, scores, idxs, iou_threshold),
+    )
+
+
+def test_batched_nms_negative_coordinates():
+    """With an offset of max + 1, the category-1 box lands on the category-0 box 0."""
+    boxes = torch.tensor([[-50.0, -50, -40, -40], [0, 0, 10, 10], [-61, -61, -51, -51]])
+    scores, idxs = torch.tensor([0.8, 0.7, 0.9]), torch.tensor([0, 0, 1])
+    assert ops.batched_nms(boxes, scores, idxs, 0.5).tolist() == [2, 0, 1]
+    assert torchvision.ops.batched_nms(boxes, scores, idxs, 0.5).tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("threshold, width", [(0.3, 3.0), (0.1, 1.0), (0.7, 7.0), (0.5, 5.0)])
+def test_threshold_compared_in_double(threshold, width):
+    """IoU = width / 10 exactly in float32; torchvision compares it with the double threshold:
+    float32(0.3) > 0.3 suppresses, float32(0.7) < 0.7 does not."""
+    boxes = torch.tensor([[0.0, 0, 10, 1], [0, 0, width, 1]])
+    scores = torch.tensor([1.0, 0.5])
+    for dtype in (torch.float32, torch.float64):
+        b, s = boxes.to(dtype), scores.to(dtype)
+        assert torch.equal(ops.nms(b, s, threshold), torchvision.ops.nms(b, s, threshold))
+
+
+def test_chains_and_blocks():
+    """Boxes sliding by one pixel (each suppresses the next few: long chains inside a block)
+    and many random boxes (suppression across block borders)."""
+    sliding = torch.arange(700.0)[:, None] + torch.tensor([0.0, 0, 10, 10])
+    sliding[:, 1::2] = 0  # y1 = 0, y2 = 10
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=g, dtype=torch.float64) * 300
+    scattered = torch.cat([xy, xy + 20 + torch.rand(3000, 2, generator=g, dtype=torch.float64) * 30], 1)
+    for boxes, scores in [
+        (sliding, -torch.arange(700.0)),
+        (sliding, torch.rand(700, generator=g)),
+        (scattered, torch.rand(3000, generator=g, dtype=torch.float64)),
+    ]:
+        assert torch.equal(ops.nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+        idxs = torch.randint(0, 7, (len(boxes),), generator=g)
+        assert torch.equal(
+            ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+        )
+
+
+def test_non_contiguous_input():
+    boxes = torch.rand(4, 10).cumsum(0).t()  # [10, 4] transposed view: x1 <= y1 <= x2 <= y2
+    scores = torch.rand(20)[::2]
+    assert not boxes.is_contiguous() and not scores.is_contiguous()
+    assert torch.equal(ops.nms(boxes, scores, 0.3), torchvision.ops.nms(boxes, scores, 0.3))
+
+
+def test_empty_and_single():
+    empty = torch.zeros(0, 4)
+    for keep in (
+        ops.nms(empty, torch.zeros(0), 0.5),
+        ops.batched_nms(empty, torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5),
+    ):
+        assert keep.dtype == torch.int64 and keep.shape == (0,)
+    assert ops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+    zero_area = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 1]])  # IoU 0 / 0: never suppressed
+    assert ops.nms(zero_area, torch.tensor([0.5, 0.9]), 0.0).tolist() == [1, 0]
+
+
+BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 3, 3]])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: ops.nms(BOXES, torch.rand(2), 0.5), r"scores must have shape \[N\] = \[3\]"),
+        (lambda: ops.nms(BOXES, [0.1, 0.2, 0.3], 0.5), "scores must be a torch.Tensor"),
+        (lambda: ops.nms(BOXES, torch.tensor([0.1, float("nan"), 0.3]), 0.5), "scores contains NaN"),
+        (lambda: ops.nms(BOXES, torch.rand(3), None), "iou_threshold must be a number"),
+        (lambda: ops.nms(BOXES, torch.rand(3), -0.1), r"iou_threshold must be a number in \[0, 1\]"),
+        (lambda: ops.nms(BOXES, torch.rand(3), float("nan")), "iou_threshold"),
+        (lambda: ops.nms(BOXES.flip(1), torch.rand(3), 0.5), "x1 <= x2"),
+        (lambda: ops.nms(BOXES[:, :3], torch.rand(3), 0.5), r"boxes must have shape \[N, 4\]"),
+        (lambda: ops.batched_nms(BOXES, torch.rand(3), torch.zeros(2), 0.5), r"idxs must have shape"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

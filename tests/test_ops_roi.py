@@ -1,0 +1,123 @@
+"""cvlib.ops.roi against torchvision.ops.roi_pool / roi_align: random RoIs (inside, partly
+outside, degenerate), output sizes, scales, sampling ratios, aligned, list of boxes, float64,
+non-contiguous, empty, gradients, bad input."""
+
+import functools
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cvlib import ops
+
+
+def _rois(seed, n, num_images=2, extent=30.0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=dtype) * extent - 5  # some start outside the map
+    wh = torch.rand(n, 2, generator=g, dtype=dtype) * extent * 0.7
+    wh[torch.rand(n, 2, generator=g) < 0.1] = 0  # degenerate boxes
+    index = torch.randint(0, num_images, (n, 1), generator=g).to(dtype)
+    return torch.cat([index, xy, xy + wh], 1)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 30),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+    sampling_ratio=st.sampled_from([-1, 0, 1, 2, 3]),
+    aligned=st.booleans(),
+)
+def test_roi_align_like_torchvision(seed, n, output_size, spatial_scale, sampling_ratio, aligned):
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    ours = ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    ref = torchvision.ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 30),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+)
+def test_roi_pool_like_torchvision(seed, n, output_size, spatial_scale):
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    ours = ops.roi_pool(x, rois, output_size, spatial_scale)
+    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size, spatial_scale))
+
+
+def test_list_of_boxes_float64_and_non_contiguous():
+    x = torch.randn(3, 4, 10, 10, dtype=torch.float64).transpose(2, 3)  # non-contiguous
+    boxes = [
+        torch.tensor([[1.0, 1.0, 6.0, 8.0]], dtype=torch.float64),
+        torch.zeros(0, 4, dtype=torch.float64),
+        torch.tensor([[0.0, 2.0, 9.0, 3.5], [2.2, 2.2, 2.2, 2.2]], dtype=torch.float64),
+    ]
+    for ours, ref in [
+        (ops.roi_align(x, boxes, 3, 1.0, 2), torchvision.ops.roi_align(x, boxes, 3, 1.0, 2)),
+        (ops.roi_pool(x, boxes, 3), torchvision.ops.roi_pool(x, boxes, 3)),
+    ]:
+        assert ours.dtype == torch.float64
+        torch.testing.assert_close(ours, ref)
+
+
+def test_empty_boxes():
+    x = torch.randn(1, 2, 5, 5)
+    assert ops.roi_align(x, torch.zeros(0, 5), 7).shape == (0, 2, 7, 7)
+    assert ops.roi_pool(x, [torch.zeros(0, 4)], (2, 3)).shape == (0, 2, 2, 3)
+
+
+def test_gradients():
+    """Both are differentiable with respect to the features (float64 gradcheck), with the same
+    gradients as torchvision; RoIs partly outside the map, adaptive and fixed sampling."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    rois = torch.tensor(
+        [[0, 0.5, 0.7, 4.3, 5.1], [1, 1.0, 0.0, 6.0, 3.0], [1, -2.0, 3.5, 8.5, 9.0]], dtype=torch.float64
+    )
+    calls = [
+        lambda f, t: f.roi_align(t, rois, 2, 1.0, 2, True),
+        lambda f, t: f.roi_align(t, rois, (3, 2), 0.8, -1, False),
+        lambda f, t: f.roi_pool(t, rois, 2),
+        lambda f, t: f.roi_pool(t, rois, 3, 0.5),
+    ]
+    for call in calls:
+        assert torch.autograd.gradcheck(functools.partial(call, ops), (x,))
+        ours = torch.autograd.grad(call(ops, x).sum(), x)[0]
+        torch.testing.assert_close(ours, torch.autograd.grad(call(torchvision.ops, x).sum(), x)[0])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: ops.roi_align(torch.rand(2, 3, 4), torch.zeros(0, 5), 2),
+            r"input must be a float tensor \[N, C, H, W\]",
+        ),
+        (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.zeros(2, 4), 2), r"\[K, 5\]"),
+        (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 0), "output_size"),
+        (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 2, -1.0), "spatial_scale"),
+        (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.tensor([[1.0, 0, 0, 1, 1]]), 2), "batch indices"),
+        (
+            lambda: ops.roi_align(torch.rand(1, 3, 4, 4), [torch.zeros(1, 5)], 2),
+            r"boxes\[0\] must have shape",
+        ),
+        (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), "boxes", 2), "boxes must be"),
+        (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 2, 1.0, 1.5), "sampling_ratio"),
+        (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), (2, -1)), "output_size"),
+        (
+            lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.tensor([[0.0, 0, float("nan"), 1, 1]]), 2),
+            "boxes contains NaN",
+        ),
+        (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), [torch.tensor([[0.0, 0, float("nan"), 1]])], 2), "NaN"),
+        (lambda: ops.roi_pool(torch.zeros(1, 3, 4, 4, dtype=torch.long), torch.zeros(0, 5), 2), "float"),
+    ],
+)
+def test_roi_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
