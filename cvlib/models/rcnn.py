@@ -340,17 +340,8 @@ class RCNN(nn.Module):
         for image in images:
             proposals = window_proposals(image.shape[1:], **self.proposal_args).to(image.device)
             logits, deltas = self.score_regions(image, proposals)
-            detections.append(
-                postprocess_detections(
-                    logits,
-                    deltas,
-                    proposals,
-                    image.shape[1:],
-                    self.score_thresh,
-                    self.nms_thresh,
-                    self.detections_per_img,
-                )
-            )
+            settings = (self.score_thresh, self.nms_thresh, self.detections_per_img)
+            detections.append(postprocess_detections(logits, deltas, proposals, image.shape[1:], *settings))
         return detections
 
 
@@ -454,16 +445,9 @@ class FastRCNN(nn.Module):
         self.num_classes = num_classes
         self.proposal_args = dict(proposals or {})
         self.backbone = Backbone(width)
-        self.roi_heads = RoIHeads(
-            self.backbone.out_channels,
-            num_classes,
-            1 / Backbone.stride,
-            pooler,
-            output_size,
-            hidden=hidden,
-            batch_size_per_image=batch_size_per_image,
-            **head_args,
-        )
+        channels, scale = self.backbone.out_channels, 1 / Backbone.stride
+        self.roi_heads = RoIHeads(channels, num_classes, scale, pooler, output_size, hidden=hidden,
+                                  batch_size_per_image=batch_size_per_image, **head_args)
 
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
@@ -598,15 +582,8 @@ class FasterRCNN(nn.Module):
         self.backbone = Backbone(width)
         channels = self.backbone.out_channels
         self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = RoIHeads(
-            channels,
-            num_classes,
-            1 / Backbone.stride,
-            pooler,
-            output_size,
-            hidden=hidden,
-            **(head_args or {}),
-        )
+        self.roi_heads = RoIHeads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
+                                  hidden=hidden, **(head_args or {}))
 
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)
