@@ -66,8 +66,9 @@ def test_list_of_boxes_float64_and_non_contiguous():
         torch.testing.assert_close(ours, ref)
 
 
-def test_empty_boxes():
+def test_empty_boxes_and_dtypes():
     x = torch.randn(1, 2, 5, 5)
+    assert ops.roi_align(x.double(), [], 2).dtype == torch.float64  # boxes follow the input
     assert ops.roi_align(x, torch.zeros(0, 5), 7).shape == (0, 2, 7, 7)
     assert ops.roi_pool(x, [torch.zeros(0, 4)], (2, 3)).shape == (0, 2, 2, 3)
 
@@ -116,6 +117,7 @@ def test_gradients():
         ),
         (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), [torch.tensor([[0.0, 0, float("nan"), 1]])], 2), "NaN"),
         (lambda: ops.roi_pool(torch.zeros(1, 3, 4, 4, dtype=torch.long), torch.zeros(0, 5), 2), "float"),
+        (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), [torch.zeros(0, 4)] * 2, 2), "one tensor per image"),
     ],
 )
 def test_roi_bad_input(call, match):

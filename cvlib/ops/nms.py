@@ -30,9 +30,9 @@ def _check_scores(scores, boxes, name: str = "scores") -> None:
 
 def _check_threshold(iou_threshold) -> None:
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
-        raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}")
+        raise ValueError(f"iou_threshold must be a number >= 0, got {iou_threshold!r}")
     if not iou_threshold >= 0:  # also NaN
-        raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold}")
+        raise ValueError(f"iou_threshold must be a number >= 0, got {iou_threshold}")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

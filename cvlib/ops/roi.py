@@ -26,8 +26,11 @@ CHUNK = 256  # RoIs gathered at once (bounds memory)
 
 def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
     """``[K, 5]`` RoIs ``(batch_index, x1, y1, x2, y2)`` from a list of ``[K_i, 4]`` boxes (one
-    tensor per image) or from a ``[K, 5]`` tensor (checked and returned)."""
+    tensor per image) or from a ``[K, 5]`` tensor (checked and returned). RoI Pool and RoI Align
+    then cast them to the dtype and device of their ``input``."""
     if isinstance(boxes, (list, tuple)):
+        if num_images is not None and len(boxes) > num_images:
+            raise ValueError(f"boxes must hold one tensor per image ({num_images}), got {len(boxes)}")
         for i, b in enumerate(boxes):
             _check_boxes(b, f"boxes[{i}]", ordered=False)
         if not boxes:
@@ -87,7 +90,7 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     four, possibly overlapping, blocks of ``2^i x 2^j`` cells whose maxima are precomputed,
     so each bin costs four look-ups instead of a loop over its cells.
     """
-    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
+    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
     _, channels, height, width = input.shape
     if len(rois) == 0:
         return input.new_zeros((0, channels, ph, pw))
@@ -168,7 +171,7 @@ def roi_align(
     ``A_y [PH, h] @ X[window] [h, w] @ A_x^T [w, PW]``; row ``p`` of ``A_y`` holds the bilinear
     weights of the sample rows of bin ``p``, divided by their number (likewise ``A_x``).
     """
-    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
+    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
     if not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
     _, channels, height, width = input.shape
