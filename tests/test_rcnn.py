@@ -13,6 +13,7 @@ from cvlib.models.rcnn import (
     FasterRCNN,
     FastRCNN,
     RegionProposalNetwork,
+    RoIHeads,
     torchvision_twin,
     window_proposals,
 )
@@ -53,9 +54,11 @@ def test_window_proposals_bad_input():
         window_proposals(64, stride=0)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_loss_falls(kind):
-    model = tiny(kind)
+@pytest.mark.parametrize(
+    "kind, pooler", [("rcnn", None), ("fast", "align"), ("fast", "pool"), ("faster", "align")]
+)
+def test_loss_falls(kind, pooler):
+    model = tiny(kind, **({"pooler": pooler} if pooler else {}))
     images, targets = scenes()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     totals = []
@@ -97,6 +100,7 @@ def test_eval_contract(kind, pooler):
     images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
     with torch.no_grad():
         outputs = model(images)
+    assert len(model(images[:1])) == 1  # also without no_grad, as torchvision's models
     assert isinstance(outputs, list) and len(outputs) == 3
     for image, out in zip(images, outputs):
         assert set(out) == {"boxes", "labels", "scores"}
@@ -113,6 +117,29 @@ def test_eval_contract(kind, pooler):
                 out["boxes"][:, 0::2].max() <= image.shape[2]
                 and out["boxes"][:, 1::2].max() <= image.shape[1]
             )
+
+
+def test_extra_head_hook_sees_the_sampled_rois():
+    """Mask R-CNN plugs a mask head into RoIHeads through extra_losses / extra_outputs."""
+    seen = {}
+
+    class WithExtra(RoIHeads):
+        def extra_losses(self, features, rois, labels, matched, targets):
+            seen.update(rois=rois, labels=labels, matched=matched)
+            return {"loss_extra": features.sum() * 0}
+
+        def extra_outputs(self, features, detections):
+            return [{**d, "extra": torch.ones(len(d["boxes"]))} for d in detections]
+
+    model = tiny("faster")
+    model.roi_heads.__class__ = WithExtra
+    images, targets = scenes(2)
+    assert "loss_extra" in model(images, targets)
+    for rois, labels, matched, target in zip(seen["rois"], seen["labels"], seen["matched"], targets):
+        assert rois.shape == (len(labels), 4) and matched.shape == labels.shape
+        positive = labels > 0
+        assert torch.equal(target["labels"][matched[positive]], labels[positive])  # matched object's class
+    assert all("extra" in d for d in model.eval()(images))
 
 
 def test_rpn_head_follows_the_anchor_order():

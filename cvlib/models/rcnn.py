@@ -244,7 +244,8 @@ def postprocess_detections(
     scores = scores.reshape(-1)
     wide = (boxes[:, 2] - boxes[:, 0] >= 1e-2) & (boxes[:, 3] - boxes[:, 1] >= 1e-2)
     keep = torch.nonzero((scores > score_thresh) & wide).flatten()
-    keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], nms_thresh)][:detections_per_img]
+    survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], nms_thresh)
+    keep = keep[survivors][:detections_per_img]
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
 
 
