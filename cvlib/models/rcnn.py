@@ -133,8 +133,8 @@ def check_inputs(images, targets, num_classes: int, training: bool) -> None:
         if not isinstance(boxes, torch.Tensor) or boxes.shape[1:] != (4,) or not boxes.is_floating_point():
             got = getattr(boxes, "shape", boxes)
             raise ValueError(f"targets[{i}]['boxes'] must be a float [N, 4] tensor, got {got}")
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1 \
-                or len(labels) != len(boxes):
+        int_vector = isinstance(labels, torch.Tensor) and not labels.is_floating_point() and labels.ndim == 1
+        if not int_vector or len(labels) != len(boxes):
             got = getattr(labels, "shape", labels)
             raise ValueError(f"targets[{i}]['labels'] must be an int tensor [N] = [{len(boxes)}], got {got}")
         if len(labels) and (labels.min() < 1 or labels.max() > num_classes):
