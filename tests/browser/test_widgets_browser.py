@@ -31,6 +31,8 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "cvlib-browser-test"
 RUN_TIMEOUT_S = 240
+STEP_ATTEMPTS = 6  # key presses before an explorer counts as dead (a step may change nothing,
+# e.g. a score threshold that crosses no detection)
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("CVLIB_BROWSER_TESTS"), reason="browser tests run with `make browser-test`"
@@ -175,10 +177,17 @@ def test_notebook_widgets_respond(lab, browser, timings, name):
         cell.scroll_into_view_if_needed()
         before = _image_src(cell)
         assert before, f"{name}: explorer {k} shows no figure"
-        start = time.perf_counter()
-        _step(page, cell)
         redrawn = lambda cell=cell, before=before: _image_src(cell) != before
-        _wait_for(redrawn, 30, f"{name}: explorer {k} did not redraw", 0.01)
+        for attempt in range(STEP_ATTEMPTS):  # one step may legitimately change nothing
+            start = time.perf_counter()
+            _step(page, cell)
+            try:
+                timeout = 3 if attempt < STEP_ATTEMPTS - 1 else 30
+                _wait_for(redrawn, timeout, f"{name}: explorer {k} did not redraw", 0.01)
+                break
+            except TimeoutError:
+                if attempt == STEP_ATTEMPTS - 1:
+                    raise
         timings[name][f"explorer_{k}"] = round(time.perf_counter() - start, 3)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
