@@ -192,7 +192,8 @@ def _train_rcnn_family(name: str):
         from cvlib.metrics import evaluate_detections
         from cvlib.train import fit, to_device
 
-        loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
+        scenes = ShapesDataset(8000, seed=0)
+        loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
         fit(model, loader, epochs=10, max_steps=RCNN_FAMILY_STEPS[name], lr=1e-3, device=device)
         images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
         model.eval()
