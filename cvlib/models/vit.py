@@ -1,0 +1,306 @@
+"""Attention written out, and a small Vision Transformer (notebook 01).
+
+Attention (lecture names): queries ``Q [.., Tq, d]``, keys ``K [.., Tk, d]``, values
+``V [.., Tk, dv]``; ``A = softmax(Q K^T / sqrt(d))`` (each row sums to one) and the output is
+``A V``. Self-attention takes ``Q, K, V`` from the same tokens; multi-head attention splits the
+width into ``heads`` independent attentions; masked (causal) attention lets token ``i`` see only
+tokens ``j <= i``. The functions here give the same numbers as
+``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention``.
+
+The ViT: an image ``[B, 3, H, W]`` is cut into ``(H/p) x (W/p)`` patches, each linearly embedded
+to a token of width ``dim``; a CLS token is prepended (or the tokens are averaged at the end,
+GAP), learned positional embeddings are added, and ``depth`` transformer blocks follow. Each
+block can be Pre-LN or Post-LN (``norm_first``), use LayerNorm or RMSNorm, and an MLP, a SwiGLU
+or a mixture of experts (top-k routing) as its feed-forward layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "scaled_dot_product_attention", "causal_mask", "self_attention", "MultiHeadAttention",
+    "RMSNorm", "MLP", "SwiGLU", "MixtureOfExperts", "Block", "PatchEmbedding", "ViT", "vit_cost",
+]
+
+
+def causal_mask(queries: int, keys: int | None = None, device: torch.device | str | None = None
+                ) -> torch.Tensor:
+    """Bool ``[Tq, Tk]`` (``Tk = Tq`` by default), True where query ``i`` may attend to key ``j <= i``."""
+    keys = queries if keys is None else keys
+    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(Q K^T / sqrt(d)) V``: ``q [.., Tq, d]``, ``k [.., Tk, d]``, ``v [.., Tk, dv]``.
+
+    ``mask`` is bool, broadcastable to ``[.., Tq, Tk]``, True where a query may attend (the
+    convention of ``torch.nn.functional.scaled_dot_product_attention``); ``causal=True`` adds
+    the causal mask. Returns the output ``[.., Tq, dv]`` and the weights ``A [.., Tq, Tk]``.
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"q, k, v must be [.., Tq, d], [.., Tk, d], [.., Tk, dv], got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor (True = attend), got {mask.dtype}")
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+def self_attention(
+    x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, causal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head of self-attention: ``Q = X W_q, K = X W_k, V = X W_v`` from the same tokens
+    ``x [.., T, dim]``; ``w_q, w_k [dim, d]``, ``w_v [dim, dv]``. Returns ``[.., T, dv]``, ``[.., T, T]``."""
+    return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, causal=causal)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention: ``[B, T, dim]`` -> ``[B, T, dim]`` and weights ``[B, heads, T, T]``.
+
+    One linear layer makes ``Q, K, V`` for all heads (``qkv.weight`` is laid out like
+    ``nn.MultiheadAttention.in_proj_weight``), each head attends in ``dim / heads`` dimensions,
+    the heads are concatenated and projected back by ``proj``.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim < 1 or heads < 1 or dim % heads:
+            raise ValueError(f"dim must be a positive multiple of heads, got dim={dim}, heads={heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 3 or x.shape[-1] != self.proj.in_features:
+            raise ValueError(f"x must be [B, T, {self.proj.in_features}], got {tuple(x.shape)}")
+        b, t, dim = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)  # [B, h, T, d]
+        return self.proj(out.transpose(1, 2).reshape(b, t, dim)), weights
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps) * g``: LayerNorm without centring and without a bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class MLP(nn.Module):
+    """The transformer's feed-forward layer: Linear -> GELU -> Linear, ``[.., dim]`` -> ``[.., dim]``."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward layer ``W2 (SiLU(W1 x) * W3 x)`` (no biases), ``[.., dim]`` -> ``[.., dim]``."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1, self.w3 = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class MixtureOfExperts(nn.Module):
+    """``experts`` MLPs and a router; each token goes to its ``top_k`` experts, whose outputs are
+    summed with the router's softmax weights renormalized over the chosen ones.
+
+    ``[.., dim]`` -> ``[.., dim]``. ``last_load`` holds the fraction of tokens that each expert
+    received in the last forward pass ``[experts]`` (a balanced router gives ``top_k / experts``).
+    """
+
+    def __init__(self, dim: int, hidden: int, experts: int = 4, top_k: int = 2):
+        super().__init__()
+        if not 1 <= top_k <= experts:
+            raise ValueError(f"top_k must be in 1..experts={experts}, got {top_k}")
+        self.top_k = top_k
+        self.router = nn.Linear(dim, experts, bias=False)
+        self.experts = nn.ModuleList(MLP(dim, hidden) for _ in range(experts))
+        self.last_load = torch.zeros(experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(-1, x.shape[-1])  # [N, dim]
+        gates, chosen = self.router(tokens).topk(self.top_k, dim=-1)  # [N, k]
+        gates = gates.softmax(dim=-1)
+        out = torch.zeros_like(tokens)
+        for e, expert in enumerate(self.experts):
+            token, slot = (chosen == e).nonzero(as_tuple=True)  # the tokens routed to expert e
+            if len(token):
+                out.index_add_(0, token, gates[token, slot, None] * expert(tokens[token]))
+        load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float()
+        self.last_load = load.cpu() / len(tokens)
+        return out.reshape(x.shape)
+
+
+def _norm(kind: str, dim: int) -> nn.Module:
+    if kind not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+    return nn.LayerNorm(dim) if kind == "layer" else RMSNorm(dim)
+
+
+def _feed_forward(kind: str, dim: int, hidden: int, experts: int, top_k: int) -> nn.Module:
+    if kind == "mlp":
+        return MLP(dim, hidden)
+    if kind == "swiglu":
+        return SwiGLU(dim, hidden)
+    if kind == "moe":
+        return MixtureOfExperts(dim, hidden, experts, top_k)
+    raise ValueError(f"mlp must be 'mlp', 'swiglu' or 'moe', got {kind!r}")
+
+
+class Block(nn.Module):
+    """A transformer block, ``[B, T, dim]`` -> ``[B, T, dim]`` and the weights ``[B, heads, T, T]``.
+
+    Pre-LN (``norm_first=True``): ``x = x + Attn(Norm(x)); x = x + FF(Norm(x))`` -- the residual
+    path is never normalized. Post-LN (the original Transformer): ``x = Norm(x + Attn(x));
+    x = Norm(x + FF(x))``.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int, norm_first: bool = True, norm: str = "layer",
+                 mlp: str = "mlp", experts: int = 4, top_k: int = 2):
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm1, self.norm2 = _norm(norm, dim), _norm(norm, dim)
+        self.attn = MultiHeadAttention(dim, heads)
+        self.mlp = _feed_forward(mlp, dim, hidden, experts, top_k)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.norm_first:
+            out, weights = self.attn(self.norm1(x))
+            x = x + out
+            return x + self.mlp(self.norm2(x)), weights
+        out, weights = self.attn(x)
+        x = self.norm1(x + out)
+        return self.norm2(x + self.mlp(x)), weights
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"{name} must be a positive int or (height, width), got {value}")
+    return pair
+
+
+class PatchEmbedding(nn.Module):
+    """Patchify and embed: ``[B, C, H, W]`` -> tokens ``[B, (H/p)(W/p), dim]`` in row-major order.
+
+    ``method="conv"``: a ``p x p`` convolution with stride ``p``; ``"unfold"``: cut the patches
+    out (``F.unfold``, each flattened to ``C*p*p`` values) and apply one linear layer. The two
+    are the same map (``linear.weight == conv.weight.flatten(1)``).
+    """
+
+    def __init__(self, patch_size: int, dim: int, channels: int = 3, method: str = "conv"):
+        super().__init__()
+        if method not in ("conv", "unfold"):
+            raise ValueError(f"method must be 'conv' or 'unfold', got {method!r}")
+        self.patch_size, self.method = patch_size, method
+        if method == "conv":
+            self.proj = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+        else:
+            self.proj = nn.Linear(channels * patch_size * patch_size, dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.method == "conv":
+            return self.proj(images).flatten(2).transpose(1, 2)
+        return self.proj(F.unfold(images, self.patch_size, stride=self.patch_size).transpose(1, 2))
+
+
+class ViT(nn.Module):
+    """A Vision Transformer classifier: ``[B, 3, H, W]`` -> logits ``[B, num_classes]``.
+
+    ``image_size`` may be ``(height, width)`` (non-square); both must be multiples of
+    ``patch_size``, and the model accepts only images of that size (the positional embeddings
+    are learned per position). ``pool="cls"`` classifies the CLS token, ``"gap"`` the mean of the
+    patch tokens. ``forward(images, return_attention=True)`` also returns the attention weights,
+    one ``[B, heads, T, T]`` tensor per block (``T`` = patches + 1 with a CLS token), the format of
+    :mod:`cvlib.explain.attention`. ``pos_embed=False`` leaves out the positional embeddings.
+    """
+
+    def __init__(self, image_size=64, patch_size: int = 8, num_classes: int = 3, dim: int = 64,
+                 depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, pool: str = "cls",
+                 norm_first: bool = True, norm: str = "layer", mlp: str = "mlp", experts: int = 4,
+                 top_k: int = 2, pos_embed: bool = True, patchify: str = "conv"):
+        super().__init__()
+        self.image_size = _pair(image_size, "image_size")
+        if patch_size < 1 or any(s % patch_size for s in self.image_size):
+            raise ValueError(f"patch_size must divide image_size {self.image_size}, got {patch_size}")
+        if pool not in ("cls", "gap"):
+            raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
+        self.pool = pool
+        self.grid = (self.image_size[0] // patch_size, self.image_size[1] // patch_size)
+        tokens = self.grid[0] * self.grid[1] + (pool == "cls")
+        self.patches = PatchEmbedding(patch_size, dim, method=patchify)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim)) if pos_embed else None
+        hidden = int(mlp_ratio * dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, hidden, norm_first, norm, mlp, experts, top_k) for _ in range(depth)
+        )
+        self.norm = _norm(norm, dim) if norm_first else nn.Identity()  # Post-LN blocks end normalized
+        self.head = nn.Linear(dim, num_classes)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (+ CLS first) with positional embeddings: ``[B, T, dim]``."""
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.image_size:
+            raise ValueError(f"images must be [B, 3, {self.image_size[0]}, {self.image_size[1]}] "
+                             f"(the model's image_size), got {tuple(images.shape)}")
+        x = self.patches(images)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
+        return x if self.pos_embed is None else x + self.pos_embed
+
+    def forward(self, images: torch.Tensor, return_attention: bool = False):
+        x = self.tokens(images)
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x)
+            attentions.append(weights)
+        x = self.norm(x)
+        logits = self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+        return (logits, attentions) if return_attention else logits
+
+
+def vit_cost(image_size: int, patch_size: int, dim: int, depth: int, heads: int, mlp_ratio: float = 2.0,
+             cls: bool = True) -> dict[str, int]:
+    """Tokens and multiply-adds of a ViT forward pass on one image (attention vs the rest).
+
+    Per block: ``Q, K, V`` and output projections ``4 T dim^2``, the scores ``Q K^T`` and ``A V``
+    ``2 T^2 dim`` (split over the heads, so independent of ``heads``), the MLP ``2 T dim hidden``.
+    """
+    if image_size % patch_size:
+        raise ValueError(f"patch_size must divide image_size={image_size}, got {patch_size}")
+    if dim % heads:
+        raise ValueError(f"dim must be a multiple of heads, got dim={dim}, heads={heads}")
+    t = (image_size // patch_size) ** 2 + cls
+    embed = (image_size // patch_size) ** 2 * 3 * patch_size**2 * dim
+    attention = depth * 2 * t * t * dim
+    linear = depth * (4 * t * dim * dim + 2 * t * dim * int(mlp_ratio * dim))
+    return {"tokens": t, "attention_macs": attention, "linear_macs": linear + embed,
+            "attention_matrix_entries": depth * heads * t * t}
