@@ -1,0 +1,233 @@
+"""YOLO (Redmon et al. 2016, lecture 06): a single-stage detector, one forward pass per image.
+
+Read top to bottom, this file is the lecture's story:
+
+1. **The grid** (``encode_targets``): the image is cut into ``S x S`` cells; the cell that holds
+   an object's **centre** is *responsible* for it. The cell stores the centre's offset inside
+   the cell ``(x, y)`` in ``[0, 1)`` and the box's size relative to the image as
+   ``(sqrt w, sqrt h)``; ``grid_boxes`` turns these numbers back into pixel boxes.
+2. **The network** (``YOLO``): backbone -> one ``S x S x (5B + C)`` tensor. Every cell predicts
+   ``B`` boxes ``(x, y, sqrt w, sqrt h, confidence)`` and ``C`` class probabilities; the
+   confidence is trained towards ``P(object) x IoU(predicted box, true box)``. No anchors, no
+   proposals, no second stage.
+3. **The loss** (``YOLO.loss``): of the ``B`` predictors of a responsible cell, the one whose box
+   overlaps the object best is responsible for it; then
+
+   ``lambda_coord * sum_resp [(x - x^)^2 + (y - y^)^2 + (sqrt w - sqrt w^)^2 + (sqrt h - sqrt h^)^2]``
+   ``+ sum_resp BCE(C, IoU) + lambda_noobj * sum_rest BCE(C, 0) + sum_cells-with-object CE(classes)``
+
+   per image. The paper uses squared errors for the confidence and the class terms; binary
+   and softmax cross-entropy train the same outputs faster. ``focal=True`` replaces the two
+   confidence terms by RetinaNet's focal loss, which down-weights the many easy no-object
+   predictors by ``(1 - p_t)^gamma`` instead of by the constant ``lambda_noobj``.
+4. **Detections** (``YOLO.postprocess``): class-specific score = confidence x class
+   probability, threshold, per-class NMS.
+
+``YOLO`` follows torchvision's detection contract as the R-CNN family does (``model(images,
+targets)`` -> dict of losses in training mode, one ``{"boxes", "labels", "scores"}`` dict per
+image in eval mode) and reuses its input checks and image batching.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvlib.losses import sigmoid_focal_loss
+from cvlib.models.blocks import conv_bn_relu
+from cvlib.models.rcnn import Backbone, batch_images, check_inputs, clip_boxes
+from cvlib.ops import batched_nms, box_convert, box_iou
+
+__all__ = ["encode_targets", "grid_boxes", "YOLO"]
+
+ENCODED_KEYS = ("params", "labels", "object")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The grid: which cell is responsible for which object
+
+
+def _check_grid(grid_size: int, image_size) -> tuple[int, int]:
+    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
+        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}")
+    height, width = (int(v) for v in image_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be a positive (H, W), got {tuple(image_size)}")
+    return height, width
+
+
+def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, image_size) -> dict:
+    """The YOLO target of one image: its xyxy ``boxes`` ``[K, 4]`` (pixels) and ``labels``
+    ``[K]`` (``1..C``) written into an ``S x S`` grid over an image of ``image_size`` ``(H, W)``.
+
+    Returns ``{"params" float [S, S, 4], "labels" int64 [S, S], "object" bool [S, S]}``:
+    ``params`` are ``(x, y, sqrt w, sqrt h)`` of the object whose centre lies in the cell
+    (``x, y`` the centre's offset inside the cell, ``w, h`` relative to the image), ``labels``
+    its class (0 where no object), ``object`` where a cell is responsible for one. A cell holds
+    one object: when two centres share a cell, the later one in ``boxes`` wins (YOLO v1 cannot
+    detect both; ``YOLO`` then loses the other).
+    """
+    height, width = _check_grid(grid_size, image_size)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+        )
+    s = grid_size
+    params = boxes.new_zeros((s, s, 4))
+    cell_labels = torch.zeros((s, s), dtype=torch.int64, device=boxes.device)
+    cx, cy, w, h = box_convert(boxes, "xyxy", "cxcywh").unbind(-1)
+    gx, gy = cx * s / width, cy * s / height  # centre in cell units
+    cols, rows = gx.long().clamp(0, s - 1), gy.long().clamp(0, s - 1)
+    encoded = torch.stack([gx - cols, gy - rows, (w / width).sqrt(), (h / height).sqrt()], dim=-1)
+    for k in range(len(boxes)):  # in order, so that the later object of a shared cell wins
+        params[rows[k], cols[k]] = encoded[k]
+        cell_labels[rows[k], cols[k]] = labels[k]
+    return {"params": params, "labels": cell_labels, "object": cell_labels > 0}
+
+
+def grid_boxes(params: torch.Tensor, image_size) -> torch.Tensor:
+    """Decode the ``B`` boxes of every cell, ``(x, y, sqrt w, sqrt h)`` ``[..., S, S, B, 4]``,
+    into xyxy pixel boxes of the same shape: centre ``((col + x) W / S, (row + y) H / S)``,
+    size ``(sqrt w^2 W, sqrt h^2 H)``. The inverse of :func:`encode_targets` (give its
+    ``params[:, :, None]``, ``B = 1``)."""
+    if params.ndim < 4 or params.shape[-1] != 4 or params.shape[-3] != params.shape[-4]:
+        raise ValueError(f"params must be [..., S, S, B, 4], got {tuple(params.shape)}")
+    s = params.shape[-3]
+    height, width = _check_grid(s, image_size)
+    index = torch.arange(s, device=params.device, dtype=params.dtype)
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
+    rows, cols = rows[:, :, None], cols[:, :, None]  # [S, S, 1]: the same for the B boxes
+    x, y, sw, sh = params.unbind(-1)
+    cxcywh = torch.stack([(cols + x) * width / s, (rows + y) * height / s, sw**2 * width, sh**2 * height], -1)
+    return box_convert(cxcywh.reshape(-1, 4), "cxcywh", "xyxy").reshape(params.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2.-4. The network, its loss and its detections
+
+
+class YOLO(nn.Module):
+    """YOLO v1 on a small backbone: ``[N, 3, H, W]`` -> backbone -> 3x3 conv -> average pooling
+    to ``S x S`` -> 1x1 conv -> ``[N, S, S, 5B + C]``: per cell ``B`` boxes ``(x, y, sqrt w,
+    sqrt h, confidence)`` (the first ``5B`` numbers, box after box) and ``C`` class logits.
+
+    Args:
+        num_classes: ``C``; labels are ``1..C``.
+        grid_size: ``S``; the grid always covers the (padded) batch, whatever its size.
+        boxes_per_cell: ``B``.
+        backbone: a module ``[N, 3, H, W]`` -> ``[N, out_channels, h, w]`` with an
+            ``out_channels`` attribute; by default the course's ``Backbone(width)`` (stride 8).
+        lambda_coord, lambda_noobj: the paper's weights of the box and no-object terms (5, 0.5).
+        focal: the confidence terms as RetinaNet's focal loss (``focal_alpha``, ``focal_gamma``)
+            instead of binary cross-entropy with ``lambda_noobj``.
+        score_thresh, nms_thresh, detections_per_img: detections kept in eval mode.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        grid_size: int = 8,
+        boxes_per_cell: int = 2,
+        backbone: nn.Module | None = None,
+        width: int = 16,
+        lambda_coord: float = 5.0,
+        lambda_noobj: float = 0.5,
+        focal: bool = False,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+    ):
+        super().__init__()
+        if num_classes < 1 or grid_size < 1 or boxes_per_cell < 1:
+            raise ValueError(
+                "num_classes, grid_size and boxes_per_cell must be >= 1, "
+                f"got {num_classes}, {grid_size}, {boxes_per_cell}"
+            )
+        self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
+        self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
+        self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img = detections_per_img
+        self.backbone = backbone if backbone is not None else Backbone(width)
+        channels = self.backbone.out_channels
+        self.head = nn.Sequential(
+            conv_bn_relu(channels, channels),
+            nn.AdaptiveAvgPool2d(grid_size),
+            nn.Conv2d(channels, 5 * boxes_per_cell + num_classes, 1),
+        )
+        with torch.no_grad():  # confidences start near 0.01 (RetinaNet's prior): most cells are empty
+            self.head[-1].bias[4 : 5 * boxes_per_cell : 5] = -4.6
+
+    def grid(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw network output ``[N, S, S, 5B + C]`` of a batch ``[N, 3, H, W]``."""
+        return self.head(self.backbone(batch)).permute(0, 2, 3, 1)
+
+    def split(self, output: torch.Tensor):
+        """``[N, S, S, 5B + C]`` -> box parameters ``(x, y, sqrt w, sqrt h)`` in ``(0, 1)``
+        ``[N, S, S, B, 4]`` (sigmoid), confidence logits ``[N, S, S, B]`` and class logits
+        ``[N, S, S, C]``."""
+        boxes = output[..., : 5 * self.boxes_per_cell].unflatten(-1, (self.boxes_per_cell, 5))
+        return boxes[..., :4].sigmoid(), boxes[..., 4], output[..., 5 * self.boxes_per_cell :]
+
+    def forward(self, images, targets=None):
+        check_inputs(images, targets, self.num_classes, self.training)
+        batch = batch_images(images)
+        output = self.grid(batch)
+        if self.training:
+            return self.loss(output, targets, batch.shape[2:])
+        return [self.postprocess(o, batch.shape[2:], i.shape[1:]) for o, i in zip(output, images)]
+
+    def loss(self, output: torch.Tensor, targets: list[dict], image_size) -> dict[str, torch.Tensor]:
+        """The four terms of the YOLO loss, summed over the grid and averaged over the images:
+        ``loss_box`` (coordinates), ``loss_object`` and ``loss_noobject`` (confidence of the
+        responsible predictors and of all others), ``loss_class``."""
+        boxes, confidence, class_logits = self.split(output)
+        encoded = [encode_targets(t["boxes"], t["labels"], self.grid_size, image_size) for t in targets]
+        params, labels, objects = (torch.stack([e[key] for e in encoded]) for key in ENCODED_KEYS)
+        # of the B predictors of a responsible cell, the one that overlaps the object best is responsible
+        predicted = grid_boxes(boxes.detach(), image_size)[objects]  # [K, B, 4]
+        true = grid_boxes(params[..., None, :], image_size)[objects].expand_as(predicted)
+        iou = box_iou(predicted.reshape(-1, 4), true.reshape(-1, 4)).diagonal().reshape(predicted.shape[:2])
+        best = iou.argmax(dim=1)  # [K]
+        responsible = torch.zeros_like(confidence, dtype=torch.bool)
+        responsible[objects] = F.one_hot(best, self.boxes_per_cell).bool()
+        target_confidence = torch.zeros_like(confidence)
+        target_confidence[responsible] = iou.gather(1, best[:, None]).flatten()  # P(object) x IoU
+        box = ((boxes[responsible] - params[objects]) ** 2).sum()
+        if self.focal:
+            focal = sigmoid_focal_loss(confidence, target_confidence, self.focal_alpha, self.focal_gamma)
+            obj, noobj = focal[responsible].sum(), focal[~responsible].sum()
+        else:
+            obj = F.binary_cross_entropy_with_logits(
+                confidence[responsible], target_confidence[responsible], reduction="sum"
+            )
+            noobj = self.lambda_noobj * F.binary_cross_entropy_with_logits(
+                confidence[~responsible], target_confidence[~responsible], reduction="sum"
+            )
+        classes = F.cross_entropy(class_logits[objects], labels[objects] - 1, reduction="sum")
+        n = len(targets)
+        return {"loss_box": self.lambda_coord * box / n, "loss_object": obj / n,
+                "loss_noobject": noobj / n, "loss_class": classes / n}
+
+    def postprocess(self, output: torch.Tensor, grid_image_size, image_size) -> dict[str, torch.Tensor]:
+        """Detections of one image from its output ``[S, S, 5B + C]`` (the grid covers
+        ``grid_image_size``, the padded batch): every predictor gives one box per class scored
+        ``confidence x P(class | object)``; boxes are clipped to ``image_size``; scores <=
+        ``score_thresh`` and tiny boxes are dropped, then per-class NMS at ``nms_thresh``;
+        the best ``detections_per_img`` are kept. Returns ``{"boxes" [D, 4], "labels" [D],
+        "scores" [D]}``."""
+        boxes, confidence, class_logits = self.split(output)
+        boxes = clip_boxes(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
+        scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)[:, :, None, :]  # [S, S, B, C]
+        scores = scores.reshape(len(boxes), self.num_classes)
+        boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
+        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
+        scores = scores.reshape(-1)
+        wide = (boxes[:, 2] - boxes[:, 0] >= 1e-2) & (boxes[:, 3] - boxes[:, 1] >= 1e-2)
+        keep = torch.nonzero((scores > self.score_thresh) & wide).flatten()
+        survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], self.nms_thresh)
+        keep = keep[survivors][: self.detections_per_img]
+        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

@@ -1,0 +1,227 @@
+"""cvlib.models.yolo: the grid targets round-trip to the boxes, the loss falls, the model follows
+torchvision's detection contract (images without objects included) and rejects bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from cvlib.data import ShapesDataset, collate_detection
+from cvlib.models.rcnn import Backbone
+from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
+from cvlib.ops import box_iou
+
+
+def tiny(**kwargs):
+    """A test-size YOLO: width-4 backbone, for 32 x 32 images, a 4 x 4 grid unless told."""
+    return YOLO(**{"width": 4, "grid_size": 4, **kwargs})
+
+
+def scenes(n=4, size=32, seed=0):
+    return collate_detection([ShapesDataset(n, image_size=size, seed=seed)[i] for i in range(n)])
+
+
+def cells_of(boxes, grid_size, image_size):
+    """(row, col) of the cell holding each box centre, ``[K, 2]``."""
+    height, width = image_size
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    rows = (cy * grid_size / height).long().clamp(max=grid_size - 1)
+    cols = (cx * grid_size / width).long().clamp(max=grid_size - 1)
+    return torch.stack([rows, cols], dim=1)
+
+
+def round_trip(boxes, labels, grid_size, image_size):
+    """Encode then decode: the decoded box and label in the cell of every box, and which
+    boxes have their cell to themselves."""
+    encoded = encode_targets(boxes, labels, grid_size, image_size)
+    decoded = grid_boxes(encoded["params"][:, :, None], image_size)[..., 0, :]  # [S, S, 4]
+    rows, cols = cells_of(boxes, grid_size, image_size).unbind(1)
+    shared = (rows[:, None] == rows) & (cols[:, None] == cols)
+    alone = shared.sum(1) == 1
+    assert encoded["object"].sum() == len(set(zip(rows.tolist(), cols.tolist())))
+    assert (encoded["labels"] > 0).equal(encoded["object"])
+    return decoded[rows, cols], encoded["labels"][rows, cols], alone
+
+
+@pytest.mark.parametrize("grid_size", [1, 4, 7, 8, 13])
+def test_encode_decode_round_trip_on_scenes(grid_size):
+    lost = 0
+    for image, target in ShapesDataset(40, seed=2):
+        boxes, labels = target["boxes"], target["labels"]
+        decoded, decoded_labels, alone = round_trip(boxes, labels, grid_size, image.shape[1:])
+        torch.testing.assert_close(decoded[alone], boxes[alone])
+        assert decoded_labels[alone].equal(labels[alone])
+        lost += int((~alone).sum())
+    assert lost > 0 or grid_size > 1  # a 1 x 1 grid holds one object per image
+
+
+@given(st.integers(0, 10_000), st.integers(1, 16), st.integers(16, 80), st.integers(16, 80))
+def test_encode_decode_round_trip_random_boxes(seed, grid_size, height, width):
+    g = torch.Generator().manual_seed(seed)
+    corners = torch.rand(5, 2, 2, generator=g) * torch.tensor([width, height])
+    boxes = torch.cat([corners.min(1).values, corners.max(1).values], dim=1)
+    labels = torch.randint(1, 4, (5,), generator=g)
+    decoded, decoded_labels, alone = round_trip(boxes, labels, grid_size, (height, width))
+    torch.testing.assert_close(decoded[alone], boxes[alone], atol=1e-4, rtol=1e-5)
+    assert decoded_labels[alone].equal(labels[alone])
+
+
+def test_shared_cell_keeps_the_later_object():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [2.0, 2.0, 8.0, 6.0]])  # both centres in cell (0, 0)
+    encoded = encode_targets(boxes, torch.tensor([1, 2]), 4, (32, 32))
+    assert encoded["object"].sum() == 1 and encoded["labels"][0, 0] == 2
+    torch.testing.assert_close(grid_boxes(encoded["params"][:, :, None], (32, 32))[0, 0, 0], boxes[1])
+
+
+def test_encoded_params():
+    boxes = torch.tensor([[8.0, 16.0, 24.0, 20.0]])  # centre (16, 18), size 16 x 4 in 32 x 32
+    encoded = encode_targets(boxes, torch.tensor([3]), 4, (32, 32))  # cells of 8 x 8 pixels
+    assert encoded["object"].nonzero().tolist() == [[2, 2]]
+    torch.testing.assert_close(encoded["params"][2, 2], torch.tensor([0.0, 0.25, 0.5 ** 0.5, 0.125 ** 0.5]))
+    empty = encode_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 4, (32, 32))
+    assert not empty["object"].any() and empty["params"].shape == (4, 4, 4)
+
+
+def test_encode_bad_input():
+    with pytest.raises(ValueError, match="grid_size"):
+        encode_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 0, (32, 32))
+    with pytest.raises(ValueError, match="image_size"):
+        encode_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 4, (0, 32))
+    with pytest.raises(ValueError, match="boxes"):
+        encode_targets(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64), 4, (32, 32))
+    with pytest.raises(ValueError, match="params"):
+        grid_boxes(torch.zeros(4, 4, 4), (32, 32))
+
+
+def test_output_shape_follows_s_b_c():
+    for grid_size, boxes_per_cell, num_classes in [(4, 2, 3), (7, 1, 5), (3, 3, 1)]:
+        model = tiny(grid_size=grid_size, boxes_per_cell=boxes_per_cell, num_classes=num_classes)
+        output = model.grid(torch.rand(2, 3, 32, 32))
+        assert output.shape == (2, grid_size, grid_size, 5 * boxes_per_cell + num_classes)
+        boxes, confidence, classes = model.split(output)
+        assert boxes.shape == (2, grid_size, grid_size, boxes_per_cell, 4)
+        assert ((boxes > 0) & (boxes < 1)).all()
+        assert confidence.shape == (2, grid_size, grid_size, boxes_per_cell)
+        assert classes.shape == (2, grid_size, grid_size, num_classes)
+
+
+def test_any_backbone():
+    class Tiny(nn.Module):
+        out_channels = 6
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, stride=4, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    model = YOLO(backbone=Tiny(), grid_size=5)
+    assert model.grid(torch.rand(1, 3, 32, 32)).shape == (1, 5, 5, 13)
+    assert set(model(*scenes(2))) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
+    assert isinstance(YOLO(width=4).backbone, Backbone)
+
+
+@pytest.mark.parametrize("focal", [False, True])
+def test_loss_falls(focal):
+    model = tiny(focal=focal)
+    images, targets = scenes()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    totals = []
+    for _ in range(15):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals.append(loss.item())
+    assert set(losses) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    assert sum(totals[-3:]) / 3 < 0.6 * totals[0], totals
+
+
+def test_focal_confidence_loss_is_smaller_on_easy_negatives():
+    """At initialisation every confidence is about 0.01: easy negatives. The focal loss makes
+    them almost free; binary cross-entropy with lambda_noobj does not."""
+    images, targets = scenes(2)
+    torch.manual_seed(0)
+    plain = tiny()(images, targets)
+    torch.manual_seed(0)
+    focal = tiny(focal=True)(images, targets)
+    assert focal["loss_noobject"] < 0.01 * plain["loss_noobject"]
+    torch.testing.assert_close(focal["loss_box"], plain["loss_box"])
+    torch.testing.assert_close(focal["loss_class"], plain["loss_class"])
+
+
+def test_empty_images_train():
+    model = tiny()
+    images, targets = scenes(2)
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model([images[0], torch.rand(3, 32, 32)], [targets[0], empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses = model([torch.rand(3, 32, 32)], [empty])  # no object in the whole batch
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_box"] == 0 and losses["loss_class"] == 0 and losses["loss_object"] == 0
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("focal", [False, True])
+def test_eval_contract(focal):
+    model = tiny(focal=focal, score_thresh=0.0).eval()  # threshold 0: many detections to check
+    images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
+    with torch.no_grad():
+        outputs = model(images)
+    assert len(model(images[:1])) == 1  # also without no_grad, as torchvision's models
+    assert isinstance(outputs, list) and len(outputs) == 3
+    for image, out in zip(images, outputs):
+        assert set(out) == {"boxes", "labels", "scores"}
+        n = len(out["scores"])
+        assert 0 < n <= 100
+        assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == torch.float32
+        assert out["labels"].shape == (n,) and out["labels"].dtype == torch.int64
+        assert out["labels"].min() >= 1 and out["labels"].max() <= 3
+        assert (out["scores"] > 0).all() and (out["scores"] <= 1).all()
+        assert (out["scores"][:-1] >= out["scores"][1:]).all()
+        assert (out["boxes"][:, 2:] >= out["boxes"][:, :2]).all() and (out["boxes"] >= 0).all()
+        assert out["boxes"][:, 0::2].max() <= image.shape[2] and out["boxes"][:, 1::2].max() <= image.shape[1]
+
+
+def test_untrained_model_detects_nothing_at_the_default_threshold():
+    """Confidences start near 0.01 (the prior of the bias), below score_thresh = 0.05: an
+    image without objects gives an empty, well-formed result."""
+    out = tiny().eval()([torch.zeros(3, 32, 32)])[0]
+    assert out["boxes"].shape == (0, 4) and out["labels"].shape == (0,) and out["scores"].shape == (0,)
+
+
+def test_nms_removes_duplicates():
+    model = tiny(score_thresh=0.0, nms_thresh=0.5).eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 32, 32)])[0]
+    for label in out["labels"].unique():
+        boxes = out["boxes"][out["labels"] == label]
+        iou = box_iou(boxes, boxes).fill_diagonal_(0)
+        assert (iou <= 0.5).all()
+
+
+def test_bad_input():
+    model = tiny()
+    images, targets = scenes(1)
+    with pytest.raises(TypeError, match="images"):
+        model(torch.rand(1, 3, 32, 32), targets)
+    with pytest.raises(ValueError, match="images"):
+        model([torch.rand(1, 32, 32)], targets)
+    with pytest.raises(ValueError, match="targets"):
+        model(images)
+    bad = [{"boxes": targets[0]["boxes"], "labels": targets[0]["labels"] + 3}]
+    with pytest.raises(ValueError, match="labels"):
+        model(images, bad)
+    bad = [{"boxes": targets[0]["boxes"][:, [2, 1, 0, 3]], "labels": targets[0]["labels"]}]
+    with pytest.raises(ValueError, match="boxes"):
+        model(images, bad)
+    with pytest.raises(ValueError, match="images"):
+        model.eval()([])
+    with pytest.raises(ValueError, match="grid_size"):
+        YOLO(grid_size=0)
