@@ -211,3 +211,53 @@ for _name, _description in [
     ("faster_rcnn", "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
 ]:
     register(_name, _rcnn_family(_name), _description)(_train_rcnn_family(_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# 08 Mask R-CNN: the shipped Faster R-CNN plus a mask head, with RoI Align or RoI Pool masks
+
+MASK_RCNN_STEPS = 600  # batches of 8 scenes, after the faster_rcnn recipe's 1500
+
+
+def _mask_rcnn(mask_pooler: str):
+    def build() -> nn.Module:
+        from cvlib.models.mask_rcnn import MaskRCNN
+
+        return MaskRCNN(num_classes=3, width=8, mask_pooler=mask_pooler)
+
+    return build
+
+
+def _train_mask_rcnn(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """Start from the shipped ``faster_rcnn`` weights (its checksum is checked), train all five
+    losses for ``MASK_RCNN_STEPS``; box and mask COCO metrics on the held-out scenes."""
+    from torch.utils.data import DataLoader
+
+    from cvlib import weights
+    from cvlib.data import ShapesDataset, collate_detection
+    from cvlib.metrics import evaluate_detections
+    from cvlib.train import fit, to_device
+
+    missing = model.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False).missing_keys
+    if not all(key.startswith("roi_heads.mask_head.") for key in missing):
+        raise RuntimeError(f"faster_rcnn.pt does not fit this Mask R-CNN: {missing}")
+    loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=MASK_RCNN_STEPS, lr=1e-3, device=device)
+    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+    model.eval()
+    with torch.no_grad():
+        detections = [d for i in range(0, 200, 20) for d in model(to_device(images[i : i + 20], device))]
+    detections = to_device(detections, "cpu")
+    metrics = {}
+    for iou_type, prefix in [("bbox", "box_"), ("segm", "mask_")]:
+        coco = evaluate_detections(detections, targets, iou_type=iou_type)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return metrics
+
+
+for _name, _pooler, _description in [
+    ("mask_rcnn", "align", "Mask R-CNN: faster_rcnn.pt + a mask head on RoI Align 14x14, 600 more steps"),
+    ("mask_rcnn_roipool", "pool", "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
+]:
+    register(_name, _mask_rcnn(_pooler), _description)(_train_mask_rcnn)
+

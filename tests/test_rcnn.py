@@ -128,7 +128,7 @@ def test_extra_head_hook_sees_the_sampled_rois():
             seen.update(rois=rois, labels=labels, matched=matched)
             return {"loss_extra": features.sum() * 0}
 
-        def extra_outputs(self, features, detections):
+        def extra_outputs(self, features, detections, image_sizes):
             return [{**d, "extra": torch.ones(len(d["boxes"]))} for d in detections]
 
     model = tiny("faster")

@@ -386,12 +386,14 @@ class RoIHeads(nn.Module):
         self.detections_per_img = detections_per_img
         self.box_head = BoxHead(in_channels * output_size**2, num_classes, hidden)
 
-    def pool(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+    def pool(self, features: torch.Tensor, boxes: list[torch.Tensor], pooler=None, output_size=None):
         """``[B, C, h, w]`` features and one ``[K_i, 4]`` box tensor per image ->
-        ``[sum K_i, C, output_size, output_size]``."""
-        if self.pooler == "pool":
-            return roi_pool(features, boxes, self.output_size, self.spatial_scale)
-        return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio)
+        ``[sum K_i, C, S, S]``, ``S = output_size`` (default: the box head's), pooled with
+        ``pooler`` (default: the box head's)."""
+        pooler, size = pooler or self.pooler, output_size or self.output_size
+        if pooler == "pool":
+            return roi_pool(features, boxes, size, self.spatial_scale)
+        return roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio)
 
     def forward(self, features, proposals: list[torch.Tensor], image_sizes, targets=None):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
@@ -414,15 +416,16 @@ class RoIHeads(nn.Module):
             )
             for lg, dl, p, size in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)
         ]
-        return self.extra_outputs(features, detections), {}
+        return self.extra_outputs(features, detections, image_sizes), {}
 
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
         """Losses of further per-RoI heads (Mask R-CNN's mask loss) from the sampled RoIs, their
         labels and matched gt indices (one tensor per image); none here."""
         return {}
 
-    def extra_outputs(self, features, detections: list[dict]) -> list[dict]:
-        """Outputs of further per-RoI heads added to ``detections`` (masks); none here."""
+    def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
+        """Outputs of further per-RoI heads added to ``detections`` (masks), given each image's
+        ``(H, W)``; none here."""
         return detections
 
 
@@ -564,7 +567,9 @@ class FasterRCNN(nn.Module):
     """Faster R-CNN: backbone -> RPN proposals -> RoI heads, trained jointly with the four
     losses ``loss_objectness``, ``loss_rpn_box_reg`` (RPN) and ``loss_classifier``,
     ``loss_box_reg`` (head). ``rpn_args`` go to :class:`RegionProposalNetwork`,
-    ``head_args`` to :class:`RoIHeads`."""
+    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own)."""
+
+    heads = RoIHeads
 
     def __init__(
         self,
@@ -583,8 +588,8 @@ class FasterRCNN(nn.Module):
         self.backbone = Backbone(width)
         channels = self.backbone.out_channels
         self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = RoIHeads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
-                                  hidden=hidden, **(head_args or {}))
+        self.roi_heads = self.heads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
+                                    hidden=hidden, **(head_args or {}))
 
     def forward(self, images, targets=None):
         check_inputs(images, targets, self.num_classes, self.training)

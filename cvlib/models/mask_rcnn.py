@@ -1,0 +1,181 @@
+"""Mask R-CNN (He et al. 2017), lecture 08: Faster R-CNN plus a mask head.
+
+Read top to bottom:
+
+1. **Mask targets** (``project_masks``): for each positive RoI, the ground-truth mask of its
+   matched object, cut out at the RoI and resampled to ``M x M`` (28 x 28) with RoI Align.
+2. **The mask head** (``MaskHead``): a small FCN on the ``14 x 14`` RoI feature -> a
+   ``2x`` transposed convolution -> one ``M x M`` mask logit map **per class**.
+3. **The mask loss** (``mask_loss``): per-pixel binary cross-entropy on the map of the RoI's
+   **ground-truth class only**; the other classes' maps get no gradient, so classes do not
+   compete for a pixel (the classification head decides the class).
+4. **Pasting** (``paste_masks``): at test time the ``M x M`` probabilities of the predicted
+   class are resampled into the detection's box in the full image.
+5. ``MaskRoIHeads`` adds 1-4 to Faster R-CNN's second stage through its ``extra_losses`` /
+   ``extra_outputs`` hooks, and ``MaskRCNN`` is ``FasterRCNN`` with those heads.
+
+The mask branch pools its features with RoI Align or RoI Pool (``mask_pooler``), the
+switch of the lecture's experiment: RoI Pool rounds every RoI to the feature grid (here
+stride 8), which shifts a mask by up to several pixels.
+
+Contract (torchvision's): ``model(images, targets)`` -> dict of losses, where each target
+also holds ``masks`` bool ``[N, H, W]``; ``model(images)`` -> per image ``{"boxes" [D, 4],
+"labels" [D], "scores" [D], "masks" float [D, 1, H, W]}`` with mask probabilities in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvlib.models.rcnn import FasterRCNN, RoIHeads, check_inputs
+from cvlib.ops import roi_align
+
+__all__ = ["project_masks", "MaskHead", "mask_loss", "paste_masks", "MaskRoIHeads", "check_masks", "MaskRCNN"]
+
+
+def project_masks(
+    gt_masks: torch.Tensor, rois: torch.Tensor, matched: torch.Tensor, size: int = 28, aligned: bool = True
+) -> torch.Tensor:
+    """Mask targets of ``K`` RoIs: ``gt_masks`` bool ``[N, H, W]`` of one image, ``rois``
+    ``[K, 4]`` xyxy pixels, ``matched`` int64 ``[K]`` (the gt index of each RoI) ->
+    float ``[K, size, size]`` in ``[0, 1]``: mask ``matched[k]`` cropped at RoI ``k`` and
+    resampled by RoI Align.
+
+    ``aligned=True`` samples at pixel centres, so that :func:`paste_masks` puts a target back
+    exactly where it came from (as detectron2). ``aligned=False`` is torchvision's
+    ``project_masks_on_boxes``: its samples sit half a pixel off, and a 28 x 28 target of a
+    small shape pasted back overlaps the original by IoU 0.76 at worst (tests/test_mask_rcnn.py).
+    """
+    if len(rois) == 0:
+        return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
+    indexed = torch.cat([matched[:, None].to(rois), rois], dim=1)  # [K, 5]: (gt index, box)
+    return roi_align(gt_masks[:, None].float(), indexed, size, 1.0, aligned=aligned)[:, 0]
+
+
+class MaskHead(nn.Module):
+    """Per-RoI mask predictor (torchvision's ``MaskRCNNHeads`` + ``MaskRCNNPredictor``, smaller):
+    ``layers`` 3x3 conv-ReLU of ``width`` channels on the pooled ``[K, C, S, S]`` feature, a 2x2
+    stride-2 transposed conv, and a 1x1 conv to ``num_classes + 1`` logit maps:
+    ``[K, C, S, S]`` -> ``[K, num_classes + 1, 2S, 2S]`` (map 0, background, is never used)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, layers: int = 2):
+        super().__init__()
+        convs = []
+        for i in range(layers):
+            convs += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*convs)
+        self.upsample = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.logits = nn.Conv2d(width, num_classes + 1, 1)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.logits(F.relu(self.upsample(self.convs(pooled))))
+
+
+def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel binary cross-entropy of ``K`` positive RoIs, on the logit map of each
+    RoI's ground-truth class only: ``mask_logits`` ``[K, C + 1, M, M]``, ``labels`` ``[K]`` in
+    ``1..C``, ``mask_targets`` ``[K, M, M]`` in ``[0, 1]`` -> scalar (0, still connected to
+    the graph, when ``K == 0``), as torchvision's ``maskrcnn_loss``."""
+    if len(labels) == 0:
+        return mask_logits.sum() * 0
+    own_class = mask_logits[torch.arange(len(labels), device=labels.device), labels]  # [K, M, M]
+    return F.binary_cross_entropy_with_logits(own_class, mask_targets)
+
+
+def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size) -> torch.Tensor:
+    """Resample ``D`` box-relative masks ``[D, M, M]`` (probabilities) into their boxes
+    ``[D, 4]`` xyxy in an image of ``image_size`` ``(H, W)``: ``[D, 1, H, W]``. Each pixel whose
+    centre lies in a box is mapped into that box's mask and sampled bilinearly (the mask's
+    ``M x M`` cells exactly cover the box, as in RoI Align); pixels outside the box are 0."""
+    height, width = image_size
+    if len(masks) == 0:
+        return masks.new_zeros((0, 1, height, width))
+    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))  # [D, 1] each
+    xs = torch.arange(width, device=masks.device, dtype=masks.dtype) + 0.5  # pixel centres
+    ys = torch.arange(height, device=masks.device, dtype=masks.dtype) + 0.5
+    u = (xs - x1) / (x2 - x1).clamp(min=1e-6) * 2 - 1  # [D, W] in [-1, 1] inside the box
+    v = (ys - y1) / (y2 - y1).clamp(min=1e-6) * 2 - 1  # [D, H]
+    grid = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1)  # [D, H, W, 2]
+    inside = (u.abs() <= 1)[:, None, :] & (v.abs() <= 1)[:, :, None]  # [D, H, W]: centre in the box
+    sampled = F.grid_sample(masks[:, None], grid, align_corners=False, padding_mode="border")
+    return sampled * inside[:, None]
+
+
+class MaskRoIHeads(RoIHeads):
+    """Faster R-CNN's second stage plus the mask branch: the positive training RoIs (and, at test
+    time, the final detections) are pooled to ``mask_pool_size x mask_pool_size`` with
+    ``mask_pooler`` (``"align"`` or ``"pool"``), then :class:`MaskHead` gives
+    ``2 * mask_pool_size`` square masks. Adds ``loss_mask`` in training and ``masks`` in eval."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *args,
+        mask_pooler: str = "align",
+        mask_pool_size: int = 14,
+        mask_width: int = 32,
+        mask_layers: int = 2,
+        **kwargs,
+    ):
+        super().__init__(in_channels, num_classes, *args, **kwargs)
+        if mask_pooler not in ("align", "pool"):
+            raise ValueError(f"mask_pooler must be 'align' or 'pool', got {mask_pooler!r}")
+        self.mask_pooler, self.mask_pool_size = mask_pooler, mask_pool_size
+        self.mask_head = MaskHead(in_channels, num_classes, mask_width, mask_layers)
+
+    def mask_logits(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Per-class mask logits ``[sum K_i, C + 1, M, M]`` of one ``[K_i, 4]`` box tensor per image."""
+        return self.mask_head(self.pool(features, boxes, self.mask_pooler, self.mask_pool_size))
+
+    def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
+        positive = [torch.nonzero(lb > 0).flatten() for lb in labels]  # per image
+        boxes = [r[p] for r, p in zip(rois, positive)]
+        logits = self.mask_logits(features, boxes)
+        mask_targets = [
+            project_masks(t["masks"], b, m[p], logits.shape[-1])
+            for t, b, m, p in zip(targets, boxes, matched, positive)
+        ]
+        positive_labels = torch.cat([lb[p] for lb, p in zip(labels, positive)])
+        return {"loss_mask": mask_loss(logits, positive_labels, torch.cat(mask_targets))}
+
+    def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
+        logits = self.mask_logits(features, [d["boxes"] for d in detections])
+        labels = torch.cat([d["labels"] for d in detections])
+        probabilities = logits[torch.arange(len(labels), device=logits.device), labels].sigmoid()  # [D, M, M]
+        per_image = probabilities.split([len(d["boxes"]) for d in detections])
+        return [
+            {**d, "masks": paste_masks(m, d["boxes"], size)}
+            for d, m, size in zip(detections, per_image, image_sizes)
+        ]
+
+
+def check_masks(images: list[torch.Tensor], targets: list[dict]) -> None:
+    """Raise ``ValueError`` unless each target has ``masks``, bool ``[N, H, W]``: one mask per
+    box, as large as its image."""
+    for i, (image, target) in enumerate(zip(images, targets)):
+        masks, expected = target.get("masks"), (len(target["boxes"]), *image.shape[1:])
+        if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or tuple(masks.shape) != expected:
+            got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else repr(masks)
+            raise ValueError(f"targets[{i}]['masks'] must be a bool tensor of shape {expected}, got {got}")
+
+
+class MaskRCNN(FasterRCNN):
+    """Mask R-CNN: :class:`FasterRCNN` whose second stage is :class:`MaskRoIHeads`; five losses
+    (RPN objectness and box, head classifier and box, ``loss_mask``). ``mask_pooler`` switches the
+    mask branch between RoI Align and RoI Pool (the box branch keeps ``pooler``)."""
+
+    heads = MaskRoIHeads
+
+    def __init__(self, num_classes: int = 3, width: int = 8, mask_pooler: str = "align", **kwargs):
+        head_args = {"mask_pooler": mask_pooler, **kwargs.pop("head_args", {})}
+        super().__init__(num_classes, width, head_args=head_args, **kwargs)
+
+    def forward(self, images, targets=None):
+        check_inputs(images, targets, self.num_classes, self.training)
+        if self.training:
+            check_masks(images, targets)
+        return super().forward(images, targets)
+
