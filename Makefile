@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
@@ -17,13 +18,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# What only the tests need (tests/requirements.txt), on top of the reader's install.
+$(TEST_STAMP): tests/requirements.txt $(STAMP)
+	$(PY) -m pip install -q -r tests/requirements.txt
+	touch $@
+
 # --allow-root: JupyterLab refuses to start as root (containers, CI) without it.
 lab: install
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: test-unit test-notebooks
 
-test-unit: install
+test-unit: $(TEST_STAMP)
 	$(PY) -m pytest
 
 test-notebooks: install
@@ -42,7 +48,7 @@ browser-test: install
 COLAB_PYTHON ?= $(shell command -v python3.13 || echo $(PYTHON))
 colab-check:
 	test -x .venv-colab/bin/python || $(COLAB_PYTHON) -m venv .venv-colab
-	.venv-colab/bin/python -m pip install -q -r requirements.txt -c tests/colab-constraints.txt
+	.venv-colab/bin/python -m pip install -q -r requirements.txt -r tests/requirements.txt -c tests/colab-constraints.txt
 	.venv-colab/bin/python -c "import sys, torch, torchvision, ipywidgets; print(sys.version.split()[0], torch.__version__, torchvision.__version__, ipywidgets.__version__)"
 	.venv-colab/bin/python -m pytest -p no:cacheprovider -q
 	.venv-colab/bin/python -m pytest -p no:cacheprovider -q $(NBVAL_FLAGS) notebooks/

@@ -107,6 +107,28 @@ def test_grad_cam_equals_direct_autograd(model, images):
     torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layer", ["features", "features.4"])
+def test_grad_cam_equals_the_grad_cam_package(layer):
+    """pytorch-grad-cam (``pip install grad-cam``, tests/requirements.txt) on the shipped
+    classifier: its maps are ours, min-max normalised per image."""
+    package = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cvlib import weights
+    from cvlib.data import ShapesClassification, collate_classification
+
+    model = weights.load_model("shapes_cnn")
+    images, labels = collate_classification(list(ShapesClassification(8, seed=1)))
+    ours = explain.grad_cam(model, images, labels, layer=layer)
+    ours = ours - ours.amin(dim=(1, 2), keepdim=True)
+    ours = ours / (ours.amax(dim=(1, 2), keepdim=True) + 1e-7)  # the package's scale_cam_image
+    target_layer = model.get_submodule(layer)
+    theirs = package.GradCAM(model=model, target_layers=[target_layer])(
+        input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in labels]
+    )
+    torch.testing.assert_close(ours, torch.from_numpy(theirs), rtol=0, atol=1e-5)
+
+
 def test_cam_equals_grad_cam_up_to_scale_on_gap_fc(model, images):
     cam = explain.cam(model, images, 1, upsample=False)
     grad_cam = explain.grad_cam(model, images, 1, layer="features", upsample=False)
