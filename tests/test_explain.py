@@ -264,6 +264,23 @@ def test_attention_rollout_on_synthetic_attention():
         explain.attention_rollout(attn, head_fusion="min")
 
 
+def test_attention_maps_of_a_vit():
+    """The real interface: cvlib.models.vit.ViT(return_attention=True) feeds cls_attention and
+    attention_rollout; both give one map per image over the patch grid."""
+    from cvlib.models.vit import ViT
+
+    torch.manual_seed(0)
+    vit = ViT(image_size=32, patch_size=8, dim=16, depth=2, heads=2).eval()
+    with torch.no_grad():
+        logits, attentions = vit(torch.rand(3, 3, 32, 32), return_attention=True)
+    assert logits.shape == (3, 3) and len(attentions) == 2
+    assert explain.cls_attention(attentions).shape == (3, 2, 4, 4)
+    rollout = explain.attention_rollout(attentions)
+    torch.testing.assert_close(rollout.sum(dim=-1), torch.ones(3, 17))
+    maps = explain.upsample_map(explain.tokens_to_grid(rollout[:, 0, 1:]), (32, 32))
+    assert maps.shape == (3, 32, 32) and torch.isfinite(maps).all()
+
+
 def test_pointing_game_and_map_iou():
     masks = torch.zeros(2, 8, 8, dtype=torch.bool)
     masks[:, 2:4, 2:4] = True
