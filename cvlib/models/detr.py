@@ -279,7 +279,7 @@ class SetCriterion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. The model
+# 3. The model: backbone, transformer, object queries and heads, trained with 4 and 5
 
 
 class DETR(nn.Module):
@@ -365,9 +365,10 @@ class DETR(nn.Module):
                 for i, t in zip(images, targets)]
 
     def postprocess(self, logits, boxes, images) -> list[dict]:
-        """Detections of the last layer's sets (``logits`` ``[B, N, C + 1]``, ``boxes``
-        ``[B, N, 4]``): each query's most likely object class and its probability, boxes in xyxy
-        pixels clipped to the image; queries scoring <= ``score_thresh`` are dropped."""
+        """Detections of one decoder layer's sets (``logits`` ``[B, N, C + 1]``, ``boxes``
+        ``[B, N, 4]``, normally the last layer's): each query's most likely object class and its
+        probability, boxes in xyxy pixels clipped to the image; queries scoring <= ``score_thresh``
+        are dropped."""
         scores, labels = logits.softmax(-1)[..., 1:].max(-1)
         detections = []
         for score, label, box, image in zip(scores, labels, boxes, images):
