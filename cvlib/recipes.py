@@ -313,3 +313,111 @@ for _name, _focal, _description in [
     ("yolo_focal", True, "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
 ]:
     register(_name, _yolo(_focal), _description)(_train_yolo)
+
+
+# ---------------------------------------------------------------------------------------------
+# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins
+
+VIT_STEPS = 1500  # batches of 64 single-object scenes
+TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
+TWIN_SEEDS = (0, 1, 2)
+
+
+def _classification_batches(num_images: int, seed: int):
+    """Shuffled batches of 64 ``ShapesClassification`` scenes, made once (the dataset draws each
+    scene on the fly) and reshuffled with ``seed``."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cvlib.data import ShapesClassification, collate_classification
+
+    images, labels = collate_classification(list(ShapesClassification(num_images, seed=0)))
+    return DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _val_accuracy(model: nn.Module, device: torch.device) -> float:
+    from cvlib.data import ShapesClassification, collate_classification
+    from cvlib.metrics import accuracy
+    from cvlib.train import predict
+
+    images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
+    return accuracy(predict(model, images, device=device), labels)
+
+
+def _vit() -> nn.Module:
+    from cvlib.models.vit import ViT
+
+    return ViT(image_size=64, patch_size=8, num_classes=3, dim=64, depth=4, heads=4)
+
+
+@register("vit", _vit, "ViT (8x8 patches, CLS, 4 Pre-LN blocks, width 64, 4 heads), 1500 steps")
+def _train_vit(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from cvlib.train import fit
+
+    fit(model, _classification_batches(6000, seed=0), loss_fn=nn.functional.cross_entropy, epochs=100,
+        max_steps=VIT_STEPS, lr=1e-3, weight_decay=0.05, device=device)
+    return {"val_accuracy": _val_accuracy(model, device)}
+
+
+def twin_history(name: str) -> dict:
+    """The training losses of twin recipe ``name`` (``data/weights/NAME.json``):
+    ``{"seeds": [...], "loss": [[one value per step] per seed], "val_accuracy": [per seed]}``."""
+    import json
+
+    from cvlib.weights import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}; rebuild it with `python -m cvlib.train {name}`")
+    return json.loads(path.read_text())
+
+
+def _train_twin(name: str):
+    """Train the recipe's model (seed 0) and two more of the same build (seeds 1, 2) for
+    ``TWIN_STEPS`` steps, no warm-up; write every loss curve to ``data/weights/NAME.json``."""
+
+    def train(model: nn.Module, device: torch.device) -> dict[str, float]:
+        import json
+
+        from cvlib.train import fit, seed_everything
+        from cvlib.weights import WEIGHTS_DIR
+
+        history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [],
+                   "val_accuracy": []}
+        for seed in TWIN_SEEDS:
+            if seed != TWIN_SEEDS[0]:  # a fresh twin, initialised with this seed
+                seed_everything(seed)
+                model = RECIPES[name].build()
+            losses = fit(model, _classification_batches(3000, seed), loss_fn=nn.functional.cross_entropy,
+                         epochs=100, max_steps=TWIN_STEPS, lr=1e-3, device=device, seed=seed)["loss"]
+            history["loss"].append([round(v, 4) for v in losses])
+            history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
+        (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(history))
+        last = [sum(losses[-50:]) / 50 for losses in history["loss"]]
+        return {"val_accuracy": history["val_accuracy"][0], "last50_loss_seed0": last[0],
+                "last50_loss_mean_3_seeds": sum(last) / len(last)}
+
+    return train
+
+
+def _twin(name: str):
+    def build() -> nn.Module:
+        from cvlib.models.resnet import ResNet
+        from cvlib.models.vit import ViT
+
+        deep_vit = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}
+        return {"vit_preln": lambda: ViT(norm_first=True, **deep_vit),
+                "vit_postln": lambda: ViT(norm_first=False, **deep_vit),
+                "resnet": lambda: ResNet(width=8, blocks=9, residual=True),
+                "resnet_plain": lambda: ResNet(width=8, blocks=9, residual=False)}[name]()
+
+    return build
+
+
+for _name, _description in [
+    ("vit_preln", "deep ViT (12 Pre-LN blocks, 16x16 patches), lr 1e-3, no warm-up, 400 steps x 3 seeds"),
+    ("vit_postln", "the same ViT with Post-LN blocks, same lr, no warm-up, 400 steps x 3 seeds"),
+    ("resnet", "ResNet-56 (3 x 9 basic blocks, width 8), 400 steps x 3 seeds"),
+    ("resnet_plain", "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
+]:
+    register(_name, _twin(_name), _description)(_train_twin(_name))
