@@ -263,16 +263,16 @@ for _name, _pooler, _description in [
 
 
 # ---------------------------------------------------------------------------------------------
-# 06 YOLO: a single-stage detector (S = 8, B = 2, width-16 backbone), plain and focal confidence
+# 06 YOLO: a single-stage detector (S = 8, B = 2), plain and focal confidence, width-16 and -8 backbones
 
 YOLO_STEPS = 2000  # batches of 32 scenes, each scene seen once
 
 
-def _yolo(focal: bool):
+def _yolo(focal: bool, width: int = 16):
     def build() -> nn.Module:
         from cvlib.models.yolo import YOLO
 
-        return YOLO(num_classes=3, grid_size=8, boxes_per_cell=2, width=16, focal=focal)
+        return YOLO(num_classes=3, grid_size=8, boxes_per_cell=2, width=width, focal=focal)
 
     return build
 
@@ -308,11 +308,13 @@ def _train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
     return _evaluate_detector(model, device)
 
 
-for _name, _focal, _description in [
-    ("yolo", False, "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
-    ("yolo_focal", True, "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
+for _name, _focal, _width, _description in [
+    ("yolo", False, 16, "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
+    ("yolo_focal", True, 16,
+     "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
+    ("yolo_width8", False, 8, "the same YOLO on Faster R-CNN's width-8 backbone, same 2000 steps"),
 ]:
-    register(_name, _yolo(_focal), _description)(_train_yolo)
+    register(_name, _yolo(_focal, _width), _description)(_train_yolo)
 
 
 # ---------------------------------------------------------------------------------------------
