@@ -323,6 +323,7 @@ for _name, _focal, _width, _description in [
 VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
+TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
 
 
 def _classification_batches(num_images: int, seed: int):
@@ -376,7 +377,8 @@ def twin_history(name: str) -> dict:
 
 def _train_twin(name: str):
     """Train the recipe's model (seed 0) and two more of the same build (seeds 1, 2) for
-    ``TWIN_STEPS`` steps, no warm-up; write every loss curve to ``data/weights/NAME.json``."""
+    ``TWIN_STEPS`` steps of AdamW at lr 1e-3 (warm-up: ``TWIN_WARMUP``); write every loss curve
+    to ``data/weights/NAME.json``."""
 
     def train(model: nn.Module, device: torch.device) -> dict[str, float]:
         import json
@@ -386,12 +388,16 @@ def _train_twin(name: str):
 
         history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [],
                    "val_accuracy": []}
+        warmup = TWIN_WARMUP.get(name, 1)  # lr factor min(1, (step + 1) / warmup): 1 = no warm-up
         for seed in TWIN_SEEDS:
             if seed != TWIN_SEEDS[0]:  # a fresh twin, initialised with this seed
                 seed_everything(seed)
                 model = RECIPES[name].build()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+            ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1, (step + 1) / warmup))
             losses = fit(model, _classification_batches(3000, seed), loss_fn=nn.functional.cross_entropy,
-                         epochs=100, max_steps=TWIN_STEPS, lr=1e-3, device=device, seed=seed)["loss"]
+                         epochs=100, max_steps=TWIN_STEPS, optimizer=optimizer, scheduler=ramp,
+                         device=device, seed=seed)["loss"]
             history["loss"].append([round(v, 4) for v in losses])
             history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
         (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(history))
@@ -410,6 +416,7 @@ def _twin(name: str):
         deep_vit = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}
         return {"vit_preln": lambda: ViT(norm_first=True, **deep_vit),
                 "vit_postln": lambda: ViT(norm_first=False, **deep_vit),
+                "vit_postln_warmup": lambda: ViT(norm_first=False, **deep_vit),
                 "resnet": lambda: ResNet(width=8, blocks=9, residual=True),
                 "resnet_plain": lambda: ResNet(width=8, blocks=9, residual=False)}[name]()
 
@@ -419,6 +426,7 @@ def _twin(name: str):
 for _name, _description in [
     ("vit_preln", "deep ViT (12 Pre-LN blocks, 16x16 patches), lr 1e-3, no warm-up, 400 steps x 3 seeds"),
     ("vit_postln", "the same ViT with Post-LN blocks, same lr, no warm-up, 400 steps x 3 seeds"),
+    ("vit_postln_warmup", "the Post-LN ViT with 100 steps of linear lr warm-up, 400 steps x 3 seeds"),
     ("resnet", "ResNet-56 (3 x 9 basic blocks, width 8), 400 steps x 3 seeds"),
     ("resnet_plain", "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
 ]:
