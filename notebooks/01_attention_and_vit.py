@@ -117,18 +117,18 @@ assert torch.allclose(ours, theirs, atol=1e-5) and torch.allclose(ours_A, theirs
 assert torch.allclose(head0_A, ours_A[0, 0], atol=1e-5)
 
 # %% [markdown]
-# **Explore** the attention matrix of a short sequence: 8 tokens (random embeddings plus a
+# **Explore** the attention matrix of a short sequence: 6 tokens (random embeddings plus a
 # smooth positional signal, so that neighbours look alike), a 4-head attention layer. Pick a
 # head and a mask; with the causal mask, the upper triangle is empty and row $i$ spreads its
 # weight over tokens $0..i$ only.
 
 # %%
-seq = 2 * (torch.randn(1, 8, 16, generator=g) + torch.sin(torch.arange(8)[:, None] / 2 + torch.arange(16) / 3))
+seq = 2 * (torch.randn(1, 6, 16, generator=g) + torch.sin(torch.arange(6)[:, None] / 2 + torch.arange(16) / 3))
 seq_mha = MultiHeadAttention(16, 4).eval()
 with torch.no_grad():
     seq_weights = {causal: seq_mha(seq, causal=causal)[1][0] for causal in (False, True)}
 
-fig_seq, ax_seq = plt.subplots(figsize=(3.4, 3.4), dpi=80)
+fig_seq, ax_seq = plt.subplots(figsize=(3.0, 3.0), dpi=80)
 seq_image, seq_texts = viz.show_matrix(ax_seq, seq_weights[False][0], fmt="{:.2f}", vmin=0, vmax=1)
 ax_seq.set(xlabel="key j", ylabel="query i")
 
@@ -158,8 +158,8 @@ _ = widgets.explore(fig_seq, show_attention_matrix, head=widgets.int_slider("hea
 # travels with whatever token sits there.
 
 # %%
-perm = torch.randperm(8, generator=g)
-E = torch.randn(1, 8, 16, generator=g)  # positional embeddings
+perm = torch.randperm(6, generator=g)
+E = torch.randn(1, 6, 16, generator=g)  # positional embeddings
 with torch.no_grad():
     out = seq_mha(seq)[0]
     equivariance_error = (seq_mha(seq[:, perm])[0] - out[:, perm]).abs().max().item()
