@@ -24,6 +24,7 @@ import torchvision
 from cvlib.data import ShapesDataset
 from cvlib.metrics import evaluate_detections
 from cvlib.models.rcnn import FasterRCNN, torchvision_twin
+from cvlib.train import detect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
 WIDTH, HIDDEN, OUTPUT_SIZE = 8, 128, 7
@@ -67,12 +68,6 @@ class Trainer:
             self.steps += 1
             self.losses.append(loss.item())
         self.seconds += time.perf_counter() - start
-
-
-@torch.no_grad()
-def detect(model, images, batch_size=25):
-    model.eval()
-    return [d for i in range(0, len(images), batch_size) for d in model(images[i : i + batch_size])]
 
 
 @torch.no_grad()

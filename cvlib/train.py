@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["default_device", "seed_everything", "to_device", "fit", "predict", "main"]
+__all__ = [
+    "default_device", "seed_everything", "to_device", "fit", "predict", "detect", "seconds_per_image", "main"
+]
 
 
 def default_device() -> torch.device:
@@ -41,9 +43,11 @@ def seed_everything(seed: int) -> None:
 
 
 def to_device(obj, device: torch.device | str):
-    """Move tensors, and lists / tuples / dicts of them, to ``device``; other values pass."""
+    """Move tensors, and lists / tuples / dicts of them, to ``device``; other values pass.
+    Copies to a GPU do not block; copies back to the CPU do (an asynchronous GPU -> CPU copy
+    could be read before it has arrived)."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+        return obj.to(device, non_blocking=torch.device(device).type == "cuda")
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -165,6 +169,41 @@ def predict(
     model.to(device).eval()
     outputs = [model(chunk.to(device)).cpu() for chunk in images.split(batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@torch.no_grad()
+def detect(model: nn.Module, images: list[torch.Tensor], batch_size: int = 25, device=None) -> list[dict]:
+    """Detections of a detector with torchvision's contract for a list of ``[3, H, W]``
+    images: one dict (``boxes``, ``labels``, ``scores``, ...) per image, computed in batches in
+    eval mode on ``device`` (default: the model's) and returned on the CPU. The model is left
+    in eval mode."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    return [
+        to_device(d, "cpu")
+        for i in range(0, len(images), batch_size)
+        for d in model(to_device(list(images[i : i + batch_size]), device))
+    ]
+
+
+@torch.no_grad()
+def seconds_per_image(model: nn.Module, images: list[torch.Tensor], repeats: int = 3) -> float:
+    """Inference time of a detector, one image per call as in deployment: the mean seconds per
+    image over ``images``, the best of ``repeats`` passes (the least disturbed by other work on
+    the machine), after one warm-up call. Images go to the model's device first."""
+    device = next(model.parameters()).device
+    model.eval()
+    images = [image.to(device) for image in images]
+    model(images[:1])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in images:
+            model([image])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, (time.perf_counter() - start) / len(images))
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,6 @@ if "google.colab" in sys.modules:
 
 # %%
 import json
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -60,7 +59,7 @@ from torch.utils.data import DataLoader
 from cvlib import metrics, ops, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import FasterRCNN, torchvision_twin, window_proposals
-from cvlib.train import fit
+from cvlib.train import detect, fit, seconds_per_image
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(0)
@@ -347,13 +346,6 @@ assert all(np.mean(history[n][-5:]) < np.mean(history[n][:5]) for n in ["loss_ob
 # `cvlib.metrics.evaluate_detections`, and its detections above a score threshold.
 
 # %%
-@torch.no_grad()
-def detect(model, images, batch_size=25):
-    model.eval()
-    return [{k: v.cpu() for k, v in d.items()} for i in range(0, len(images), batch_size)
-            for d in model([im.to(device) for im in images[i : i + batch_size]])]
-
-
 faster_detections = detect(faster, test_images)
 faster_coco = metrics.evaluate_detections(faster_detections, test_targets)
 print(f"Faster R-CNN on 200 test scenes: mAP {faster_coco['map']:.3f}, AP50 {faster_coco['map_50']:.3f}, "
@@ -395,17 +387,7 @@ for ours, theirs in zip(faster_detections[:50], twin_detections):
 print("cvlib FasterRCNN == torchvision FasterRCNN with the same weights, on 50 test scenes")
 
 
-def seconds_per_image(model, images):
-    model.eval()
-    with torch.no_grad():
-        model([images[0].to(device)])  # warm up
-        start = time.perf_counter()
-        for im in images:
-            model([im.to(device)])
-    return (time.perf_counter() - start) / len(images)
-
-
-ours_s, theirs_s = seconds_per_image(faster, test_images[:30]), seconds_per_image(twin, test_images[:30])
+ours_s, theirs_s = (seconds_per_image(m, test_images[:30], repeats=2) for m in (faster, twin))
 print(f"inference per image: cvlib {1000 * ours_s:.1f} ms, torchvision {1000 * theirs_s:.1f} ms")
 assert ours_s < 1.5 * theirs_s
 
@@ -431,7 +413,7 @@ for name, r in bench["results"].items():
 fast = weights.load_model("fast_rcnn", device=device)
 models = {"R-CNN": rcnn, "Fast R-CNN": fast, "Faster R-CNN": faster}
 same_images, same_targets = test_images[:20], test_targets[:20]
-per_image = {name: seconds_per_image(m, same_images) for name, m in models.items()}
+per_image = {name: seconds_per_image(m, same_images, repeats=2) for name, m in models.items()}
 maps = {name: metrics.evaluate_detections(detect(m, same_images), same_targets)["map"] for name, m in models.items()}
 for name in models:
     print(f"{name:13s} {1000 * per_image[name]:7.1f} ms per image, mAP {maps[name]:.3f}")

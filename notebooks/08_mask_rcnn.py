@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader
 from cvlib import metrics, ops, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.mask_rcnn import MaskRCNN, paste_masks, project_masks
-from cvlib.train import fit
+from cvlib.train import detect, fit
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(0)
@@ -248,13 +248,6 @@ assert last < 0.8 * first
 # of box IoU (`evaluate_detections(..., iou_type="segm")`, equal to pycocotools).
 
 # %%
-@torch.no_grad()
-def detect(model, images, batch_size=25):
-    model.eval()
-    return [{k: v.cpu() for k, v in d.items()} for i in range(0, len(images), batch_size)
-            for d in model([im.to(device) for im in images[i : i + batch_size]])]
-
-
 models = {"RoI Align": mask_rcnn, "RoI Pool": weights.load_model("mask_rcnn_roipool", device=device)}
 detections = {name: detect(m, test_images) for name, m in models.items()}
 results = {}

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from cvlib.data import ShapesClassification, collate_classification
 from cvlib.models.blocks import SmallCNN
-from cvlib.train import fit, main, predict, to_device
+from cvlib.train import detect, fit, main, predict, seconds_per_image, to_device
 
 
 def _loader(n=128, batch_size=32):
@@ -76,6 +76,31 @@ def test_predict_batches_and_eval_mode():
     out = predict(model, images, batch_size=3)
     assert out.shape == (10, 3) and not model.training
     assert torch.allclose(out, model(images), atol=1e-5)
+
+
+def test_detect_batches_on_the_cpu_and_times_one_image_per_call():
+    calls = []
+
+    class Counting(nn.Module):  # a stand-in detector: one box per image, its mean as score
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, images):
+            calls.append(len(images))
+            return [{"boxes": torch.zeros(1, 4), "labels": torch.ones(1, dtype=torch.int64),
+                     "scores": self.w * im.mean()[None]} for im in images]
+
+    model = Counting().train()
+    images = [torch.full((3, 8, 8), float(i)) for i in range(7)]
+    out = detect(model, images, batch_size=3)
+    assert calls == [3, 3, 1] and not model.training
+    assert [d["scores"].item() for d in out] == list(range(7))
+    assert not any(d["scores"].requires_grad for d in out)
+    assert detect(model, []) == []
+    calls.clear()
+    assert seconds_per_image(model, images[:2], repeats=2) > 0
+    assert calls == [1] * 5  # a warm-up, then 2 passes of one image per call
 
 
 def test_to_device_recurses():
