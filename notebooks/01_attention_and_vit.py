@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvlib import explain, viz, weights, widgets
+from cvlib import explain, recipes, viz, weights, widgets
 from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset, collate_classification
 from cvlib.metrics import accuracy
 from cvlib.models.vit import (
@@ -65,12 +65,14 @@ from cvlib.models.vit import (
     self_attention,
     vit_cost,
 )
-from cvlib.recipes import twin_history
 from cvlib.train import predict
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(0)
 print("device:", device)
+# True: retrain every model of this notebook with its recipe (`python -m cvlib.train NAME`),
+# about 20 minutes on one CPU core, instead of loading the shipped checkpoints and curves.
+TRAIN_FROM_SCRATCH = False
 
 # %% [markdown]
 # ## 1. Attention from queries, keys and values
@@ -209,6 +211,8 @@ plt.show()
 # square or triangle):
 
 # %%
+if TRAIN_FROM_SCRATCH:
+    recipes.run("vit", device)
 vit = weights.load_model("vit", device=device)
 print(weights.load("vit")["meta"]["metrics"], "| parameters:", sum(p.numel() for p in vit.parameters()))
 data = ShapesClassification(500, seed=1)  # held-out scenes (the training used seed 0)
@@ -218,6 +222,20 @@ tokens = vit.tokens(images[:1].to(device))
 print(f"image {tuple(images.shape[1:])} -> tokens {tuple(tokens.shape[1:])} (CLS + 64 patches)")
 print(f"held-out accuracy of the ViT: {vit_accuracy:.3f}")
 assert tokens.shape[1:] == (65, 64) and vit_accuracy > 0.85
+
+# %% [markdown]
+# **CLS vs GAP.** The CLS token is one more token (and one more positional embedding) that
+# starts the same for every image and gathers, by attention, what the head needs; GAP gives
+# every patch the same weight $1/64$ in the final average. The cost is almost the same:
+
+# %%
+cls_vit, gap_vit = ViT(pool="cls"), ViT(pool="gap")
+with torch.no_grad():
+    cls_tokens, gap_tokens = cls_vit.tokens(images[:1]), gap_vit.tokens(images[:1])
+extra = sum(p.numel() for p in cls_vit.parameters()) - sum(p.numel() for p in gap_vit.parameters())
+print(f"CLS: {cls_tokens.shape[1]} tokens, GAP: {gap_tokens.shape[1]} tokens; the CLS model has {extra} more "
+      "parameters (the CLS token and its positional embedding)")
+assert cls_tokens.shape[1] == gap_tokens.shape[1] + 1 and extra == 2 * 64
 
 # %% [markdown]
 # **Explore** the patch size and the number of heads: the token count grows as $(64/p)^2$ and
@@ -320,7 +338,7 @@ def smooth(values, width=25):
 def plot_twins(ax, names, legend):
     finals = {}
     for name, label, color in zip(names, legend, ("tab:blue", "tab:red", "tab:orange")):
-        history = twin_history(name)
+        history = recipes.twin_history(name)
         finals[name] = [float(np.mean(loss[-50:])) for loss in history["loss"]]
         for i, loss in enumerate(history["loss"]):
             ax.plot(smooth(loss), color=color, lw=1, label=label if i == 0 else None)
@@ -329,6 +347,9 @@ def plot_twins(ax, names, legend):
     return finals
 
 
+if TRAIN_FROM_SCRATCH:
+    for name in ("vit_preln", "vit_postln", "vit_postln_warmup"):
+        recipes.run(name, device)
 fig_ln, ax_ln = plt.subplots(figsize=(5, 3), dpi=80)
 ln_finals = plot_twins(ax_ln, ["vit_preln", "vit_postln", "vit_postln_warmup"],
                        ["Pre-LN", "Post-LN", "Post-LN + 100 warm-up steps"])
@@ -337,7 +358,7 @@ ax_ln.set_title("12-block ViT, lr 1e-3, 3 seeds each (dotted: chance, ln 3)", fo
 plt.show()
 for name in ln_finals:
     print(f"{name:17s} mean loss of the last 50 steps per seed: {np.round(ln_finals[name], 3).tolist()}, "
-          f"held-out accuracy {twin_history(name)['val_accuracy']}")
+          f"held-out accuracy {recipes.twin_history(name)['val_accuracy']}")
 learned = {name: sum(int(loss < np.log(3) - 0.05) for loss in ln_finals[name]) for name in ln_finals}
 print("seeds that left chance level:", learned)
 assert all(post > pre + 0.05 for pre, post in zip(ln_finals["vit_preln"], ln_finals["vit_postln"]))
@@ -396,13 +417,16 @@ assert abs(load.sum().item() - 2) < 1e-5  # each token counts for 2 experts
 # batches, seeds 0, 1, 2 (`python -m cvlib.train resnet` and `resnet_plain`).
 
 # %%
+if TRAIN_FROM_SCRATCH:
+    for name in ("resnet", "resnet_plain"):
+        recipes.run(name, device)
 fig_res, ax_res = plt.subplots(figsize=(5, 3), dpi=80)
 res_finals = plot_twins(ax_res, ["resnet", "resnet_plain"], ["ResNet-56", "plain-56"])
 ax_res.set_title("56 layers, same budget, 3 seeds each", fontsize=9)
 plt.show()
 for name in res_finals:
     print(f"{name:12s} mean loss of the last 50 steps per seed: {np.round(res_finals[name], 3).tolist()}, "
-          f"held-out accuracy {twin_history(name)['val_accuracy']}")
+          f"held-out accuracy {recipes.twin_history(name)['val_accuracy']}")
 assert all(plain > res + 0.05 for res, plain in zip(res_finals["resnet"], res_finals["resnet_plain"]))
 
 # %% [markdown]
