@@ -236,3 +236,21 @@ def test_vit_learns_a_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_preln", "vit_postln", "vit_postln_warmup"])
+def test_shipped_checkpoints_load(name):
+    from cvlib import weights
+
+    model = weights.load_model(name)
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
+    assert weights.load(name)["meta"]["recipe"] == name
+
+
+@pytest.mark.parametrize("name", ["vit_preln", "vit_postln", "vit_postln_warmup"])
+def test_twin_histories(name):
+    from cvlib.recipes import TWIN_SEEDS, TWIN_STEPS, twin_history
+
+    history = twin_history(name)
+    assert history["seeds"] == list(TWIN_SEEDS)
+    assert [len(loss) for loss in history["loss"]] == [TWIN_STEPS] * len(TWIN_SEEDS)
