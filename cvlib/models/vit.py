@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 
-def causal_mask(queries: int, keys: int | None = None, device: torch.device | str | None = None
-                ) -> torch.Tensor:
+def causal_mask(
+    queries: int, keys: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Bool ``[Tq, Tk]`` (``Tk = Tq`` by default), True where query ``i`` may attend to key ``j <= i``."""
     keys = queries if keys is None else keys
     return torch.ones(queries, keys, dtype=torch.bool, device=device).tril()
@@ -71,7 +72,8 @@ class MultiHeadAttention(nn.Module):
 
     One linear layer makes ``Q, K, V`` for all heads (``qkv.weight`` is laid out like
     ``nn.MultiheadAttention.in_proj_weight``), each head attends in ``dim / heads`` dimensions,
-    the heads are concatenated and projected back by ``proj``.
+    the heads are concatenated and projected back by ``proj``. ``mask`` and ``causal`` are those
+    of :func:`scaled_dot_product_attention`.
     """
 
     def __init__(self, dim: int, heads: int):
