@@ -12,7 +12,7 @@ from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.metrics import evaluate_detections
-from cvlib.models.mask_rcnn import MaskRCNN, mask_loss, paste_masks, project_masks
+from cvlib.models.mask_rcnn import MaskRCNN, mask_loss, paste_masks, project_masks, softmax_mask_loss
 
 
 def tiny(**kwargs):
@@ -61,6 +61,16 @@ def round_trip_iou(aligned: bool) -> torch.Tensor:
     return torch.cat(ious)
 
 
+def test_softmax_mask_loss_lets_classes_compete():
+    logits = torch.zeros(1, 4, 2, 2, requires_grad=True)
+    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    loss = softmax_mask_loss(logits, torch.tensor([2]), target)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(4.0)).item())  # uniform over C + 1 = 4
+    loss.backward()
+    assert (logits.grad[0, :, 0, 0] != 0).all()  # every class's map is pushed at every pixel
+    assert logits.grad[0, 2, 0, 0] < 0 and logits.grad[0, 0, 1, 1] < 0  # up: class 2 / background
+
+
 def test_paste_round_trips_the_object_masks():
     assert round_trip_iou(aligned=True).min() == 1.0  # exactly back where it came from
     legacy = round_trip_iou(aligned=False)  # torchvision's targets: half a pixel off
@@ -77,10 +87,12 @@ def test_paste_masks_stays_in_the_box():
     assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (32, 48)).shape == (0, 1, 32, 48)
 
 
-@pytest.mark.parametrize("mask_pooler", ["align", "pool"])
-def test_mask_loss_falls(mask_pooler):
+@pytest.mark.parametrize(
+    "mask_pooler, loss", [("align", "sigmoid"), ("pool", "sigmoid"), ("align", "softmax")], ids=str
+)
+def test_mask_loss_falls(mask_pooler, loss):
     torch.manual_seed(0)
-    model = tiny(mask_pooler=mask_pooler)
+    model = tiny(mask_pooler=mask_pooler, mask_loss=loss)
     images, targets = scenes()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     mask_losses = []
@@ -107,9 +119,10 @@ def test_empty_images_train():
     sum(losses.values()).backward()
 
 
-def test_eval_contract():
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+def test_eval_contract(loss):
     torch.manual_seed(0)
-    model = tiny().eval()
+    model = tiny(mask_loss=loss).eval()
     model.roi_heads.score_thresh = 0.0  # an untrained model: keep its detections
     images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
     with torch.no_grad():
@@ -139,5 +152,7 @@ def test_bad_input():
         model(images, wrong)
     with pytest.raises(ValueError, match="mask_pooler"):
         tiny(mask_pooler="max")
+    with pytest.raises(ValueError, match="mask_loss"):
+        tiny(mask_loss="dice")
     with pytest.raises(ValueError, match="targets are required"):
         model(images)

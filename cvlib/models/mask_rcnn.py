@@ -32,7 +32,10 @@ from torch import nn
 from cvlib.models.rcnn import FasterRCNN, RoIHeads, check_inputs
 from cvlib.ops import roi_align
 
-__all__ = ["project_masks", "MaskHead", "mask_loss", "paste_masks", "MaskRoIHeads", "check_masks", "MaskRCNN"]
+__all__ = [
+    "project_masks", "MaskHead", "mask_loss", "softmax_mask_loss", "paste_masks", "MaskRoIHeads",
+    "check_masks", "MaskRCNN",
+]
 
 
 def project_masks(
@@ -84,6 +87,16 @@ def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: tor
     return F.binary_cross_entropy_with_logits(own_class, mask_targets)
 
 
+def softmax_mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: torch.Tensor):
+    """The alternative Mask R-CNN argues against: a per-pixel softmax over the ``C + 1`` maps
+    (classes compete for each pixel), cross-entropy against "the RoI's class where the target
+    is >= 0.5, else background (0)". Same shapes as :func:`mask_loss`."""
+    if len(labels) == 0:
+        return mask_logits.sum() * 0
+    pixel_labels = torch.where(mask_targets >= 0.5, labels[:, None, None], 0)  # [K, M, M]
+    return F.cross_entropy(mask_logits, pixel_labels)
+
+
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size) -> torch.Tensor:
     """Resample ``D`` box-relative masks ``[D, M, M]`` (probabilities) into their boxes
     ``[D, 4]`` xyxy in an image of ``image_size`` ``(H, W)``: ``[D, 1, H, W]``. Each pixel whose
@@ -107,7 +120,8 @@ class MaskRoIHeads(RoIHeads):
     """Faster R-CNN's second stage plus the mask branch: the positive training RoIs (and, at test
     time, the final detections) are pooled to ``mask_pool_size x mask_pool_size`` with
     ``mask_pooler`` (``"align"`` or ``"pool"``), then :class:`MaskHead` gives
-    ``2 * mask_pool_size`` square masks. Adds ``loss_mask`` in training and ``masks`` in eval."""
+    ``2 * mask_pool_size`` square masks. Adds ``loss_mask`` in training and ``masks`` in eval.
+    ``mask_loss="softmax"`` trains and reads the maps with :func:`softmax_mask_loss` instead."""
 
     def __init__(
         self,
@@ -118,12 +132,15 @@ class MaskRoIHeads(RoIHeads):
         mask_pool_size: int = 14,
         mask_width: int = 32,
         mask_layers: int = 2,
+        mask_loss: str = "sigmoid",
         **kwargs,
     ):
         super().__init__(in_channels, num_classes, *args, **kwargs)
         if mask_pooler not in ("align", "pool"):
             raise ValueError(f"mask_pooler must be 'align' or 'pool', got {mask_pooler!r}")
-        self.mask_pooler, self.mask_pool_size = mask_pooler, mask_pool_size
+        if mask_loss not in ("sigmoid", "softmax"):
+            raise ValueError(f"mask_loss must be 'sigmoid' or 'softmax', got {mask_loss!r}")
+        self.mask_pooler, self.mask_pool_size, self.mask_loss = mask_pooler, mask_pool_size, mask_loss
         self.mask_head = MaskHead(in_channels, num_classes, mask_width, mask_layers)
 
     def mask_logits(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
@@ -139,12 +156,14 @@ class MaskRoIHeads(RoIHeads):
             for t, b, m, p in zip(targets, boxes, matched, positive)
         ]
         positive_labels = torch.cat([lb[p] for lb, p in zip(labels, positive)])
-        return {"loss_mask": mask_loss(logits, positive_labels, torch.cat(mask_targets))}
+        loss = mask_loss if self.mask_loss == "sigmoid" else softmax_mask_loss
+        return {"loss_mask": loss(logits, positive_labels, torch.cat(mask_targets))}
 
     def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
         logits = self.mask_logits(features, [d["boxes"] for d in detections])
         labels = torch.cat([d["labels"] for d in detections])
-        probabilities = logits[torch.arange(len(labels), device=logits.device), labels].sigmoid()  # [D, M, M]
+        probabilities = logits.sigmoid() if self.mask_loss == "sigmoid" else logits.softmax(dim=1)
+        probabilities = probabilities[torch.arange(len(labels), device=logits.device), labels]  # [D, M, M]
         per_image = probabilities.split([len(d["boxes"]) for d in detections])
         return [
             {**d, "masks": paste_masks(m, d["boxes"], size)}
@@ -165,12 +184,14 @@ def check_masks(images: list[torch.Tensor], targets: list[dict]) -> None:
 class MaskRCNN(FasterRCNN):
     """Mask R-CNN: :class:`FasterRCNN` whose second stage is :class:`MaskRoIHeads`; five losses
     (RPN objectness and box, head classifier and box, ``loss_mask``). ``mask_pooler`` switches the
-    mask branch between RoI Align and RoI Pool (the box branch keeps ``pooler``)."""
+    mask branch between RoI Align and RoI Pool (the box branch keeps ``pooler``); ``mask_loss``
+    between per-class sigmoids (``"sigmoid"``, the paper's) and a softmax over classes."""
 
     heads = MaskRoIHeads
 
-    def __init__(self, num_classes: int = 3, width: int = 8, mask_pooler: str = "align", **kwargs):
-        head_args = {"mask_pooler": mask_pooler, **kwargs.pop("head_args", {})}
+    def __init__(self, num_classes: int = 3, width: int = 8, mask_pooler: str = "align",
+                 mask_loss: str = "sigmoid", **kwargs):
+        head_args = {"mask_pooler": mask_pooler, "mask_loss": mask_loss, **kwargs.pop("head_args", {})}
         super().__init__(num_classes, width, head_args=head_args, **kwargs)
 
     def forward(self, images, targets=None):
