@@ -282,15 +282,10 @@ def _evaluate_detector(model: nn.Module, device: torch.device, num_images: int =
     held-out scenes of every detection recipe."""
     from cvlib.data import ShapesDataset, collate_detection
     from cvlib.metrics import evaluate_detections
-    from cvlib.train import to_device
+    from cvlib.train import detect
 
     images, targets = collate_detection(list(ShapesDataset(num_images, seed=1)))
-    model.eval()
-    with torch.no_grad():
-        detections = [
-            d for i in range(0, num_images, 20) for d in model(to_device(images[i : i + 20], device))
-        ]
-    coco = evaluate_detections(to_device(detections, "cpu"), targets)
+    coco = evaluate_detections(detect(model, images, device=device), targets)
     return {"map": coco["map"], "map_50": coco["map_50"], "map_75": coco["map_75"]}
 
 
