@@ -219,11 +219,11 @@ for _name, _description in [
 MASK_RCNN_STEPS = 600  # batches of 8 scenes, after the faster_rcnn recipe's 1500
 
 
-def _mask_rcnn(mask_pooler: str):
+def _mask_rcnn(mask_pooler: str, mask_loss: str = "sigmoid"):
     def build() -> nn.Module:
         from cvlib.models.mask_rcnn import MaskRCNN
 
-        return MaskRCNN(num_classes=3, width=8, mask_pooler=mask_pooler)
+        return MaskRCNN(num_classes=3, width=8, mask_pooler=mask_pooler, mask_loss=mask_loss)
 
     return build
 
@@ -255,11 +255,15 @@ def _train_mask_rcnn(model: nn.Module, device: torch.device) -> dict[str, float]
     return metrics
 
 
-for _name, _pooler, _description in [
-    ("mask_rcnn", "align", "Mask R-CNN: faster_rcnn.pt + a mask head on RoI Align 14x14, 600 more steps"),
-    ("mask_rcnn_roipool", "pool", "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
+for _name, _pooler, _loss, _description in [
+    ("mask_rcnn", "align", "sigmoid",
+     "Mask R-CNN: faster_rcnn.pt + a mask head on RoI Align 14x14, 600 more steps"),
+    ("mask_rcnn_roipool", "pool", "sigmoid",
+     "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
+    ("mask_rcnn_softmax", "align", "softmax",
+     "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
 ]:
-    register(_name, _mask_rcnn(_pooler), _description)(_train_mask_rcnn)
+    register(_name, _mask_rcnn(_pooler, _loss), _description)(_train_mask_rcnn)
 
 
 # ---------------------------------------------------------------------------------------------
