@@ -430,3 +430,40 @@ for _name, _description in [
     ("resnet_plain", "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
 ]:
     register(_name, _twin(_name), _description)(_train_twin(_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# 07 DETR: set prediction with a transformer, Hungarian matching, no anchors, no NMS
+
+DETR_STEPS = 4000  # batches of 32 scenes; the learning rate drops 10x for the last quarter
+DETR_TIME_LIMIT = 45 * 60  # seconds: a safety stop on a slow, shared CPU
+
+
+def _detr() -> nn.Module:
+    from cvlib.models.detr import DETR
+
+    return DETR(num_classes=3, width=16, d_model=128, num_heads=4, num_encoder_layers=3, num_decoder_layers=3,
+                dim_feedforward=256, num_queries=10)
+
+
+@register("detr", _detr, "DETR: width-16 CNN, 3+3 transformer layers (d 128), 10 queries, aux losses")
+def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesDataset, collate_detection
+    from cvlib.metrics import evaluate_detections
+    from cvlib.train import fit, to_device
+
+    scenes = ShapesDataset(200_000, seed=0)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[DETR_STEPS * 3 // 4], gamma=0.1)
+    history = fit(model, loader, max_steps=DETR_STEPS, time_limit=DETR_TIME_LIMIT, optimizer=optimizer,
+                  scheduler=scheduler, grad_clip=0.1, device=device)
+    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+    model.eval()
+    with torch.no_grad():
+        detections = [d for i in range(0, 200, 50) for d in model(to_device(images[i : i + 50], device))]
+    coco = evaluate_detections(to_device(detections, "cpu"), targets)
+    metrics = {key: coco[key] for key in ("map", "map_50", "map_75")}
+    return {**metrics, "steps": history["step"][-1]}
