@@ -93,8 +93,9 @@ def fit(
         loss_fn: ``loss_fn(model(inputs), targets)``, a loss or a dict of named losses
             (summed, each recorded); ``None`` for detection models whose
             ``model(inputs, targets)`` returns a dict of losses.
-        epochs, max_steps, time_limit: stop after ``epochs`` passes, ``max_steps`` optimizer
-            steps, or ``time_limit`` seconds, whichever comes first.
+        epochs, max_steps, time_limit: stop after ``epochs`` passes, after ``max_steps``
+            optimizer steps, or before a step that would end after ``time_limit`` seconds
+            (judged by the last step's time), whichever comes first; at least one step runs.
         optimizer: defaults to AdamW(lr, weight_decay); ``scheduler`` is stepped every batch.
         grad_clip: clip the gradient norm to this value.
         device: defaults to :func:`default_device`; the model and batches are moved there.
@@ -140,11 +141,18 @@ def fit(
             running = history["loss"][-1] if running is None else 0.9 * running + 0.1 * history["loss"][-1]
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             bar.update()
-            if (max_steps and step >= max_steps) or (time_limit and history["time"][-1] >= time_limit):
+            out_of_time = time_limit is not None and _out_of_time(history["time"], time_limit)
+            if (max_steps and step >= max_steps) or out_of_time:
                 bar.close()
                 return history
     bar.close()
     return history
+
+
+def _out_of_time(times: list[float], time_limit: float) -> bool:
+    """Whether one more step, as long as the last one, would end after ``time_limit`` seconds."""
+    last_step = times[-1] - (times[-2] if len(times) > 1 else 0.0)
+    return times[-1] + last_step > time_limit
 
 
 def _record(history, step, seconds, loss, losses) -> None:

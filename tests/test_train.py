@@ -55,6 +55,10 @@ def test_max_steps_time_limit_and_seed_reproducible():
     h = fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy, epochs=50,
             time_limit=1e-9, device="cpu", progress=False)
     assert len(h["loss"]) == 1
+    h = fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy, epochs=50,
+            time_limit=0.5, device="cpu", progress=False)
+    t = h["time"]
+    assert len(t) > 2 and 2 * t[-1] - t[-2] > 0.5 >= 2 * t[-2] - t[-3]  # stopped before a late step
 
 
 def test_bad_arguments():
