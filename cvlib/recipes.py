@@ -184,23 +184,35 @@ def _rcnn_family(name: str):
     return build
 
 
+def _evaluate_detector(model: nn.Module, device: torch.device, iou_types=("bbox",)) -> dict[str, float]:
+    """COCO mAP, mAP50 and mAP75 of a detector on ``ShapesDataset(200, seed=1)``, the held-out
+    scenes of every detection recipe. With ``iou_types=("bbox", "segm")`` (Mask R-CNN) both box
+    and mask metrics, prefixed ``box_`` and ``mask_``."""
+    from cvlib.data import ShapesDataset, collate_detection
+    from cvlib.metrics import evaluate_detections
+    from cvlib.train import detect
+
+    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+    detections = detect(model, images, device=device)
+    metrics = {}
+    for iou_type in iou_types:
+        coco = evaluate_detections(detections, targets, iou_type=iou_type)
+        prefix = {"bbox": "box_", "segm": "mask_"}[iou_type] if len(iou_types) > 1 else ""
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return metrics
+
+
 def _train_rcnn_family(name: str):
     def train(model: nn.Module, device: torch.device) -> dict[str, float]:
         from torch.utils.data import DataLoader
 
         from cvlib.data import ShapesDataset, collate_detection
-        from cvlib.metrics import evaluate_detections
-        from cvlib.train import fit, to_device
+        from cvlib.train import fit
 
         scenes = ShapesDataset(8000, seed=0)
         loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
         fit(model, loader, epochs=10, max_steps=RCNN_FAMILY_STEPS[name], lr=1e-3, device=device)
-        images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
-        model.eval()
-        with torch.no_grad():
-            detections = [d for i in range(0, 200, 20) for d in model(to_device(images[i : i + 20], device))]
-        coco = evaluate_detections(to_device(detections, "cpu"), targets)
-        return {"map": coco["map"], "map_50": coco["map_50"], "map_75": coco["map_75"]}
+        return _evaluate_detector(model, device)
 
     return train
 
@@ -211,6 +223,44 @@ for _name, _description in [
     ("faster_rcnn", "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
 ]:
     register(_name, _rcnn_family(_name), _description)(_train_rcnn_family(_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# 06 YOLO: a single-stage detector (S = 8, B = 2), plain and focal confidence, width-16 and -8 backbones
+
+YOLO_STEPS = 2000  # batches of 32 scenes, each scene seen once
+
+
+def _yolo(focal: bool, width: int = 16):
+    def build() -> nn.Module:
+        from cvlib.models.yolo import YOLO
+
+        return YOLO(num_classes=3, grid_size=8, boxes_per_cell=2, width=width, focal=focal)
+
+    return build
+
+
+def _train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesDataset, collate_detection
+    from cvlib.train import fit
+
+    scenes = ShapesDataset(YOLO_STEPS * 32, seed=0)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=YOLO_STEPS)
+    fit(model, loader, max_steps=YOLO_STEPS, optimizer=optimizer, scheduler=scheduler, device=device)
+    return _evaluate_detector(model, device)
+
+
+for _name, _focal, _width, _description in [
+    ("yolo", False, 16, "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
+    ("yolo_focal", True, 16,
+     "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
+    ("yolo_width8", False, 8, "the same YOLO on Faster R-CNN's width-8 backbone, same 2000 steps"),
+]:
+    register(_name, _yolo(_focal, _width), _description)(_train_yolo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,24 +285,14 @@ def _train_mask_rcnn(model: nn.Module, device: torch.device) -> dict[str, float]
 
     from cvlib import weights
     from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.metrics import evaluate_detections
-    from cvlib.train import fit, to_device
+    from cvlib.train import fit
 
     missing = model.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False).missing_keys
     if not all(key.startswith("roi_heads.mask_head.") for key in missing):
         raise RuntimeError(f"faster_rcnn.pt does not fit this Mask R-CNN: {missing}")
     loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
     fit(model, loader, epochs=10, max_steps=MASK_RCNN_STEPS, lr=1e-3, device=device)
-    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
-    model.eval()
-    with torch.no_grad():
-        detections = [d for i in range(0, 200, 20) for d in model(to_device(images[i : i + 20], device))]
-    detections = to_device(detections, "cpu")
-    metrics = {}
-    for iou_type, prefix in [("bbox", "box_"), ("segm", "mask_")]:
-        coco = evaluate_detections(detections, targets, iou_type=iou_type)
-        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
-    return metrics
+    return _evaluate_detector(model, device, iou_types=("bbox", "segm"))
 
 
 for _name, _pooler, _loss, _description in [
@@ -264,56 +304,6 @@ for _name, _pooler, _loss, _description in [
      "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
 ]:
     register(_name, _mask_rcnn(_pooler, _loss), _description)(_train_mask_rcnn)
-
-
-# ---------------------------------------------------------------------------------------------
-# 06 YOLO: a single-stage detector (S = 8, B = 2), plain and focal confidence, width-16 and -8 backbones
-
-YOLO_STEPS = 2000  # batches of 32 scenes, each scene seen once
-
-
-def _yolo(focal: bool, width: int = 16):
-    def build() -> nn.Module:
-        from cvlib.models.yolo import YOLO
-
-        return YOLO(num_classes=3, grid_size=8, boxes_per_cell=2, width=width, focal=focal)
-
-    return build
-
-
-def _evaluate_detector(model: nn.Module, device: torch.device, num_images: int = 200) -> dict[str, float]:
-    """COCO mAP, mAP50 and mAP75 of a detector on ``ShapesDataset(num_images, seed=1)``, the
-    held-out scenes of every detection recipe."""
-    from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.metrics import evaluate_detections
-    from cvlib.train import detect
-
-    images, targets = collate_detection(list(ShapesDataset(num_images, seed=1)))
-    coco = evaluate_detections(detect(model, images, device=device), targets)
-    return {"map": coco["map"], "map_50": coco["map_50"], "map_75": coco["map_75"]}
-
-
-def _train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.train import fit
-
-    scenes = ShapesDataset(YOLO_STEPS * 32, seed=0)
-    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=YOLO_STEPS)
-    fit(model, loader, max_steps=YOLO_STEPS, optimizer=optimizer, scheduler=scheduler, device=device)
-    return _evaluate_detector(model, device)
-
-
-for _name, _focal, _width, _description in [
-    ("yolo", False, 16, "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
-    ("yolo_focal", True, 16,
-     "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
-    ("yolo_width8", False, 8, "the same YOLO on Faster R-CNN's width-8 backbone, same 2000 steps"),
-]:
-    register(_name, _yolo(_focal, _width), _description)(_train_yolo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,8 +441,7 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
     from torch.utils.data import DataLoader
 
     from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.metrics import evaluate_detections
-    from cvlib.train import fit, to_device
+    from cvlib.train import fit
 
     scenes = ShapesDataset(200_000, seed=0)
     loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
@@ -460,10 +449,4 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[DETR_STEPS * 3 // 4], gamma=0.1)
     history = fit(model, loader, max_steps=DETR_STEPS, time_limit=DETR_TIME_LIMIT, optimizer=optimizer,
                   scheduler=scheduler, grad_clip=0.1, device=device)
-    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
-    model.eval()
-    with torch.no_grad():
-        detections = [d for i in range(0, 200, 50) for d in model(to_device(images[i : i + 50], device))]
-    coco = evaluate_detections(to_device(detections, "cpu"), targets)
-    metrics = {key: coco[key] for key in ("map", "map_50", "map_75")}
-    return {**metrics, "steps": history["step"][-1]}
+    return {**_evaluate_detector(model, device), "steps": history["step"][-1]}
