@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -176,20 +177,7 @@ def test_outputs_and_attention_maps():
 def test_bad_input():
     model = tiny()
     images, targets = scenes(1)
-    with pytest.raises(TypeError, match="images"):
-        model(torch.rand(1, 3, 32, 32), targets)
-    with pytest.raises(ValueError, match="images"):
-        model([torch.rand(1, 32, 32)], targets)
-    with pytest.raises(ValueError, match="targets"):
-        model(images)
-    bad = [{"boxes": targets[0]["boxes"], "labels": targets[0]["labels"] + 3}]
-    with pytest.raises(ValueError, match="labels"):
-        model(images, bad)
-    bad = [{"boxes": targets[0]["boxes"][:, [2, 1, 0, 3]], "labels": targets[0]["labels"]}]
-    with pytest.raises(ValueError, match="boxes"):
-        model(images, bad)
-    with pytest.raises(ValueError, match="images"):
-        model.eval()([])
+    check_rejects_bad_input(model, images, targets)
     with pytest.raises(ValueError, match="num_queries"):
         DETR(num_queries=0)
 

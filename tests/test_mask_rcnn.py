@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
@@ -144,6 +145,8 @@ def test_eval_contract(loss):
 def test_bad_input():
     model = tiny()
     images, targets = scenes(2)
+    check_rejects_bad_input(model, images[:1], targets[:1])
+    model.train()
     no_masks = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
     with pytest.raises(ValueError, match=r"targets\[0\]\['masks'\] must be a bool tensor"):
         model(images, no_masks)

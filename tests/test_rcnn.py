@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detection_checks import check_rejects_bad_input
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import (
@@ -183,20 +184,7 @@ def test_equal_to_torchvision_with_the_same_weights():
 def test_bad_input(kind):
     model = tiny(kind)
     images, targets = scenes(1)
-    with pytest.raises(TypeError, match="images"):
-        model(torch.rand(1, 3, 32, 32), targets)
-    with pytest.raises(ValueError, match="images"):
-        model([torch.rand(1, 32, 32)], targets)
-    with pytest.raises(ValueError, match="targets"):
-        model(images)
-    bad = [{"boxes": targets[0]["boxes"], "labels": targets[0]["labels"] + 3}]
-    with pytest.raises(ValueError, match="labels"):
-        model(images, bad)
-    bad = [{"boxes": targets[0]["boxes"][:, [2, 1, 0, 3]], "labels": targets[0]["labels"]}]
-    with pytest.raises(ValueError, match="boxes"):
-        model(images, bad)
-    with pytest.raises(ValueError, match="images"):
-        model.eval()([])
+    check_rejects_bad_input(model, images, targets)
 
 
 def test_torchvision_twin_of_a_fresh_model_trains():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -209,19 +210,6 @@ def test_nms_removes_duplicates():
 def test_bad_input():
     model = tiny()
     images, targets = scenes(1)
-    with pytest.raises(TypeError, match="images"):
-        model(torch.rand(1, 3, 32, 32), targets)
-    with pytest.raises(ValueError, match="images"):
-        model([torch.rand(1, 32, 32)], targets)
-    with pytest.raises(ValueError, match="targets"):
-        model(images)
-    bad = [{"boxes": targets[0]["boxes"], "labels": targets[0]["labels"] + 3}]
-    with pytest.raises(ValueError, match="labels"):
-        model(images, bad)
-    bad = [{"boxes": targets[0]["boxes"][:, [2, 1, 0, 3]], "labels": targets[0]["labels"]}]
-    with pytest.raises(ValueError, match="boxes"):
-        model(images, bad)
-    with pytest.raises(ValueError, match="images"):
-        model.eval()([])
+    check_rejects_bad_input(model, images, targets)
     with pytest.raises(ValueError, match="grid_size"):
         YOLO(grid_size=0)
