@@ -352,16 +352,11 @@ def _train_vit(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 def twin_history(name: str) -> dict:
-    """The training losses of twin recipe ``name`` (``data/weights/NAME.json``):
+    """The training losses of twin recipe ``name`` (``data/weights/NAME.json``, checksummed):
     ``{"seeds": [...], "loss": [[one value per step] per seed], "val_accuracy": [per seed]}``."""
-    import json
+    from cvlib import weights
 
-    from cvlib.weights import WEIGHTS_DIR
-
-    path = WEIGHTS_DIR / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {path}; rebuild it with `python -m cvlib.train {name}`")
-    return json.loads(path.read_text())
+    return weights.load_json(name)
 
 
 def _train_twin(name: str):
@@ -370,10 +365,8 @@ def _train_twin(name: str):
     to ``data/weights/NAME.json``."""
 
     def train(model: nn.Module, device: torch.device) -> dict[str, float]:
-        import json
-
+        from cvlib import weights
         from cvlib.train import fit, seed_everything
-        from cvlib.weights import WEIGHTS_DIR
 
         history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [],
                    "val_accuracy": []}
@@ -389,7 +382,7 @@ def _train_twin(name: str):
                          device=device, seed=seed)["loss"]
             history["loss"].append([round(v, 4) for v in losses])
             history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
-        (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(history))
+        weights.save_json(name, history)
         last = [sum(losses[-50:]) / 50 for losses in history["loss"]]
         return {"val_accuracy": history["val_accuracy"][0], "last50_loss_seed0": last[0],
                 "last50_loss_mean_3_seeds": sum(last) / len(last)}

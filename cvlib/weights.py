@@ -4,18 +4,24 @@
 checkpoint, records its checksum in ``data/weights/SHA256SUMS`` and rewrites
 ``data/weights/README.md`` from the provenance stored inside every checkpoint (command, seed,
 device, training time, held-out metrics). :func:`load` checks the sum and loads with
-``torch.load(weights_only=True)``, so a checkpoint can never run code.
+``torch.load(weights_only=True)``, so a checkpoint can never run code. Plain data that ships
+with a checkpoint (loss curves) goes through :func:`save_json` / :func:`load_json`, checksummed
+alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["WEIGHTS_DIR", "ChecksumError", "save", "load", "load_model", "sha256", "available"]
+__all__ = [
+    "WEIGHTS_DIR", "ChecksumError", "save", "load", "load_model", "save_json", "load_json", "sha256",
+    "available",
+]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
 SUMS = "SHA256SUMS"
@@ -43,8 +49,35 @@ def _read_sums(directory: Path) -> dict[str, str]:
 
 
 def available(directory: str | Path = WEIGHTS_DIR) -> list[str]:
-    """Names of the checkpoints recorded in ``SHA256SUMS``."""
-    return sorted(Path(f).stem for f in _read_sums(Path(directory)))
+    """Names of the checkpoints (``.pt`` files) recorded in ``SHA256SUMS``."""
+    return sorted(Path(f).stem for f in _read_sums(Path(directory)) if f.endswith(".pt"))
+
+
+def _record(path: Path) -> None:
+    """Record the SHA-256 of ``path`` in its directory's ``SHA256SUMS``; rewrite the README."""
+    sums = _read_sums(path.parent)
+    sums[path.name] = sha256(path)
+    (path.parent / SUMS).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
+    _write_readme(path.parent, sums)
+
+
+def _verified(path: Path, name: str) -> Path:
+    """``path``, after checking it against its entry in ``SHA256SUMS``.
+
+    Raises:
+        FileNotFoundError: the file or its checksum entry is missing.
+        ChecksumError: the file is corrupted or was changed after it was recorded.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"no file {path}; {_rebuild_hint(name)}")
+    expected = _read_sums(path.parent).get(path.name)
+    if expected is None:
+        raise FileNotFoundError(f"{path.name} has no entry in {path.parent / SUMS}; {_rebuild_hint(name)}")
+    if sha256(path) != expected:
+        raise ChecksumError(
+            f"{path} does not match its SHA-256 in {SUMS} (corrupted?); {_rebuild_hint(name)}"
+        )
+    return path
 
 
 def save(name: str, model: nn.Module, meta: dict, directory: str | Path = WEIGHTS_DIR) -> Path:
@@ -58,11 +91,23 @@ def save(name: str, model: nn.Module, meta: dict, directory: str | Path = WEIGHT
     path = directory / f"{name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, path)
-    sums = _read_sums(directory)
-    sums[path.name] = sha256(path)
-    (directory / SUMS).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
-    _write_readme(directory, sums)
+    _record(path)
     return path
+
+
+def save_json(name: str, data, directory: str | Path = WEIGHTS_DIR) -> Path:
+    """Write plain ``data`` (dicts, lists, numbers, strings) that a recipe ships next to its
+    checkpoint, such as loss curves, to ``directory/NAME.json`` and record its checksum."""
+    path = Path(directory) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    _record(path)
+    return path
+
+
+def load_json(name: str, directory: str | Path = WEIGHTS_DIR):
+    """The data of ``directory/NAME.json`` (see :func:`save_json`), after checking its SHA-256."""
+    return json.loads(_verified(Path(directory) / f"{name}.json", name).read_text())
 
 
 def load(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
@@ -72,19 +117,7 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
         FileNotFoundError: the file or its checksum entry is missing.
         ChecksumError: the file is corrupted or was changed after it was recorded.
     """
-    directory = Path(directory)
-    path = directory / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; {_rebuild_hint(name)}")
-    expected = _read_sums(directory).get(path.name)
-    if expected is None:
-        raise FileNotFoundError(
-            f"{path.name} has no entry in {directory / SUMS}; {_rebuild_hint(name)}"
-        )
-    if sha256(path) != expected:
-        raise ChecksumError(
-            f"{path} does not match its SHA-256 in {SUMS} (corrupted?); {_rebuild_hint(name)}"
-        )
+    path = _verified(Path(directory) / f"{name}.pt", name)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -110,11 +143,13 @@ def _write_readme(directory: Path, sums: dict[str, str]) -> None:
         "Each file holds `{\"state_dict\", \"meta\"}` and loads with `torch.load(weights_only=True)`;",
         "`cvlib.weights.load` checks it against `SHA256SUMS` first. The metrics are measured on",
         "held-out scenes (a seed the training never saw) at the end of the recipe.",
+        "A `NAME.json` next to a checkpoint holds data its recipe ships with it (the loss curves of",
+        "the twin recipes), written by `cvlib.weights.save_json` and checksummed alike.",
         "",
         "| name | size | made by | seed | device | training | held-out metrics | created |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for filename in sorted(sums):
+    for filename in sorted(f for f in sums if f.endswith(".pt")):
         meta = torch.load(directory / filename, map_location="cpu", weights_only=True)["meta"]
         size = (directory / filename).stat().st_size / 1e6
         metrics = ", ".join(f"{k} {v}" for k, v in meta.get("metrics", {}).items())

@@ -49,6 +49,19 @@ def test_corrupted_file_is_refused(tmp_path):
         weights.load("tiny", tmp_path)
 
 
+def test_json_round_trip_and_checksum(tmp_path):
+    _save(tmp_path)  # a checkpoint in the same directory: available() lists only checkpoints
+    data = {"loss": [[1.0, 0.5], [0.9, 0.4]], "seeds": [0, 1]}
+    path = weights.save_json("tiny_curves", data, directory=tmp_path)
+    assert weights.load_json("tiny_curves", directory=tmp_path) == data
+    assert weights.available(tmp_path) == ["tiny"]
+    path.write_text(path.read_text().replace("0.5", "0.6"))
+    with pytest.raises(weights.ChecksumError, match="tiny_curves.json"):
+        weights.load_json("tiny_curves", directory=tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m cvlib.train other"):
+        weights.load_json("other", directory=tmp_path)
+
+
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="unknown recipe"):
         weights.load_model("no_such_model")
