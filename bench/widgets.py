@@ -3,7 +3,8 @@
 Runs each notebook in a fresh kernel (nbclient), then moves every control of every
 ``cvlib.widgets.explore`` explorer a few steps (``Explorer.step``) and records the kernel
 time of each redraw: the update function plus rendering the figure. Target: well under
-100 ms per step on this CPU. Writes ``bench/results/widgets.json``.
+100 ms per step on this CPU. Also records how long each notebook's cells took (target: under
+60 s). Writes ``bench/results/widgets.json``.
 
     python bench/widgets.py [NOTEBOOK_GLOB]
 """
@@ -11,9 +12,11 @@ time of each redraw: the update function plus rendering the figure. Target: well
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -36,21 +39,27 @@ _bench_explorers()
 
 
 def measure(path: Path) -> dict:
-    """Execute notebook ``path`` and time every control of its explorers."""
+    """Execute notebook ``path`` and time every control of its explorers; also the wall time of
+    the notebook's own cells (first cell start to last cell end, from nbclient's timestamps)."""
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(MEASURE))
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
-    return json.loads(text.split("RESULT", 1)[1])
+    result = json.loads(text.split("RESULT", 1)[1])
+    timed = [c.metadata["execution"] for c in nb.cells[:-1] if c.cell_type == "code"]
+    start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in
+                  (timed[0]["iopub.execute_input"], timed[-1]["shell.execute_reply"]))
+    return {**result, "notebook_seconds": round((end - start).total_seconds(), 1)}
 
 
 def main(pattern: str = "[0-9][0-9]_*.ipynb") -> None:
-    results = {}
+    results, seconds = {}, {}
     for path in sorted((ROOT / "notebooks").glob(pattern)):
         run = measure(path)
-        results[path.stem] = run["steps"]
+        results[path.stem], seconds[path.stem] = run["steps"], run["notebook_seconds"]
+        print(f"{path.stem:28s} ran in {run['notebook_seconds']:.1f} s")
         for step in run["steps"]:
             median = statistics.median(step["seconds"]) * 1000
             print(f"{path.stem:28s} explorer {step['explorer']} {step['control']:16s} "
@@ -67,6 +76,8 @@ def main(pattern: str = "[0-9][0-9]_*.ipynb") -> None:
         "machine": platform.processor() or platform.machine(),
         "slowest_median_seconds": slowest[0] if slowest else None,
         "slowest": list(slowest[1:]) if slowest else None,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "notebook_seconds": seconds,
         "notebooks": results,
     }, indent=2) + "\n")
 
