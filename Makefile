@@ -45,7 +45,8 @@ browser-test: install
 
 # The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
 # torchvision 0.26, ipywidgets 7.7) and Colab's Python (3.13 when installed), in .venv-colab.
-COLAB_PYTHON ?= $(shell command -v python3.13 || echo $(PYTHON))
+# The interpreter itself, not a pyenv shim that exists but has no 3.13 selected.
+COLAB_PYTHON ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
 colab-check:
 	test -x .venv-colab/bin/python || $(COLAB_PYTHON) -m venv .venv-colab
 	.venv-colab/bin/python -m pip install -q -r requirements.txt -r tests/requirements.txt -c tests/colab-constraints.txt
