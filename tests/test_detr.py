@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 import torch
-from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
+from model_checks import check_rejects_bad_input, totals, train_steps
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.detr import (
@@ -114,18 +114,11 @@ def test_position_encoding():
 def test_loss_falls():
     model = tiny()
     images, targets = scenes()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    totals = []
-    for _ in range(30):
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        totals.append(loss.item())
+    history = train_steps(model, lambda: model(images, targets), steps=30, lr=2e-3)
     names = {"loss_ce", "loss_bbox", "loss_giou"}
-    assert set(losses) == names | {f"{n}_0" for n in names}  # auxiliary losses of decoder layer 0
-    assert sum(totals[-3:]) / 3 < 0.6 * totals[0], totals
+    assert set(history[-1]) == names | {f"{n}_0" for n in names}  # auxiliary losses of decoder layer 0
+    total = totals(history)
+    assert sum(total[-3:]) / 3 < 0.6 * total[0], total
     assert set(tiny(aux_loss=False)(images, targets)) == names
 
 

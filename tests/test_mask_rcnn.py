@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
+from model_checks import check_rejects_bad_input, train_steps
 from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
 
 from cvlib.data import ShapesDataset, collate_detection
@@ -95,16 +95,10 @@ def test_mask_loss_falls(mask_pooler, loss):
     torch.manual_seed(0)
     model = tiny(mask_pooler=mask_pooler, mask_loss=loss)
     images, targets = scenes()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    mask_losses = []
-    for _ in range(25):
-        losses = model(images, targets)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-        mask_losses.append(losses["loss_mask"].item())
-    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
-                           "loss_mask"}
+    history = train_steps(model, lambda: model(images, targets), steps=25, lr=3e-3)
+    mask_losses = [step["loss_mask"].item() for step in history]
+    assert set(history[-1]) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
+                                "loss_mask"}
     assert sum(mask_losses[-3:]) / 3 < 0.8 * mask_losses[0], mask_losses
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_checks import check_rejects_bad_input
+from model_checks import check_rejects_bad_input, totals, train_steps
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import (
@@ -61,17 +61,10 @@ def test_window_proposals_bad_input():
 def test_loss_falls(kind, pooler):
     model = tiny(kind, **({"pooler": pooler} if pooler else {}))
     images, targets = scenes()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    totals = []
-    for _ in range(12):
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        totals.append(loss.item())
-    assert set(losses) >= {"loss_classifier", "loss_box_reg"}
-    assert sum(totals[-3:]) / 3 < 0.7 * totals[0], totals
+    history = train_steps(model, lambda: model(images, targets), steps=12, lr=3e-3)
+    assert set(history[-1]) >= {"loss_classifier", "loss_box_reg"}
+    total = totals(history)
+    assert sum(total[-3:]) / 3 < 0.7 * total[0], total
 
 
 def test_faster_rcnn_reports_the_four_losses():

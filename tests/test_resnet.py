@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import totals, train_steps
 
 from cvlib.models.resnet import BasicBlock, ResNet, drop_path
 
@@ -65,14 +66,7 @@ def test_loss_falls(residual):
     torch.manual_seed(0)
     images, labels = torch.rand(16, 3, 32, 32), torch.arange(16) % 3
     model = ResNet(width=8, blocks=1, residual=residual)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = totals(train_steps(model, lambda: {"loss": F.cross_entropy(model(images), labels)}, 40, 3e-3))
     assert losses[-1] < 0.3 * losses[0]
 
 

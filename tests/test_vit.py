@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_checks import totals, train_steps
 
 from cvlib.explain import attention_rollout, cls_attention
 from cvlib.models.vit import (
@@ -227,14 +228,7 @@ def test_vit_learns_a_batch():
     torch.manual_seed(0)
     images, labels = torch.rand(16, 3, 16, 16), torch.arange(16) % 3
     model = ViT(image_size=16, patch_size=4, dim=32, depth=2, heads=2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = totals(train_steps(model, lambda: {"loss": F.cross_entropy(model(images), labels)}, 60, 3e-3))
     assert losses[-1] < 0.3 * losses[0]
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_checks import check_rejects_bad_input
 from hypothesis import given
 from hypothesis import strategies as st
+from model_checks import check_rejects_bad_input, totals, train_steps
 from torch import nn
 
 from cvlib.data import ShapesDataset, collate_detection
@@ -130,18 +130,11 @@ def test_any_backbone():
 def test_loss_falls(focal):
     model = tiny(focal=focal)
     images, targets = scenes()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    totals = []
-    for _ in range(15):
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        totals.append(loss.item())
-    assert set(losses) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
-    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
-    assert sum(totals[-3:]) / 3 < 0.6 * totals[0], totals
+    history = train_steps(model, lambda: model(images, targets), steps=15, lr=3e-3)
+    assert set(history[-1]) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in history[-1].values())
+    total = totals(history)
+    assert sum(total[-3:]) / 3 < 0.6 * total[0], total
 
 
 def test_focal_confidence_loss_is_smaller_on_easy_negatives():
