@@ -205,9 +205,13 @@ def all_maps(model, x, y):
     }
 
 
+def localization(maps):
+    """(pointing game hit rate, mean IoU of the half-maximum region) of ``maps`` [N, H, W]."""
+    return explain.pointing_game(maps, masks).float().mean().item(), explain.map_iou(maps, masks).mean().item()
+
+
 t0 = time.perf_counter()
-scores = {name: (explain.pointing_game(m, masks).float().mean().item(), explain.map_iou(m, masks).mean().item())
-          for name, m in all_maps(model, images, labels).items()}
+scores = {name: localization(m) for name, m in all_maps(model, images, labels).items()}
 print(f"8 methods x {N} scenes in {time.perf_counter() - t0:.1f} s\n")
 print(f"{'method':24s} pointing game   IoU(map > max/2, mask)")
 for name, (hit, iou) in scores.items():
@@ -418,7 +422,7 @@ vit_maps = {
 print(f"ViT held-out accuracy {vit_accuracy:.3f}\n")
 print(f"{'method':26s} pointing game   IoU(map > max/2, mask)")
 for name, m in vit_maps.items():
-    scores[name] = (explain.pointing_game(m, masks).float().mean().item(), explain.map_iou(m, masks).mean().item())
+    scores[name] = localization(m)
 for name in ["CAM", "saliency", *vit_maps]:
     print(f"{name:26s} {scores[name][0]:13.2f}   {scores[name][1]:.3f}")
 fig_vit, axes_vit = plt.subplots(3, 4, figsize=(6, 4.6), dpi=80)
