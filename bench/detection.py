@@ -87,6 +87,28 @@ def time_per_image(models: dict, images, repeats: int = 3) -> dict[str, float]:
     return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
 
 
+def conditions(threads: int, load_before: tuple[float, float, float]) -> dict:
+    """What a report records about its run: versions, machine, threads, and the 1/5/15-minute load
+    averages before (``load_before``, from ``os.getloadavg()``) and now, after."""
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "load_average_1_5_15_before": [round(v, 2) for v in load_before],
+        "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def write_report(report: dict, out: Path) -> dict:
+    """Write ``report`` as json to ``out``, print it and return it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=64.0, help="training wall time of each model")
@@ -121,13 +143,7 @@ def main(argv=None) -> dict:
     for name, seconds in timing.items():
         results[name]["inference_ms_per_image"] = round(1000 * seconds, 2)
     report = {
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": args.threads,
-        "load_average_1_5_15_before": [round(v, 2) for v in load_before],
-        "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
+        **conditions(args.threads, load_before),
         "setup": (
             f"64x64 ShapesDataset scenes (4000 train, seed 0; 200 test, seed 1), batch {BATCH}, "
             f"AdamW lr {LR}; "
@@ -141,10 +157,7 @@ def main(argv=None) -> dict:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-    return report
+    return write_report(report, args.out)
 
 
 if __name__ == "__main__":

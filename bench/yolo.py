@@ -12,14 +12,12 @@ one image per call, the models alternating image by image, median over repeats
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
-from detection import time_per_image  # bench/detection.py
+from detection import conditions, time_per_image, write_report  # bench/detection.py
 
 from cvlib import weights
 from cvlib.data import ShapesDataset, collate_detection
@@ -63,12 +61,7 @@ def main(argv=None) -> dict:
         results[name]["ms_per_image_batch_50"] = round(1000 * seconds, 2)
     faster = results["faster_rcnn"]["ms_per_image"]
     report = {
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": args.threads,
-        "load_average_1_5_15_before": [round(v, 2) for v in load_before],
-        "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
+        **conditions(args.threads, load_before),
         "setup": "shipped checkpoints (data/weights), 200 held-out 64x64 ShapesDataset scenes (seed 1); "
                  f"time: 50 scenes one image per call, models alternating, median of {args.repeats}",
         "faster_rcnn_time_over_yolo_time": {
@@ -80,10 +73,7 @@ def main(argv=None) -> dict:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-    return report
+    return write_report(report, args.out)
 
 
 if __name__ == "__main__":
