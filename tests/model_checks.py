@@ -47,3 +47,30 @@ def check_rejects_bad_input(model, images: list[torch.Tensor], targets: list[dic
         model(images, bad)
     with pytest.raises(ValueError, match="images"):
         model.eval()([])
+
+
+def check_eval_contract(model, keys=("boxes", "labels", "scores")) -> list[tuple[torch.Tensor, dict]]:
+    """Run ``model`` in eval mode on three images (random, blank, and a 24 x 40 one) and check
+    torchvision's output contract: a list of one dict per image with exactly ``keys``; ``boxes``
+    float32 ``[n, 4]`` xyxy inside the image, ``labels`` int64 ``[n]`` in ``1..3``, ``scores`` in
+    ``(0, 1]`` sorted high to low, ``n <= 100``; the model also runs outside ``no_grad``.
+    Returns the ``(image, output)`` pairs for the model's own checks."""
+    images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]
+    with torch.no_grad():
+        outputs = model.eval()(images)
+    assert len(model(images[:1])) == 1  # also without no_grad, as torchvision's models
+    assert isinstance(outputs, list) and len(outputs) == 3
+    for image, out in zip(images, outputs):
+        assert set(out) == set(keys)
+        n = len(out["scores"])
+        assert n <= 100
+        assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == torch.float32
+        assert out["labels"].shape == (n,) and out["labels"].dtype == torch.int64
+        if n:
+            assert out["labels"].min() >= 1 and out["labels"].max() <= 3
+            assert (out["scores"] > 0).all() and (out["scores"] <= 1).all()
+            assert (out["scores"][:-1] >= out["scores"][1:]).all()
+            assert (out["boxes"][:, 2:] >= out["boxes"][:, :2]).all() and (out["boxes"] >= 0).all()
+            height, width = image.shape[1:]
+            assert out["boxes"][:, 0::2].max() <= width and out["boxes"][:, 1::2].max() <= height
+    return list(zip(images, outputs))

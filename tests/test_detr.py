@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from model_checks import check_rejects_bad_input, totals, train_steps
+from model_checks import check_eval_contract, check_rejects_bad_input, totals, train_steps
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.detr import (
@@ -133,22 +133,9 @@ def test_empty_images_train():
 
 
 def test_eval_contract():
-    model = tiny(score_thresh=0.0).eval()
-    images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
-    with torch.no_grad():
-        outputs = model(images)
-    assert len(model(images[:1])) == 1  # also without no_grad, as torchvision's models
-    assert isinstance(outputs, list) and len(outputs) == 3
-    for image, out in zip(images, outputs):
-        assert set(out) == {"boxes", "labels", "scores"}
-        n = len(out["scores"])
-        assert n == 6  # one detection per query: no threshold here
-        assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == torch.float32
-        assert out["labels"].dtype == torch.int64 and out["labels"].min() >= 1 and out["labels"].max() <= 3
-        assert (out["scores"] > 0).all() and (out["scores"] <= 1).all()
-        assert (out["scores"][:-1] >= out["scores"][1:]).all()
-        assert (out["boxes"][:, 2:] >= out["boxes"][:, :2]).all() and out["boxes"].min() >= 0
-        assert out["boxes"][:, 0::2].max() <= image.shape[2] and out["boxes"][:, 1::2].max() <= image.shape[1]
+    pairs = check_eval_contract(tiny(score_thresh=0.0))
+    assert all(len(out["scores"]) == 6 for _, out in pairs)  # one detection per query: no threshold here
+    images = [image for image, _ in pairs]
     strict = tiny(score_thresh=1.0).eval()
     assert all(len(out["boxes"]) == 0 for out in strict(images))  # nothing passes: empty, well-formed
     assert all(out["boxes"].shape == (0, 4) for out in strict(images))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from model_checks import check_rejects_bad_input, train_steps
+from model_checks import check_eval_contract, check_rejects_bad_input, train_steps
 from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
 
 from cvlib.data import ShapesDataset, collate_detection
@@ -117,14 +117,12 @@ def test_empty_images_train():
 @pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
 def test_eval_contract(loss):
     torch.manual_seed(0)
-    model = tiny(mask_loss=loss).eval()
+    model = tiny(mask_loss=loss)
     model.roi_heads.score_thresh = 0.0  # an untrained model: keep its detections
-    images = [torch.rand(3, 32, 32), torch.zeros(3, 32, 32), torch.rand(3, 24, 40)]  # sizes differ
-    with torch.no_grad():
-        outputs = model(images)
-    assert len(outputs) == 3 and sum(len(o["boxes"]) for o in outputs) > 0
-    for image, out in zip(images, outputs):
-        assert set(out) == {"boxes", "labels", "scores", "masks"}
+    pairs = check_eval_contract(model, keys=("boxes", "labels", "scores", "masks"))
+    assert sum(len(out["boxes"]) for _, out in pairs) > 0
+    images = [image for image, _ in pairs]
+    for image, out in pairs:
         n = len(out["scores"])
         assert out["masks"].shape == (n, 1, *image.shape[1:]) and out["masks"].dtype == torch.float32
         if n:
