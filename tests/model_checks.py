@@ -1,6 +1,7 @@
 """Checks shared by the model tests: ``from model_checks import ...`` (pytest puts tests/ on the
-path). ``train_steps`` for every "the loss falls" test; ``check_rejects_bad_input`` for every
-detector with torchvision's contract (R-CNN family, YOLO, DETR, Mask R-CNN)."""
+path). ``train_steps`` for every "the loss falls" test; ``check_rejects_bad_input``,
+``check_eval_contract`` and ``check_trains_on_empty_images`` for every detector with
+torchvision's contract (R-CNN family, YOLO, DETR, Mask R-CNN)."""
 
 from collections.abc import Callable
 
@@ -74,3 +75,15 @@ def check_eval_contract(model, keys=("boxes", "labels", "scores")) -> list[tuple
             height, width = image.shape[1:]
             assert out["boxes"][:, 0::2].max() <= width and out["boxes"][:, 1::2].max() <= height
     return list(zip(images, outputs))
+
+
+def check_trains_on_empty_images(model, image: torch.Tensor, target: dict, empty: dict) -> dict:
+    """A training batch where one of two 32 x 32 images has no object (target ``empty``), then
+    one where no image has any: the losses are finite and the second batch backpropagates.
+    Returns the losses of that all-empty batch."""
+    losses = model([image, torch.rand(3, 32, 32)], [target, empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses = model([torch.rand(3, 32, 32)], [empty])  # no object in the whole batch
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    return losses
