@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib.models.rcnn import FasterRCNN, RoIHeads, check_inputs
+from cvlib.models.rcnn import FasterRCNN, RoIHeads
 from cvlib.ops import roi_align
 
 __all__ = [
@@ -194,9 +194,8 @@ class MaskRCNN(FasterRCNN):
         head_args = {"mask_pooler": mask_pooler, "mask_loss": mask_loss, **kwargs.pop("head_args", {})}
         super().__init__(num_classes, width, head_args=head_args, **kwargs)
 
-    def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+    def check_inputs(self, images, targets) -> None:
+        super().check_inputs(images, targets)
         if self.training:
             check_masks(images, targets)
-        return super().forward(images, targets)
 

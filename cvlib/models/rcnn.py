@@ -591,8 +591,12 @@ class FasterRCNN(nn.Module):
         self.roi_heads = self.heads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
                                     hidden=hidden, **(head_args or {}))
 
-    def forward(self, images, targets=None):
+    def check_inputs(self, images, targets) -> None:
+        """:func:`check_inputs`; Mask R-CNN also checks the masks."""
         check_inputs(images, targets, self.num_classes, self.training)
+
+    def forward(self, images, targets=None):
+        self.check_inputs(images, targets)
         image_sizes = [i.shape[1:] for i in images]
         features = self.backbone(batch_images(images))
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
