@@ -135,18 +135,28 @@ def _train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]
     from torch.utils.data import DataLoader
 
     from cvlib.data import ShapesDataset, collate_segmentation
-    from cvlib.metrics import boundary_f_score, confusion_matrix, mean_iou, pixel_accuracy
-    from cvlib.train import fit, predict
+    from cvlib.train import fit
 
     scenes = ShapesDataset(4000, seed=0)
     loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
         lr=3e-3, device=device)
-    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1)))
+    return _segmentation_metrics(model, device, num_scenes=200)
+
+
+def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: int) -> dict[str, float]:
+    """mIoU, pixel accuracy and boundary F (tolerance 2) on the first ``num_scenes`` held-out
+    scenes (``ShapesDataset(num_scenes, seed=1)``), and the boundary F at tolerance 0."""
+    from cvlib.data import ShapesDataset, collate_segmentation
+    from cvlib.metrics import boundary_f_score, confusion_matrix, mean_iou, pixel_accuracy
+    from cvlib.train import predict
+
+    images, semantic = collate_segmentation(list(ShapesDataset(num_scenes, seed=1)))
     pred = predict(model, images, batch_size=50, device=device).argmax(1)
     confusion = confusion_matrix(pred, semantic, num_classes=4)
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
-            "boundary_f": boundary_f_score(pred, semantic)}
+            "boundary_f": boundary_f_score(pred, semantic),
+            "boundary_f0": boundary_f_score(pred, semantic, tolerance=0)}
 
 
 def _segmenter(name: str):
@@ -167,6 +177,63 @@ for _name, _description in [
     ("patch_classifier", "15x15 sliding-window patch classifier (unpadded convs), 500 steps"),
 ]:
     register(_name, _segmenter(_name), _description)(_train_segmenter)
+
+UNET_CURVE_STEPS = 1500  # 3x the segmentation budget, for the U-Net with and without skips
+UNET_CURVE_EVERY = 100  # a held-out evaluation every 100 steps
+UNET_CURVE_SCENES = 100  # on the first 100 held-out scenes
+
+
+def unet_curves() -> dict:
+    """Held-out quality of both U-Nets along training (``data/weights/unet_curves.json``,
+    checksummed): ``{"step": [...], "unet": {"miou": [...], "boundary_f0": [...], ...},
+    "unet_noskip": {...}}``, one value per evaluation step."""
+    from cvlib import weights
+
+    return weights.load_json("unet_curves")
+
+
+def _segmentation_batches(seed: int):
+    """Endless shuffled batches of 32 of the 4,000 training scenes, epoch after epoch."""
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesDataset, collate_segmentation
+
+    loader = DataLoader(ShapesDataset(4000, seed=0), batch_size=32, shuffle=True,
+                        collate_fn=collate_segmentation, generator=torch.Generator().manual_seed(seed))
+    while True:
+        yield from loader
+
+
+@register("unet_curves", _segmenter("unet_noskip"),
+          "the U-Net without skips trained 3x longer (1500 steps); its json: held-out mIoU and boundary F "
+          "every 100 steps of it and of the U-Net with skips, trained alike")
+def _train_unet_curves(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """Train the U-Net without skips (``model``, saved) and a U-Net with skips (seed 0 too) for
+    ``UNET_CURVE_STEPS`` steps of the segmentation recipe (AdamW, lr 3e-3, batches of 32),
+    evaluating both every ``UNET_CURVE_EVERY`` steps; write the curves to ``unet_curves.json``."""
+    from itertools import islice
+
+    from cvlib import weights
+    from cvlib.train import fit, seed_everything
+
+    steps = list(range(UNET_CURVE_EVERY, UNET_CURVE_STEPS + 1, UNET_CURVE_EVERY))
+    curves = {"recipe": "unet_curves", "step": steps, "held_out_scenes": UNET_CURVE_SCENES}
+    for name in ("unet_noskip", "unet"):
+        net = model  # trained in place: the checkpoint is the U-Net without skips
+        if name == "unet":  # a fresh U-Net with skips, initialised like the shipped one
+            seed_everything(0)
+            net = _segmenter("unet")()
+        optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+        batches, curve = _segmentation_batches(seed=0), {}
+        for _ in steps:
+            fit(net, islice(batches, UNET_CURVE_EVERY), loss_fn=nn.functional.cross_entropy,
+                optimizer=optimizer, device=device, seed=None, desc=name)
+            for key, value in _segmentation_metrics(net, device, UNET_CURVE_SCENES).items():
+                curve.setdefault(key, []).append(round(value, 4))
+        curves[name] = curve
+    weights.save_json("unet_curves", curves)
+    return {f"{name}_{key}": curves[name][key][-1]
+            for name in ("unet_noskip", "unet") for key in ("miou", "boundary_f0")}
 
 
 # ---------------------------------------------------------------------------------------------

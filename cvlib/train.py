@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = [
-    "default_device", "seed_everything", "to_device", "fit", "predict", "detect", "seconds_per_image", "main"
+    "default_device", "seed_everything", "to_device", "fit", "predict", "detect", "seconds_per_call",
+    "seconds_per_image", "main",
 ]
 
 
@@ -194,24 +195,33 @@ def detect(model: nn.Module, images: list[torch.Tensor], batch_size: int = 25, d
     ]
 
 
-@torch.no_grad()
-def seconds_per_image(model: nn.Module, images: list[torch.Tensor], repeats: int = 3) -> float:
-    """Inference time of a detector, one image per call as in deployment: the mean seconds per
-    image over ``images``, the best of ``repeats`` passes (the least disturbed by other work on
-    the machine), after one warm-up call. Images go to the model's device first."""
-    device = next(model.parameters()).device
-    model.eval()
-    images = [image.to(device) for image in images]
-    model(images[:1])
+def seconds_per_call(fn: Callable, inputs: Sequence, repeats: int = 3, device=None) -> float:
+    """Time of ``fn(x)`` for each ``x`` of ``inputs``: the mean seconds per call over
+    ``inputs``, the best of ``repeats`` passes (the least disturbed by other work on the
+    machine), after one warm-up call. On a CUDA ``device`` it waits for the GPU after each pass."""
+    if repeats < 1 or not len(inputs):
+        raise ValueError(f"need repeats >= 1 and at least one input, got {repeats} and {len(inputs)}")
+    fn(inputs[0])
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        for image in images:
-            model([image])
-        if device.type == "cuda":
+        for x in inputs:
+            fn(x)
+        if device is not None and torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
-        best = min(best, (time.perf_counter() - start) / len(images))
+        best = min(best, (time.perf_counter() - start) / len(inputs))
     return best
+
+
+@torch.no_grad()
+def seconds_per_image(model: nn.Module, images: list[torch.Tensor], repeats: int = 3) -> float:
+    """Inference time of a detector, one image per call as in deployment: the mean seconds per
+    image over ``images``, the best of ``repeats`` passes, after one warm-up call
+    (:func:`seconds_per_call`). Images go to the model's device first."""
+    device = next(model.parameters()).device
+    model.eval()
+    images = [image.to(device) for image in images]
+    return seconds_per_call(lambda image: model([image]), images, repeats, device)
 
 
 def main(argv: list[str] | None = None) -> int:

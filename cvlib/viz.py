@@ -27,6 +27,11 @@ __all__ = [
     "show_matrix",
 ]
 
+# Every figure of the course is drawn at 100 dpi (legible in JupyterLab and on GitHub; the
+# inline backend saves a figure at its own dpi): set once here, where every notebook imports.
+FIGURE_DPI = 100
+plt.rcParams["figure.dpi"] = FIGURE_DPI
+
 # label 0 = background (dark grey), then matplotlib's tab10 for labels 1, 2, ...
 PALETTE = np.array(
     [(0.15, 0.15, 0.15)] + [plt.get_cmap("tab10")(k)[:3] for k in range(10)], dtype=np.float32
@@ -89,7 +94,7 @@ def draw_boxes(
         caption = _caption(label, None if scores is None else float(scores[k]), class_names)
         if caption:
             artists.append(ax.text(
-                x1 - 0.5, y1 - 1, caption, fontsize=7, color="white", va="bottom",
+                x1 - 0.5, y1 - 1, caption, fontsize=8, color="white", va="bottom",
                 bbox={"facecolor": edge, "alpha": 0.8, "pad": 1, "edgecolor": "none"},
             ))
     return artists

@@ -1,8 +1,11 @@
 """Notebook hygiene: every .ipynb has an identical py:percent twin, starts with the Colab cell,
-is committed executed, and has a row with a Colab badge in the README."""
+is committed executed with legible figures, and has a row with a Colab badge in the README."""
 
+import base64
+import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import jupytext
@@ -52,3 +55,59 @@ def test_readme_lists_notebook_with_colab_badge(path):
     readme = (ROOT / "README.md").read_text()
     badge = re.escape(f"/blob/main/notebooks/{path.name})")
     assert re.search(r"colab\.research\.google\.com/github/[^)]*" + badge, readme), path.name
+
+
+def png_size_and_dpi(png: bytes) -> tuple[int, int, float | None]:
+    """Width and height in pixels (IHDR) and the dpi of a PNG's pHYs chunk (None without one)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    width, height = struct.unpack(">II", png[16:24])
+    pos = 8
+    while pos < len(png):
+        (length,), kind = struct.unpack(">I", png[pos:pos + 4]), png[pos + 4:pos + 8]
+        if kind == b"pHYs":
+            per_x, _, unit = struct.unpack(">IIB", png[pos + 8:pos + 17])
+            return width, height, per_x * 0.0254 if unit == 1 else None  # unit 1: per metre
+        if kind == b"IDAT":  # pHYs must come before the image data
+            break
+        pos += 12 + length
+    return width, height, None
+
+
+def figures(path: Path):
+    """``(cell index, is an explorer's figure, png bytes)`` of every image in a committed notebook."""
+    for k, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        explorer = "widgets.explore(" in "".join(cell["source"])
+        for output in cell["outputs"]:
+            if "image/png" in output.get("data", {}):
+                yield k, explorer, base64.b64decode(output["data"]["image/png"])
+
+
+def test_png_size_and_dpi_reads_what_matplotlib_writes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(3, 2), dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    width, height, dpi = png_size_and_dpi(buffer.getvalue())
+    assert (width, height) == (360, 240) and dpi == pytest.approx(120, abs=0.1)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_committed_figures_are_legible(path):
+    """Every figure is saved at >= 100 dpi (matplotlib writes it to the PNG's pHYs chunk) and
+    is wide enough to read: an explorer's figure >= 360 px, any other figure >= 500 px."""
+    small = []
+    for cell, explorer, png in figures(path):
+        width, height, dpi = png_size_and_dpi(png)
+        minimum = 360 if explorer else 500
+        if dpi is None or dpi < 100 - 0.5 or width < minimum:
+            small.append(f"cell {cell}: {width}x{height} px at {dpi and round(dpi)} dpi (needs >= 100 dpi, "
+                         f">= {minimum} px wide)")
+    assert not small, f"{path.name}: " + "; ".join(small)

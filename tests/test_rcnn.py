@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from model_checks import (
     check_eval_contract,
     check_rejects_bad_input,
@@ -21,7 +23,10 @@ from cvlib.models.rcnn import (
     FastRCNN,
     RegionProposalNetwork,
     RoIHeads,
+    segment_boxes,
+    segment_proposals,
     torchvision_twin,
+    touching_segments,
     window_proposals,
 )
 from cvlib.ops import box_iou
@@ -59,6 +64,44 @@ def test_window_proposals_cover_the_objects():
 def test_window_proposals_bad_input():
     with pytest.raises(ValueError, match="stride"):
         window_proposals(64, stride=0)
+
+
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 12), st.integers(0, 10_000))
+def test_segment_boxes_equal_torchvision_masks_to_boxes(count, height, width, seed):
+    """The box of each segment is torchvision's masks_to_boxes of its mask, with the pixel
+    spanning one unit (x2 = last column + 1)."""
+    from torchvision.ops import masks_to_boxes
+
+    segments = torch.randint(count, (height, width), generator=torch.Generator().manual_seed(seed))
+    segments = segments.unique(return_inverse=True)[1]  # labels 0..S-1, all present
+    masks = torch.stack([segments == k for k in range(int(segments.max()) + 1)])
+    expected = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    torch.testing.assert_close(segment_boxes(segments), expected)
+
+
+def test_touching_segments():
+    segments = torch.tensor([[0, 0, 1],
+                             [2, 2, 1],
+                             [3, 3, 3]])
+    assert touching_segments(segments).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+    assert touching_segments(torch.zeros(3, 3, dtype=torch.long)).shape == (0, 2)
+
+
+def test_segment_proposals_look_at_the_image():
+    """A few hundred boxes (not thousands of windows) and every object has one at IoU >= 0.7."""
+    data = ShapesDataset(10, seed=3)
+    for image, target in (data[i] for i in range(10)):
+        proposals = segment_proposals(image)
+        assert 10 <= len(proposals) <= 1000 and len(proposals.unique(dim=0)) == len(proposals)
+        assert proposals.min() >= 0 and proposals.max() <= 64 and (proposals[:, 2:] > proposals[:, :2]).all()
+        assert (box_iou(target["boxes"], proposals).max(1).values >= 0.7).all()
+
+
+def test_segment_proposals_bad_input():
+    with pytest.raises(ValueError, match="image"):
+        segment_proposals(torch.zeros(64, 64))
+    with pytest.raises(ValueError, match="scales"):
+        segment_proposals(torch.zeros(3, 8, 8), scales=())
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """cvlib.train: the loop learns for each kind of model, records history, handles bad input."""
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from cvlib.data import ShapesClassification, collate_classification
 from cvlib.models.blocks import SmallCNN
-from cvlib.train import detect, fit, main, predict, seconds_per_image, to_device
+from cvlib.train import detect, fit, main, predict, seconds_per_call, seconds_per_image, to_device
 
 
 def _loader(n=128, batch_size=32):
@@ -118,3 +120,20 @@ def test_cli_lists_recipes(capsys):
     assert "shapes_cnn" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["no_such_recipe"])
+
+
+def test_seconds_per_call_warms_up_and_keeps_the_best_pass():
+    calls, pauses = [], iter([0.0] * 3 + [0.02] * 3 + [0.0] * 3)  # pass 2 is disturbed
+
+    def fn(x):
+        calls.append(x)
+        if len(calls) > 1:  # the warm-up call is not timed
+            time.sleep(next(pauses))
+
+    seconds = seconds_per_call(fn, [1, 2, 3], repeats=3)
+    assert calls == [1] + [1, 2, 3] * 3
+    assert seconds < 0.01  # the best pass, not the mean (0.02 s per call in pass 2)
+    with pytest.raises(ValueError, match="repeats"):
+        seconds_per_call(fn, [1], repeats=0)
+    with pytest.raises(ValueError, match="input"):
+        seconds_per_call(fn, [])

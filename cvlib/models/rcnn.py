@@ -3,8 +3,9 @@
 Read top to bottom, this file is the lecture's story:
 
 1. **Region proposals** (``window_proposals``): a few thousand boxes that may hold an object,
-   found without looking at classes. Selective search groups colour regions; here a simple
-   stand-in gives windows of many sizes and aspect ratios at every position.
+   found without looking at classes. Selective search groups colour regions
+   (``segment_proposals``, a shortened version); the detectors here use a simple stand-in,
+   windows of many sizes and aspect ratios at every position.
 2. **R-CNN** (``RCNN``): warp every proposal to a fixed size and run the CNN **once per region**;
    classify it (C classes + background) and regress box deltas ``(tx, ty, tw, th)``.
 3. **Fast R-CNN** (``FastRCNN``): run the CNN **once per image**; cut a fixed-size feature out of
@@ -46,6 +47,9 @@ from cvlib.ops import (
 
 __all__ = [
     "window_proposals",
+    "segment_proposals",
+    "segment_boxes",
+    "touching_segments",
     "check_inputs",
     "batch_images",
     "Backbone",
@@ -99,6 +103,55 @@ def window_proposals(
             y, x = torch.meshgrid(ys, xs, indexing="ij")
             windows.append(torch.stack([x, y, x + w, y + h], dim=-1).reshape(-1, 4))
     return torch.cat(windows)
+
+
+def segment_proposals(
+    image: torch.Tensor, scales: Sequence[float] = (25, 50, 100, 200), sigma: float = 0.5, min_size: int = 10
+) -> torch.Tensor:
+    """Region proposals ``[P, 4]`` (xyxy pixels, no duplicates) that look at the image, as
+    selective search does (Uijlings et al. 2013), in a shortened form: segment the ``[3, H, W]``
+    ``image`` with Felzenszwalb and Huttenlocher's graph-based method (scikit-image) at each of
+    several ``scales`` (larger: fewer, larger segments), and propose the box of every segment
+    and of every pair of touching segments (the first step of selective search's hierarchical
+    grouping, which goes on merging the most similar neighbours up to the whole image)."""
+    from skimage.segmentation import felzenszwalb
+
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"scales must be non-empty and positive, got {scales}")
+    rgb = image.detach().permute(1, 2, 0).cpu().numpy()
+    proposals = []
+    for scale in scales:
+        segments = torch.from_numpy(felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size)).long()
+        boxes = segment_boxes(segments)
+        first, second = touching_segments(segments).T
+        merged = torch.cat([torch.minimum(boxes[first, :2], boxes[second, :2]),
+                            torch.maximum(boxes[first, 2:], boxes[second, 2:])], dim=1)
+        proposals += [boxes, merged]
+    return torch.cat(proposals).unique(dim=0)
+
+
+def segment_boxes(segments: torch.Tensor) -> torch.Tensor:
+    """The box ``[S, 4]`` (xyxy pixels, a pixel spans one unit) of each segment ``0..S-1`` of a
+    label map ``[H, W]``."""
+    height, width = segments.shape
+    count, flat = int(segments.max()) + 1, segments.flatten()
+    ys, xs = (v.flatten() for v in torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
+
+    def reduce(values, start, how):
+        return torch.full((count,), start).scatter_reduce(0, flat, values, how)
+
+    return torch.stack([reduce(xs, width, "amin"), reduce(ys, height, "amin"),
+                        reduce(xs, -1, "amax") + 1, reduce(ys, -1, "amax") + 1], dim=1).float()
+
+
+def touching_segments(segments: torch.Tensor) -> torch.Tensor:
+    """The pairs ``[N, 2]`` (smaller label first, each once) of segments of a label map
+    ``[H, W]`` that touch horizontally or vertically."""
+    pairs = torch.cat([torch.stack([segments[:, :-1].flatten(), segments[:, 1:].flatten()], 1),
+                       torch.stack([segments[:-1].flatten(), segments[1:].flatten()], 1)])
+    return pairs[pairs[:, 0] != pairs[:, 1]].sort(1).values.unique(dim=0).reshape(-1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
