@@ -28,6 +28,21 @@ def test_nms_like_torchvision(boxes, iou_threshold, ties):
     assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
 
 
+@given(box_sets(), st.sampled_from(THRESHOLDS), st.booleans())
+def test_nms_steps_keep_what_nms_keeps(boxes, iou_threshold, ties):
+    """Step by step: the kept boxes are nms's, in order; every box is kept or suppressed once,
+    each suppressed box by a kept box that overlaps it by more than the threshold."""
+    scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
+    steps = ops.nms_steps(boxes, scores, iou_threshold)
+    kept = torch.tensor([k for k, _ in steps], dtype=torch.int64)
+    assert torch.equal(kept, torchvision.ops.nms(boxes, scores, iou_threshold))
+    removed = torch.cat([torch.zeros(0, dtype=torch.int64)] + [s for _, s in steps])
+    assert sorted(kept.tolist() + removed.tolist()) == list(range(len(boxes)))
+    for k, suppressed in steps:
+        if len(suppressed):
+            assert (ops.box_iou(boxes[k][None], boxes[suppressed]) > iou_threshold).all()
+
+
 @given(box_sets(), st.sampled_from(THRESHOLDS), st.integers(1, 4), st.booleans())
 def test_batched_nms_like_torchvision(boxes, iou_threshold, num_classes, ties):
     scores = _scores(len(boxes), boxes.dtype, len(boxes) + 1, ties)

@@ -2,7 +2,8 @@
 lectures and checked against ``torchvision.ops`` (same signatures, same numbers).
 
 - ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas
-- ``nms``: non-maximum suppression, per class with ``batched_nms``
+- ``nms``: non-maximum suppression, per class with ``batched_nms``, one iteration at a time
+  with ``nms_steps``
 - ``anchors``: anchors over a feature map, their labels, balanced sampling
 - ``roi``: RoI Pool and RoI Align
 - ``upsample``: nearest, bed of nails, max unpooling, bilinear, transposed convolution
@@ -18,7 +19,7 @@ from cvlib.ops.boxes import (
     encode_boxes,
     generalized_box_iou,
 )
-from cvlib.ops.nms import batched_nms, nms
+from cvlib.ops.nms import batched_nms, nms, nms_steps
 from cvlib.ops.roi import roi_align, roi_pool
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "encode_boxes",
     "decode_boxes",
     "nms",
+    "nms_steps",
     "batched_nms",
     "generate_anchors",
     "label_anchors",
