@@ -21,6 +21,7 @@ STEPS_PER_CONTROL = 2
 CHECK_EXPLORERS = f"""
 def _check_explorers():  # a function, so that no name of the notebook is overwritten
     import gc, hashlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from cvlib.widgets import Explorer
 
@@ -28,9 +29,11 @@ def _check_explorers():  # a function, so that no name of the notebook is overwr
         gc.collect()
         rendered = {{}}
         for fig in (o for o in gc.get_objects() if isinstance(o, Figure)):
-            if hasattr(fig.canvas, "buffer_rgba"):
-                fig.canvas.draw()
-                rendered[id(fig)] = hashlib.sha1(bytes(fig.canvas.buffer_rgba())).hexdigest()
+            canvas = fig.canvas  # a closed figure keeps a plain canvas that cannot render
+            agg = FigureCanvasAgg(fig)
+            agg.draw()
+            rendered[id(fig)] = hashlib.sha1(bytes(agg.buffer_rgba())).hexdigest()
+            fig.set_canvas(canvas)
         return rendered
 
     problems, before = [], pictures()
