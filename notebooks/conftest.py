@@ -38,6 +38,7 @@ def _check_explorers():  # a function, so that no name of the notebook is overwr
 
     problems, before = [], pictures()
     for k, explorer in enumerate(Explorer.alive()):
+        opening = explorer.values
         for name in explorer.controls:
             for _ in range({STEPS_PER_CONTROL}):
                 explorer.step(name)
@@ -49,6 +50,9 @@ def _check_explorers():  # a function, so that no name of the notebook is overwr
                 if others:
                     problems.append(where + f": changed {{len(others)}} other figure(s)")
                 before = after
+        for name, value in opening.items():  # back to the opening view (the displayed figure follows)
+            explorer.controls[name].value = value
+        before = pictures()
     assert not problems, "\\n".join(problems)
     print(f"{{len(Explorer.alive())}} explorers: every step changed its own figure only")
 _check_explorers()
