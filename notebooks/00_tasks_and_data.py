@@ -122,17 +122,18 @@ print(f"{n_objects} objects in {len(dataset)} scenes: every box is tight, masks 
 # %% [markdown]
 # ## Four tasks on the same scenes
 #
-# Each row is one scene. Classification needs one object per image, so its column shows the
-# single-object variant (`SingleObjectDataset`, used for classification and localization).
+# Each row is one scene, labelled four ways. Classification gives the image one answer: for a
+# scene with several objects, the set of classes it contains (multi-label classification).
+# The classifier trained below answers the single-label question on scenes with one object
+# (`ShapesClassification`, the single-object variant).
 
 # %%
-single = ShapesClassification(200, seed=0)
 names = dataset.classes
-fig, axes = plt.subplots(3, 4, figsize=(6.4, 5.2), dpi=80)
+fig, axes = plt.subplots(3, 4, figsize=(6.4, 5.2))
 for row in range(3):
     image, target = dataset[row]
-    one_image, one_label = single[row]
-    viz.show_image(axes[row, 0], one_image, f"class: {names[one_label]}")
+    present = ", ".join(names[c - 1] for c in sorted(set(target["labels"].tolist())))
+    viz.show_image(axes[row, 0], image, f"classes: {present}")
     viz.show_image(axes[row, 1], viz.colorize_semantic(target["semantic"]), "semantic map")
     viz.show_image(axes[row, 2], image, "detection")
     viz.draw_boxes(axes[row, 2], target["boxes"], target["labels"], class_names=names)
@@ -152,8 +153,8 @@ plt.show()
 
 # %%
 TASKS = ["image", "semantic segmentation", "detection", "instance segmentation"]
-fig, ax = plt.subplots(figsize=(3.4, 3.4))
-canvas = viz.show_image(ax, dataset[0][0])
+fig_scene, ax_scene = plt.subplots(figsize=(5, 5))
+canvas = viz.show_image(ax_scene, dataset[0][0])
 drawn = []  # box artists of the previous step, removed before drawing new ones
 
 
@@ -169,11 +170,11 @@ def show_task(index, task):
     else:
         canvas.set_data(viz.to_numpy_image(image))
     if task == "detection":
-        drawn.extend(viz.draw_boxes(ax, target["boxes"], target["labels"], class_names=names))
-    ax.set_title(f"scene {index}: {len(target['labels'])} objects", fontsize=9)
+        drawn.extend(viz.draw_boxes(ax_scene, target["boxes"], target["labels"], class_names=names))
+    ax_scene.set_title(f"scene {index}: {len(target['labels'])} objects, {task}", fontsize=9)
 
 
-_ = widgets.explore(fig, show_task, index=widgets.int_slider("scene", 0, len(dataset) - 1),
+_ = widgets.explore(fig_scene, show_task, index=widgets.int_slider("scene", 0, len(dataset) - 1),
                     task=widgets.dropdown("task", TASKS, "detection"))
 
 # %% [markdown]
@@ -235,8 +236,19 @@ held_out = ShapesClassification(500, seed=1)
 images, labels = collate_classification(list(held_out))
 logits = predict(model, images, device=device)
 held_out_accuracy = accuracy(logits, labels)
-print(f"held-out accuracy: {held_out_accuracy:.3f}")
+errors = int((logits.argmax(1) != labels).sum())
+print(f"held-out accuracy: {held_out_accuracy:.3f} ({errors} errors in {len(labels)} scenes)")
+if errors == 0:  # the "rule of three": no error in n trials bounds the error rate by 3 / n (95%)
+    print(f"error rate below {3 / len(labels):.1%} with 95% confidence")
 assert held_out_accuracy > 0.9
+
+# %% [markdown]
+# **This task is saturated.** Single-object classification of these synthetic scenes is easy:
+# the shipped CNN makes no or almost no error on 500 held-out scenes, so its accuracy cannot
+# tell two models apart (500 scenes resolve differences of about half a percent at best). The
+# later notebooks therefore compare models on measures that are not saturated on these
+# scenes: mIoU and boundary F-score for segmentation, mAP at strict IoU thresholds for
+# detection, and training curves.
 
 # %% [markdown]
 # Training is one call to `cvlib.train.fit`, the loop every notebook uses. A few seconds of
@@ -257,12 +269,12 @@ else:
     train_loader = DataLoader(ShapesClassification(640, seed=0), batch_size=32, shuffle=True,
                               collate_fn=collate_classification)
     history = fit(scratch, train_loader, loss_fn=torch.nn.functional.cross_entropy,
-                  max_steps=40, lr=1e-3, device=device)
-    plt.figure(figsize=(4, 2.4))
+                  epochs=2, max_steps=40, lr=1e-3, device=device)  # 20 batches of 32 per epoch
+    plt.figure(figsize=(6.2, 2.8))
     plt.plot(history["step"], history["loss"])
     plt.xlabel("step")
     plt.ylabel("cross-entropy")
-    plt.title("40 steps from scratch")
+    plt.title(f"{len(history['step'])} steps from scratch")
     plt.show()
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
     print(f"loss {first:.3f} -> {last:.3f}")
