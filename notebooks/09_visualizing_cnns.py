@@ -338,8 +338,8 @@ assert acc_iter < 0.1 and acc_iter <= acc_fgsm
 
 # %%
 target_class = (labels[3].item() + 1) % 3
-steps_path = [explain.iterative_attack(model, images[3:4], labels[3:4], eps=8 / 255, step_size=1 / 255,
-                                       steps=steps, target=target_class) for steps in range(21)]
+steps_path = explain.iterative_attack(model, images[3:4], labels[3:4], eps=8 / 255, step_size=1 / 255,
+                                      steps=20, target=target_class, return_path=True)  # [21, 1, 3, H, W]
 with torch.no_grad():
     fooled_probs = [model(x).softmax(dim=1)[0] for x in steps_path]
 print(f"fooling {CLASSES[labels[3]]} -> {CLASSES[target_class]}: p(target) after 20 steps "
