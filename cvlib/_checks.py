@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["describe", "tensor", "all_finite", "number", "integer", "choice", "sequence", "same_length"]
+__all__ = [
+    "describe", "tensor", "all_finite", "number", "integer", "choice", "sequence", "same_length", "images",
+]
 
 DTYPES = {  # dtype kind -> (test, words for the message)
     "float": (lambda t: t.is_floating_point(), "floating point"),
@@ -160,3 +162,18 @@ def same_length(name_a: str, a, name_b: str, b) -> None:
     """A ``ValueError`` unless ``len(a) == len(b)``, naming both arguments."""
     if len(a) != len(b):
         raise ValueError(f"{name_a} and {name_b} must have the same length, got {len(a)} and {len(b)}")
+
+
+def images(value, name: str = "images", *, like: torch.nn.Module | None = None, size=None) -> torch.Tensor:
+    """A batch of images: a finite float tensor ``[B, 3, H, W]`` (``B >= 1``), of the dtype of
+    the parameters of the model ``like`` (a convolution would fail on anything else), of
+    spatial ``size`` ``(H, W)`` when given."""
+    shape = ("B", 3, *(size if size is not None else ("H", "W")))
+    tensor(value, name, shape=shape, dtype="float", nonempty=True, finite=True)
+    parameter = next(like.parameters(), None) if like is not None else None
+    if parameter is not None and value.dtype != parameter.dtype:
+        raise ValueError(
+            f"{name} must have the model's dtype {parameter.dtype}, got {value.dtype} "
+            f"(convert with {name}.to({str(parameter.dtype).removeprefix('torch.')}))"
+        )
+    return value
