@@ -27,8 +27,8 @@ def trained():
 
 
 def _state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, [p.requires_grad for p in model.parameters()],
-            [m.training for m in model.modules()], model._forward_hooks.copy())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return (state, [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()], None)
 
 
 def _unchanged(model, before):
@@ -110,7 +110,7 @@ def test_a_perfect_map_deletes_faster_than_random():
     perfect = torch.zeros(2, 8, 8)
     perfect[:, :4, :4] = 1
     random = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
-    auc = {name: explain.area_under_curve(faithfulness.deletion_curve(Quarter(), images, m, 0, steps=8, fill=0.0))
+    auc = {name: explain.area_under_curve(faithfulness.deletion_curve(Quarter(), images, m, 0, steps=8, fill=0))
            for name, m in [("perfect", perfect), ("random", random)]}
     assert (auc["perfect"] < auc["random"] - 0.2).all()
     curve = faithfulness.deletion_curve(Quarter(), images, perfect, 0, steps=4, fill=0.0)
@@ -170,8 +170,8 @@ def test_style_transfer_lowers_the_style_loss_and_texture_synthesis_works():
     _unchanged(model, before)
     assert image.shape == content.shape and len(history["style"]) == 31
     assert history["style"][-1] < 0.5 * history["style"][0] and history["content"][0] == 0
-    synthesized, texture_history = style.synthesize_texture(model, texture, (20, 20), ["features.0"], steps=30)
-    assert synthesized.shape == (3, 20, 20) and texture_history["style"][-1] < 0.5 * texture_history["style"][0]
+    synthesized, history = style.synthesize_texture(model, texture, (20, 20), ["features.0"], steps=30)
+    assert synthesized.shape == (3, 20, 20) and history["style"][-1] < 0.5 * history["style"][0]
 
 
 def test_unit_concept_iou_finds_a_unit_that_is_the_mask():

@@ -147,7 +147,9 @@ def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Mod
                 f"got {labels.tolist()}"
             )
         if not torch.isfinite(boxes).all():
-            raise ValueError(f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}"
+            )
         if (boxes[:, 2:] < boxes[:, :2]).any():
             raise ValueError(
                 f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
