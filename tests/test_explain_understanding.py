@@ -110,8 +110,9 @@ def test_a_perfect_map_deletes_faster_than_random():
     perfect = torch.zeros(2, 8, 8)
     perfect[:, :4, :4] = 1
     random = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
-    auc = {name: explain.area_under_curve(faithfulness.deletion_curve(Quarter(), images, m, 0, steps=8, fill=0))
-           for name, m in [("perfect", perfect), ("random", random)]}
+    curves = {name: faithfulness.deletion_curve(Quarter(), images, m, 0, steps=8, fill=0)
+              for name, m in [("perfect", perfect), ("random", random)]}
+    auc = {name: explain.area_under_curve(curve) for name, curve in curves.items()}
     assert (auc["perfect"] < auc["random"] - 0.2).all()
     curve = faithfulness.deletion_curve(Quarter(), images, perfect, 0, steps=4, fill=0.0)
     assert torch.allclose(curve[:, 1:], curve[:, -1:])  # after the first quarter nothing is left to delete
