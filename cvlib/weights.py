@@ -20,7 +20,7 @@ from torch import nn
 
 __all__ = [
     "WEIGHTS_DIR", "ChecksumError", "save", "load", "load_model", "save_json", "load_json", "sha256",
-    "available",
+    "available", "transfer",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
@@ -133,6 +133,19 @@ def load_model(
     model = RECIPES[name].build()
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
+
+
+def transfer(model: nn.Module, state_dict: dict) -> list[str]:
+    """Fine-tuning's start: copy into ``model`` every tensor of ``state_dict`` whose name and
+    shape match (a backbone and an RPN trained on other classes); return the names of the
+    parameters and buffers left as initialised (e.g. the class-specific heads of a detector for
+    a different number of classes). Raises ``ValueError`` when nothing matches."""
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError("state_dict has no tensor with the name and shape of one of model's")
+    model.load_state_dict(matching, strict=False)
+    return [k for k in own if k not in matching]
 
 
 def _write_readme(directory: Path, sums: dict[str, str]) -> None:

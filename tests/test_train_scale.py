@@ -258,3 +258,15 @@ def test_torchrun_two_processes_train_from_the_cli(tmp_path):
     model = recipes.build_for_data("faster_rcnn", checkpoint["meta"]["num_classes"])
     model.load_state_dict(checkpoint["model"])
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT, "metrics.jsonl"]
+
+
+def test_transfer_copies_what_matches():
+    from cvlib import weights
+
+    source, target = FasterRCNN(num_classes=3, width=4), FasterRCNN(num_classes=2, width=4)
+    left = weights.transfer(target, source.state_dict())
+    assert sorted(left) == ["roi_heads.box_head.bbox_pred.bias", "roi_heads.box_head.bbox_pred.weight",
+                            "roi_heads.box_head.cls_score.bias", "roi_heads.box_head.cls_score.weight"]
+    assert torch.equal(target.backbone.body[0][0].weight, source.backbone.body[0][0].weight)
+    with pytest.raises(ValueError, match="no tensor"):
+        weights.transfer(target, {"x": torch.zeros(1)})
