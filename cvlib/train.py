@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if reports:
-        print(f"{history['step'][-1]} steps, last loss {history['loss'][-1]:.4f}; "
+        steps = history["step"][-1]
+        print(f"{steps} step{'s' if steps != 1 else ''}, last loss {history['loss'][-1]:.4f}; "
               f"checkpoint.pt and metrics.jsonl in {args.out}")
     return 0
 
