@@ -88,13 +88,13 @@ def test_checkpoint_mid_epoch_and_fit_arguments(tmp_path):
     assert (checkpoint["step"], checkpoint["epoch"], checkpoint["batch"]) == (3, 0, 3)
     _, resumed = _detector_run(tmp_path / "part", scenes, resume=True)
     assert resumed["loss"] == history["loss"]
-    model = SmallLinear()
+    model, batches = SmallLinear(), [(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))]
     with pytest.raises(ValueError, match="resume=True needs out"):
-        fit(model, [], resume=True)
+        fit(model, batches, loss_fn=nn.functional.cross_entropy, resume=True)
     with pytest.raises(ValueError, match="checkpoint_every"):
-        fit(model, [], checkpoint_every=0, out=tmp_path)
+        fit(model, batches, loss_fn=nn.functional.cross_entropy, checkpoint_every=0, out=tmp_path)
     with pytest.raises(ValueError, match="checkpoint_every"):
-        fit(model, [], checkpoint_every=5)
+        fit(model, batches, loss_fn=nn.functional.cross_entropy, checkpoint_every=5)
 
 
 class SmallLinear(nn.Module):
@@ -270,3 +270,7 @@ def test_transfer_copies_what_matches():
     assert torch.equal(target.backbone.body[0][0].weight, source.backbone.body[0][0].weight)
     with pytest.raises(ValueError, match="no tensor"):
         weights.transfer(target, {"x": torch.zeros(1)})
+    with pytest.raises(TypeError, match="state_dict must be"):
+        weights.transfer(target, [torch.zeros(1)])
+    with pytest.raises(TypeError, match="model must be"):
+        weights.transfer("faster_rcnn", source.state_dict())
