@@ -274,3 +274,13 @@ def test_transfer_copies_what_matches():
         weights.transfer(target, [torch.zeros(1)])
     with pytest.raises(TypeError, match="model must be"):
         weights.transfer("faster_rcnn", source.state_dict())
+
+
+@pytest.mark.parametrize("name", sorted(recipes.DATA_RECIPES))
+def test_every_data_recipe_trains_a_step_from_the_cli(name, tmp_path, capsys):
+    out = tmp_path / name
+    assert main([name, "--data", "shapes:4", "--max-steps", "1", "--batch-size", "2", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert "1 step, last loss" in capsys.readouterr().out
+    checkpoint = torch.load(out / CHECKPOINT, weights_only=True)
+    recipes.build_for_data(name, checkpoint["meta"]["num_classes"]).load_state_dict(checkpoint["model"])
