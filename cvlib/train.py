@@ -135,7 +135,10 @@ def fit(
     Data-parallel: when ``torch.distributed`` is initialised (``torchrun``) with several
     processes, the model is wrapped in ``DistributedDataParallel``, a ``DataLoader`` is given a
     ``DistributedSampler`` and ``batch_size / world_size`` per process (:func:`shard_loader`),
-    the recorded losses are averaged over the processes, and only rank 0 writes files.
+    the recorded losses are averaged over the processes, and only rank 0 writes files. The
+    averaged gradients are those of the whole batch when the losses are means over images;
+    batch norm is the exception (each process normalises its share with its own statistics),
+    as are samplers that draw at random per image (the RPN's and heads' positives/negatives).
 
     Returns:
         The history: ``{"step": [...], "time": [...], "loss": [...], <each loss>: [...]}``,
@@ -158,7 +161,7 @@ def fit(
         loader = shard_loader(loader, seed=seed or 0)
     autocast, scaler = _mixed_precision(device, amp)
     run = _Run(model, optimizer, scheduler, scaler, meta)
-    checkpoint = run.restore(Path(out) / CHECKPOINT, device) if resume else None
+    checkpoint = run.restore(Path(out) / CHECKPOINT) if resume else None
     history = run.history
     net = _data_parallel(model, device, find_unused=loss_fn is None) if distributed else model
     writes = out is not None and rank() == 0
@@ -197,8 +200,8 @@ def fit(
                 log.write(history, optimizer.param_groups[0]["lr"])
             if writes and checkpoint_every and run.step % checkpoint_every == 0:
                 run.save(Path(out) / CHECKPOINT)
-            out_of_time = time_limit is not None and _out_of_time(history["time"], time_limit)
-            stop = (max_steps and run.step >= max_steps) or _any_process(out_of_time)
+            out_of_time = time_limit is not None and _any_process(_out_of_time(history["time"], time_limit))
+            stop = bool(max_steps and run.step >= max_steps) or out_of_time
             if stop:
                 break
         if stop:
@@ -314,7 +317,7 @@ class _Run:
         os.replace(temporary, path)
         return path
 
-    def restore(self, path: Path, device: torch.device) -> dict | None:
+    def restore(self, path: Path) -> dict | None:
         """Load ``path`` when it exists (``weights_only=True``) into this run; the checkpoint,
         or ``None`` for a fresh start."""
         if not path.exists():
