@@ -95,7 +95,7 @@ def test_shape_iou_by_hand():
     from cvlib.ops.anchors import shape_iou
 
     iou = shape_iou(torch.tensor([[10.0, 10], [20, 5]]), torch.tensor([[10.0, 10], [5, 20]]))
-    expected = torch.tensor([[1.0, 25 / 175], [50 / 150, 25 / 175]])
+    expected = torch.tensor([[1.0, 50 / 150], [50 / 150, 25 / 175]])
     torch.testing.assert_close(iou, expected)
 
 
