@@ -221,32 +221,34 @@ class Exercise:
         return self.edge_cases() + [self.random_case(generator, i) for i in range(self.random_count)]
 
 
-def call(fn: Callable, case: Case):
-    """``fn`` on fresh copies of the case's inputs; a ``NotImplementedError`` becomes
-    :class:`NotImplementedYet`."""
-    args, kwargs = case.fresh()
+def call(fn: Callable, case: Case, requires_grad: bool = False):
+    """``fn`` on fresh copies of the case's inputs (the ``case.grad`` ones requiring gradients
+    when ``requires_grad``); returns the output and those inputs. A ``NotImplementedError``
+    becomes :class:`NotImplementedYet`."""
+    args, kwargs = case.fresh(requires_grad)
     try:
-        return fn(*args, **kwargs)
+        return fn(*args, **kwargs), [args[i] for i in case.grad]
     except NotImplementedError as error:
         raise NotImplementedYet() from error
 
 
-def gradients(fn: Callable, case: Case) -> list[torch.Tensor] | None:
-    """Gradients of a fixed random weighting of ``fn``'s tensor outputs with respect to the
-    ``case.grad`` inputs (None when every output is empty). Raises ``AssertionError`` when the
-    output does not depend on them through autograd."""
-    args, kwargs = case.fresh(requires_grad=True)
-    outputs = fn(*args, **kwargs)
+def output(fn: Callable, case: Case):
+    """What ``fn`` returns on ``case``."""
+    return call(fn, case)[0]
+
+
+def gradients(outputs, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Gradients with respect to ``inputs`` of a fixed random weighting of the tensors in
+    ``outputs`` (None when every output is empty); zeros when the output does not depend on
+    the inputs through autograd."""
     tensors = [t for t in _tensors(outputs) if t.is_floating_point() and t.numel()]
     if not tensors:
         return None
     generator = torch.Generator().manual_seed(1)
     total = sum((t * torch.rand(t.shape, generator=generator, dtype=torch.float64).to(t)).nan_to_num().sum()
                 for t in tensors)
-    if not isinstance(total, torch.Tensor) or not total.requires_grad:
-        raise AssertionError("the output is not differentiable: it must be computed with torch "
-                             "operations from the inputs (no .item(), numpy or torch.no_grad())")
-    inputs = [args[i] for i in case.grad]
+    if not total.requires_grad:
+        return [torch.zeros_like(x) for x in inputs]
     grads = torch.autograd.grad(total, inputs, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
 
@@ -263,32 +265,31 @@ def _tensors(value) -> list[torch.Tensor]:
 
 def failure(exercise: Exercise, fn: Callable, case: Case) -> str | None:
     """Why ``fn`` is wrong on ``case`` (None when it is right): its output, or the gradients
-    of its output, differ from the reference's, or it raised."""
-    expected = call(exercise.reference, case)
+    of its output with respect to the ``case.grad`` inputs, differ from the reference's, or it
+    raised."""
+    differentiate = bool(case.grad)
+    expected, expected_inputs = call(exercise.reference, case, differentiate)
     try:
-        actual = call(fn, case)
+        actual, actual_inputs = call(fn, case, differentiate)
     except NotImplementedYet:
         raise
     except Exception as error:  # noqa: BLE001 - a student's crash is a verdict, not a bug
         return f"raised {type(error).__name__}: {error}"
     reason = exercise.differs(expected, actual, case)
-    if reason or not case.grad:
+    if reason or not differentiate:
         return reason
-    return _gradient_failure(exercise, fn, case)
-
-
-def _gradient_failure(exercise: Exercise, fn: Callable, case: Case) -> str | None:
-    expected_grads = gradients(exercise.reference, case)
+    expected_grads = gradients(expected, expected_inputs)
     if expected_grads is None:  # nothing to differentiate (an empty output)
         return None
     try:
-        actual_grads = gradients(fn, case)
-    except AssertionError as error:
-        return str(error)
+        actual_grads = gradients(actual, actual_inputs)
     except Exception as error:  # noqa: BLE001
         return f"backward raised {type(error).__name__}: {error}"
-    for i, expected_grad, actual_grad in zip(case.grad, expected_grads, actual_grads or []):
+    for i, expected_grad, actual_grad in zip(case.grad, expected_grads, actual_grads):
         reason = compare(expected_grad, actual_grad, rtol=1e-4, atol=1e-6)
+        if reason and not any(t.requires_grad for t in _tensors(actual)):
+            return ("the output is right but not differentiable: compute it with torch operations "
+                    "from the inputs (no .item(), numpy or torch.no_grad())")
         if reason:
             return f"the output is right but the gradient with respect to argument {i} is wrong: {reason}"
     return None
@@ -313,9 +314,16 @@ def diagnose(exercise: Exercise, fn: Callable, failing: list[Case]) -> str | Non
     step = max(1, len(failing) // DIAGNOSED_CASES)
     examined = failing[:DIAGNOSED_CASES // 2] + failing[DIAGNOSED_CASES // 2::step][:DIAGNOSED_CASES]
     for mistake, wrong in exercise.mistakes.items():
-        if all(_same(wrong, fn, case) for case in examined):
+        if all(_same(wrong, fn, case) and _fails(exercise, wrong, case) for case in examined):
             return mistake
     return None
+
+
+def _fails(exercise: Exercise, wrong: Callable, case: Case) -> bool:
+    try:
+        return failure(exercise, wrong, case) is not None
+    except NotImplementedYet:
+        return False
 
 
 def _same(wrong: Callable, fn: Callable, case: Case) -> bool:
@@ -324,7 +332,7 @@ def _same(wrong: Callable, fn: Callable, case: Case) -> bool:
     outcomes = []
     for function in (wrong, fn):
         try:
-            outcomes.append(("ok", call(function, case)))
+            outcomes.append(("ok", output(function, case)))
         except Exception as error:  # noqa: BLE001 - a crash is an outcome too
             outcomes.append(("raised", type(error)))
     (kind_a, a), (kind_b, b) = outcomes
@@ -341,9 +349,9 @@ def message(exercise: Exercise, fn: Callable, case: Case, reason: str, mistake: 
     for i, value in enumerate(case.args):
         lines.append(f"    {names[i] if i < len(names) else f'arg{i}'} = {show(value)}")
     lines += [f"    {key} = {show(value)}" for key, value in case.kwargs.items()]
-    lines.append(f"  expected: {show(call(exercise.reference, case))}")
+    lines.append(f"  expected: {show(output(exercise.reference, case))}")
     try:
-        lines.append(f"  got:      {show(call(fn, case))}")
+        lines.append(f"  got:      {show(output(fn, case))}")
     except Exception as error:  # noqa: BLE001
         lines.append(f"  got:      {type(error).__name__}: {error}")
     lines.append(f"  ({reason})")

@@ -102,7 +102,7 @@ def _random_rois(generator, k, images, height, width, scale):
     """``k`` RoIs ``[k, 5]`` in image pixels, some reaching past the map's border."""
     extent = torch.tensor([width, height], dtype=torch.float64) / scale
     corner = torch.rand(k, 2, generator=generator, dtype=torch.float64) * extent
-    size = torch.rand(k, 2, generator=generator, dtype=torch.float64) * extent
+    size = torch.rand(k, 2, generator=generator, dtype=torch.float64) * extent / 2
     index = torch.randint(images, (k, 1), generator=generator).double()
     return torch.cat([index, corner - 1, corner + size - 1], dim=1)
 
