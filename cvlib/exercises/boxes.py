@@ -23,12 +23,13 @@ from cvlib.ops.boxes import BBOX_XFORM_CLIP
 
 def random_boxes(generator: torch.Generator, n: int, extent: float = 16.0, integer: bool = False,
                  dtype=torch.float64) -> torch.Tensor:
-    """``n`` random xyxy boxes ``[n, 4]`` inside ``[0, extent]``; integer corners make ties and
-    touching edges likely."""
+    """``n`` random xyxy boxes ``[n, 4]`` inside ``[0, extent]``, none of zero area; integer
+    corners make ties and touching edges likely."""
     corner = torch.rand(n, 2, generator=generator, dtype=torch.float64) * extent * 0.7
     size = 0.5 + torch.rand(n, 2, generator=generator, dtype=torch.float64) * extent * 0.4
-    boxes = torch.cat([corner, corner + size], dim=1)
-    return (boxes.round() if integer else boxes).to(dtype)
+    if integer:
+        corner, size = corner.round(), size.round().clamp(min=1)
+    return torch.cat([corner, corner + size], dim=1).to(dtype)
 
 
 def _t(rows, dtype=torch.float64) -> torch.Tensor:
@@ -318,15 +319,15 @@ def nms_exercise() -> Exercise:
         threshold = (0.3, 0.5, 0.7, 0.1)[i % 4] if i % 5 else float(torch.rand(1, generator=generator))
         return Case((boxes, scores, threshold), rows=((0, 1),))
 
-    mistakes = {
+    mistakes = {  # the most specific first: the first that explains every failure is named
+        "the kept indices are sorted by index: return them in decreasing order of score":
+            lambda b, s, t: _greedy_nms(b, s, t, sort_output=True),
         "boxes are not sorted by score before suppression":
             lambda b, s, t: _greedy_nms(b, s, t, order=list(range(len(s)))),
         "a box is dropped when IoU >= threshold: the rule is IoU > threshold":
             lambda b, s, t: _greedy_nms(b, s, t, strict=False),
         "a suppressed box still suppresses other boxes (only kept boxes suppress)":
             lambda b, s, t: _greedy_nms(b, s, t, suppressed_suppress=True),
-        "the kept indices are sorted by index: return them in decreasing order of score":
-            lambda b, s, t: _greedy_nms(b, s, t, sort_output=True),
         "equal scores are not visited in index order (sort with a stable sort)":
             lambda b, s, t: _greedy_nms(b, s, t, order=sorted(range(len(s)), key=lambda i: (-s[i], -i))),
     }

@@ -91,14 +91,18 @@ def _unpool_whole_tensor(x, indices, output_size):
 
 
 def _unpool_twice(x, indices, output_size):
-    return max_unpool(x, indices, (2 * x.shape[2], 2 * x.shape[3]))
+    n, c, h, w = x.shape
+    out = x.new_zeros(n, c, 4 * h * w).scatter(2, indices.flatten(2), x.flatten(2))
+    return out.view(n, c, 2 * h, 2 * w)
 
 
 def _unpool_pooled_width(x, indices, output_size):
     height, width = output_size
     rows, cols = indices // x.shape[3], indices % x.shape[3]
-    flat = (rows * width + cols).clamp(max=height * width - 1)
-    return max_unpool(x, flat, output_size)
+    flat = torch.where(rows < height, rows * width + cols, height * width)  # beyond the map: dropped
+    out = x.new_zeros(*x.shape[:2], height * width + 1)
+    out = out.scatter(2, flat.flatten(2), x.flatten(2))
+    return out[..., :-1].reshape(*x.shape[:2], height, width)
 
 
 def _unpool_added(x, indices, output_size):
@@ -155,6 +159,17 @@ def _transposed(x, weight, bias=None, stride=1, padding=0, output_padding=0, dil
     return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, 1, dilation)
 
 
+def _ignoring(**forced):
+    """The transposed convolution with the arguments in ``forced`` replaced (ignored by mistake)."""
+
+    def wrong(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+        arguments = {"bias": bias, "stride": stride, "padding": padding, "output_padding": output_padding,
+                     "dilation": dilation, **forced}
+        return F.conv_transpose2d(x, weight, **arguments)
+
+    return wrong
+
+
 def _crop_one_side(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
     full = _transposed(x, weight, bias, stride, 0, output_padding, dilation)
     p = padding if isinstance(padding, int) else padding[0]
@@ -202,10 +217,9 @@ def conv_transpose2d_exercise() -> Exercise:
         "[C_in, C_out, kH, kW]": lambda x, w, *a, **k: _transposed(x, w.transpose(0, 1), *a, **k),
         "padding is cropped from one side only: crop `padding` pixels from each side":
             _crop_one_side,
-        "output_padding is ignored":
-            lambda x, w, b=None, s=1, p=0, op=0, d=1: _transposed(x, w, b, s, p, 0, d),
-        "dilation is ignored": lambda x, w, b=None, s=1, p=0, op=0, d=1: _transposed(x, w, b, s, p, op, 1),
-        "the bias is not added": lambda x, w, b=None, *a: _transposed(x, w, None, *a),
+        "output_padding is ignored": _ignoring(output_padding=0),
+        "dilation is ignored": _ignoring(dilation=1),
+        "the bias is not added": _ignoring(bias=None),
     }
     return Exercise("conv_transpose2d_scatter", conv_transpose2d_scatter, edge_cases, random_case, 80,
                     mistakes)
