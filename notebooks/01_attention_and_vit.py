@@ -468,9 +468,9 @@ assert all(plain > res + 0.05 for res, plain in zip(res_finals["resnet"], res_fi
 # it recognises one, the classic mistake. A function that still raises `NotImplementedError` gets
 # `NAME: not implemented yet`.
 #
-# This notebook shows the solutions; `assignments/01_attention_and_vit.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/01_attention_and_vit.ipynb` the solutions are filled in;
+# `assignments/01_attention_and_vit.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
 
 # %%
 import math

@@ -537,9 +537,9 @@ print(f"median slider step: {1000 * statistics.median(step_seconds):.0f} ms")
 # one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
 # implemented yet`.
 #
-# This notebook shows the solutions; `assignments/02_upsampling.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/02_upsampling.ipynb` the solutions are filled in;
+# `assignments/02_upsampling.ipynb` (written by `make assignments`) has a stub in their place.
+# Nothing above uses these cells.
 
 # %%
 import math

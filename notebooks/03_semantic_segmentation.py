@@ -290,9 +290,9 @@ else:
 # one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
 # implemented yet`.
 #
-# This notebook shows the solutions; `assignments/03_semantic_segmentation.ipynb` (written by
-# `make assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/03_semantic_segmentation.ipynb` the solutions are filled in;
+# `assignments/03_semantic_segmentation.ipynb` (written by `make assignments`) has a stub in
+# their place. Nothing above uses these cells.
 
 # %%
 import torch

@@ -397,9 +397,9 @@ assert (ap_by_threshold[:-1] >= ap_by_threshold[1:]).all()  # stricter matching 
 # one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
 # implemented yet`.
 #
-# This notebook shows the solutions; `assignments/04_detection_basics.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/04_detection_basics.ipynb` the solutions are filled in;
+# `assignments/04_detection_basics.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
 
 # %%
 import numpy as np

@@ -463,9 +463,9 @@ assert per_image["R-CNN"] > 2 * per_image["Fast R-CNN"] > 2 * per_image["Faster 
 # it recognises one, the classic mistake. A function that still raises `NotImplementedError` gets
 # `NAME: not implemented yet`.
 #
-# This notebook shows the solutions; `assignments/05_rcnn_family.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/05_rcnn_family.ipynb` the solutions are filled in;
+# `assignments/05_rcnn_family.ipynb` (written by `make assignments`) has a stub in their place.
+# Nothing above uses these cells.
 
 # %%
 import math

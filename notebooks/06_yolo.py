@@ -516,9 +516,8 @@ assert all(v > 1.5 for v in speedups.values())  # measured about 3x; generous ma
 # one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
 # implemented yet`.
 #
-# This notebook shows the solutions; `assignments/06_yolo.ipynb` (written by `make assignments`)
-# is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/06_yolo.ipynb` the solutions are filled in; `assignments/06_yolo.ipynb` (written
+# by `make assignments`) has a stub in their place. Nothing above uses these cells.
 
 # %%
 import math

@@ -443,9 +443,8 @@ _ = widgets.explore(fig_att, show_attention, scene=widgets.int_slider("scene", 0
 # expected and the actual output and, when it recognises one, the classic mistake. A function
 # that still raises `NotImplementedError` gets `NAME: not implemented yet`.
 #
-# This notebook shows the solutions; `assignments/07_detr.ipynb` (written by `make assignments`)
-# is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/07_detr.ipynb` the solutions are filled in; `assignments/07_detr.ipynb` (written
+# by `make assignments`) has a stub in their place. Nothing above uses these cells.
 
 # %%
 import torch

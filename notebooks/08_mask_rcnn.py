@@ -425,9 +425,8 @@ _ = widgets.explore(
 # the actual output and, when it recognises one, the classic mistake. A function that still
 # raises `NotImplementedError` gets `NAME: not implemented yet`.
 #
-# This notebook shows the solutions; `assignments/08_mask_rcnn.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/08_mask_rcnn.ipynb` the solutions are filled in; `assignments/08_mask_rcnn.ipynb`
+# (written by `make assignments`) has a stub in their place. Nothing above uses these cells.
 
 # %%
 import math

@@ -485,9 +485,9 @@ assert rollout_iou > cam_iou
 # input, the expected and the actual output and, when it recognises one, the classic mistake. A
 # function that still raises `NotImplementedError` gets `NAME: not implemented yet`.
 #
-# This notebook shows the solutions; `assignments/09_visualizing_cnns.ipynb` (written by `make
-# assignments`) is the student version, with stubs. Nothing above uses these cells.
-
+# In `notebooks/09_visualizing_cnns.ipynb` the solutions are filled in;
+# `assignments/09_visualizing_cnns.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
 
 # %%
 import torch
