@@ -71,8 +71,8 @@ def test_diagnosed_mistake_is_caught_and_named(name, mistake):
 
 # The variants are knobs of a loop version; with every knob off it must equal cvlib.
 LOOPS = {
-    "roi_pool": roi.roi_pool_loop,
-    "roi_align": roi.roi_align_loop,
+    "roi_pool": roi.roi_pool_variant,
+    "roi_align": roi.roi_align_variant,
     "bilinear": dense.bilinear_variant,
     "nms": boxes._greedy_nms,
     "generate_anchors": boxes._anchors,

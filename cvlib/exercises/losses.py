@@ -218,8 +218,10 @@ def _pr_case(generator, i) -> Case:
     detections, num_gt = 1 + i % 9, 1 + i % 5
     thresholds = 1 + (i % 3 == 2)
     scores = torch.rand(detections, generator=generator)
-    matched = torch.rand(thresholds, detections, generator=generator) < 0.6
-    matched[..., torch.randperm(detections, generator=generator)[num_gt:]] &= i % 2 == 0
+    matched = torch.zeros(thresholds, detections, dtype=torch.bool)
+    for row in matched:  # each object is matched at most once: at most num_gt true positives
+        hits = int(torch.randint(min(num_gt, detections) + 1, (1,), generator=generator))
+        row[torch.randperm(detections, generator=generator)[:hits]] = True
     precision, recall = precision_recall(scores, matched if thresholds > 1 else matched[0], num_gt)
     return Case((recall, precision))
 

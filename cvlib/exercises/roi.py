@@ -1,8 +1,9 @@
 """Exercises on RoI Pool and RoI Align (notebooks 05 and 08).
 
-The mistakes are knobs of one loop version of each op, written as the lecture describes it
-(one RoI, one bin, one sample point at a time); with the default knobs the loops equal
-``cvlib.ops.roi_pool`` and ``roi_align`` (tests/test_exercises.py checks it)."""
+The mistakes are knobs of one loop version of each op (one RoI, one bin, one sample point at a
+time); with the default knobs the loops equal ``cvlib.ops.roi_pool`` and ``roi_align``
+(tests/test_exercises.py checks it). ``cvlib.ops.reference`` has the loops to read; these
+exist to be broken on purpose, one knob per classic mistake."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _round_half_away(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
-def roi_pool_loop(input, boxes, output_size, spatial_scale=1.0, *, rounding=_round_half_away,
+def roi_pool_variant(input, boxes, output_size, spatial_scale=1.0, *, rounding=_round_half_away,
                   inclusive=True, reduce="max", overlapping_bins=True, use_scale=True):
     """RoI Pool, one bin at a time; the keyword-only knobs make the classic mistakes."""
     ph, pw = _pair(output_size)
@@ -63,7 +64,7 @@ def _bilinear_point(feature, y, x):
             + ly * (1 - lx) * feature[:, y1, x0] + ly * lx * feature[:, y1, x1])
 
 
-def roi_align_loop(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *,
+def roi_align_variant(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *,
                    shift=True, min_size=True, adaptive=math.ceil, reduce="mean", quantize=False):
     """RoI Align, one sample point at a time; the keyword-only knobs make the classic mistakes."""
     ph, pw = _pair(output_size)
@@ -136,14 +137,14 @@ def roi_pool_exercise() -> Exercise:
 
     mistakes = {
         "the box is floored to the grid: RoI Pool rounds it (half away from 0)":
-            partial(roi_pool_loop, rounding=math.floor),
+            partial(roi_pool_variant, rounding=math.floor),
         "the RoI's last row and column are left out: it spans x2 - x1 + 1 cells (x2 included)":
-            partial(roi_pool_loop, inclusive=False),
-        "the bins are averaged: RoI Pool takes the max": partial(roi_pool_loop, reduce="mean"),
+            partial(roi_pool_variant, inclusive=False),
+        "the bins are averaged: RoI Pool takes the max": partial(roi_pool_variant, reduce="mean"),
         "spatial_scale is ignored: boxes are in image pixels, scale them to the feature map":
-            partial(roi_pool_loop, use_scale=False),
+            partial(roi_pool_variant, use_scale=False),
         "bin p ends at floor((p + 1) h / PH): it ends at ceil(...) (bins may overlap by a cell)":
-            partial(roi_pool_loop, overlapping_bins=False),
+            partial(roi_pool_variant, overlapping_bins=False),
     }
     return Exercise("roi_pool", roi_pool, edge_cases, partial(_random_roi_case, align=False), 90, mistakes)
 
@@ -167,14 +168,14 @@ def roi_align_exercise() -> Exercise:
 
     mistakes = {
         "aligned=True does not shift the box by half a pixel (-0.5 after scaling)":
-            partial(roi_align_loop, shift=False),
+            partial(roi_align_variant, shift=False),
         "the box is rounded to the grid: that is RoI Pool's quantisation, RoI Align keeps it exact":
-            partial(roi_align_loop, quantize=True),
-        "the sample points are max-pooled: RoI Align averages them": partial(roi_align_loop, reduce="max"),
+            partial(roi_align_variant, quantize=True),
+        "the sample points are max-pooled: RoI Align averages them": partial(roi_align_variant, reduce="max"),
         "the adaptive grid (sampling_ratio <= 0) has one point per bin: it has ceil(roi_size / output_size)":
-            partial(roi_align_loop, adaptive=lambda size: 1),
+            partial(roi_align_variant, adaptive=lambda size: 1),
         "with aligned=False a box is not made at least one cell wide and high":
-            partial(roi_align_loop, min_size=False),
+            partial(roi_align_variant, min_size=False),
     }
     return Exercise("roi_align", roi_align, edge_cases, partial(_random_roi_case, align=True), 90, mistakes)
 
