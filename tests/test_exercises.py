@@ -75,6 +75,7 @@ LOOPS = {
     "roi_align": roi.roi_align_variant,
     "bilinear": dense.bilinear_variant,
     "nms": boxes._greedy_nms,
+    "decode_boxes": boxes._decode_variant,
     "generate_anchors": boxes._anchors,
     "smooth_l1": losses._smooth_l1_variant,
     "sigmoid_focal_loss": losses._focal_variant,

@@ -5,6 +5,7 @@ the functions above it are the classic mistakes the checker recognises."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -223,20 +224,18 @@ def encode_boxes_exercise() -> Exercise:
     return Exercise("encode_boxes", encode_boxes, edge_cases, random_case, 100, mistakes)
 
 
-def _decode_no_clip(deltas, references, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
-    return decode_boxes(deltas, references, weights, clip=math.inf)
-
-
 def _decode_multiplied_weights(deltas, references, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
     scaled = deltas * torch.tensor(weights, dtype=deltas.dtype) ** 2  # deltas * w, not deltas / w
     return decode_boxes(scaled, references, weights, clip)
 
 
-def _decode_no_exp(deltas, references, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
+def _decode_variant(deltas, references, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP, *,
+                    size=lambda t, clip: torch.exp(t.clamp(max=clip))):
+    """``decode_boxes`` written out; ``size(t, clip)`` turns ``tw`` into ``w / wa``."""
     xa, ya, wa, ha = _centre(references.to(deltas.dtype))
     wx, wy, ww, wh = weights
     x, y = deltas[:, 0] / wx * wa + xa, deltas[:, 1] / wy * ha + ya
-    w, h = (deltas[:, 2] / ww) * wa, (deltas[:, 3] / wh) * ha
+    w, h = size(deltas[:, 2] / ww, clip) * wa, size(deltas[:, 3] / wh, clip) * ha
     return torch.stack((x - w / 2, y - h / 2, x + w / 2, y + h / 2), dim=1)
 
 
@@ -260,10 +259,11 @@ def decode_boxes_exercise() -> Exercise:
         return Case((deltas, random_boxes(generator, n), weights), rows=((0, 1),))
 
     mistakes = {
-        "tw, th are not clamped before exp (a large predicted tw overflows)": _decode_no_clip,
+        "tw, th are not clamped before exp (a large predicted tw overflows)":
+            partial(_decode_variant, size=lambda t, clip: torch.exp(t)),
         "the deltas are multiplied by the weights: decoding divides by (wx, wy, ww, wh)":
             _decode_multiplied_weights,
-        "the size is wa * tw: it is wa * exp(tw)": _decode_no_exp,
+        "the size is wa * tw: it is wa * exp(tw)": partial(_decode_variant, size=lambda t, clip: t),
         "the result is (cx, cy, w, h): decode_boxes returns xyxy corners":
             lambda d, r, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP:
             box_convert(decode_boxes(d, r, weights, clip), "xyxy", "cxcywh"),
