@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks browser-test colab-check colab-url notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks browser-test colab-check colab-url notebooks assignments bench weights lint clean
 
 install: $(STAMP)
 
@@ -85,6 +85,12 @@ notebooks: install
 colab-url:
 	@test -n "$(URL)" || { echo "usage: make colab-url URL=https://github.com/OWNER/NAME"; exit 1; }
 	python3 tools/set_repository.py $(URL)
+
+# Student versions of the notebooks: assignments/NN_topic.ipynb (+ .py twin), each solution
+# between "### BEGIN SOLUTION" and "### END SOLUTION" replaced by a stub raising
+# NotImplementedError, outputs cleared (tools/make_assignments.py; nbgrader is not needed).
+assignments: install
+	$(PY) tools/make_assignments.py
 
 # Speed and quality benchmarks (not part of `make test`); each writes bench/results/NAME.json,
 # and the last `make browser-test`'s round trips are copied there too.

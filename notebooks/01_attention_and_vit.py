@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -455,3 +455,49 @@ assert all(plain > res + 0.05 for res, plain in zip(res_finals["resnet"], res_fi
 # 3. Shuffle the patches of the held-out scenes: how much accuracy does the trained ViT lose?
 # 4. Train a ViT with `mlp="moe"` and plot `last_load` per block: is the routing balanced?
 # 5. Train `ResNet(blocks=9, drop_path=0.2)`: does stochastic depth change the held-out accuracy?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the attention of section 1 yourself: `scaled_dot_product_attention` (mind the $\sqrt{d}$
+# and which axis the softmax runs over). Each function has cvlib's signature and docstring;
+# `check(name, fn)` runs it against cvlib's version on hand-picked edge cases (empty inputs,
+# ties, thresholds at the boundary, non-contiguous tensors) and on seeded random cases, gradients
+# included where the function is trained through. It prints `NAME: N cases passed`, or raises an
+# `AssertionError` with the smallest failing input, the expected and the actual output and, when
+# it recognises one, the classic mistake. A function that still raises `NotImplementedError` gets
+# `NAME: not implemented yet`.
+#
+# In `notebooks/01_attention_and_vit.ipynb` the solutions are filled in;
+# `assignments/01_attention_and_vit.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "scaled_dot_product_attention", "locked": false, "schema_version": 3, "solution": true}
+def scaled_dot_product_attention(q, k, v, mask=None, causal=False):
+    """Attention ``softmax(Q K^T / sqrt(d)) V`` of queries ``q [.., Tq, d]``, keys ``k [.., Tk, d]``
+    and values ``v [.., Tk, dv]``. ``mask`` (bool, broadcastable to ``[.., Tq, Tk]``) is True where
+    a query may attend; ``causal=True`` lets query ``i`` see only keys ``j <= i``.
+    Returns the output ``[.., Tq, dv]`` and the attention weights ``[.., Tq, Tk]``."""
+    ### BEGIN SOLUTION
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [.., Tq, Tk]
+    allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & mask
+    weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # each row sums to 1
+    return weights @ v, weights
+    ### END SOLUTION
+
+
+# %%
+check("scaled_dot_product_attention", scaled_dot_product_attention)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -277,3 +277,61 @@ else:
 #    one do better?
 # 3. Train U-Net with depth 2 and depth 4 for the same budget. Which boundary F-score is best?
 # 4. Where does the U-Net without skips make its errors? Use the explorer's error map.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the segmentation metrics yourself: `confusion_matrix` and `mean_iou` (which classes count
+# in the mean?). Each function has cvlib's signature and docstring; `check(name, fn)` runs it
+# against cvlib's version on hand-picked edge cases (empty inputs, ties, thresholds at the
+# boundary, non-contiguous tensors) and on seeded random cases, gradients included where the
+# function is trained through. It prints `NAME: N cases passed`, or raises an `AssertionError`
+# with the smallest failing input, the expected and the actual output and, when it recognises
+# one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
+# implemented yet`.
+#
+# In `notebooks/03_semantic_segmentation.ipynb` the solutions are filled in;
+# `assignments/03_semantic_segmentation.ipynb` (written by `make assignments`) has a stub in
+# their place. Nothing above uses these cells.
+
+# %%
+import torch
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "confusion_matrix", "locked": false, "schema_version": 3, "solution": true}
+def confusion_matrix(pred, target, num_classes, ignore_index=None):
+    """Pixel counts ``[C, C]`` (int64): entry ``[i, j]`` counts the pixels of true class ``i``
+    predicted as ``j``. ``pred`` and ``target`` are integer maps of one shape; pixels whose
+    target is ``ignore_index`` are not counted."""
+    ### BEGIN SOLUTION
+    pred, target = pred.flatten(), target.flatten()
+    if ignore_index is not None:
+        counted = target != ignore_index
+        pred, target = pred[counted], target[counted]
+    pairs = target * num_classes + pred  # one number per (true, predicted) pair
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+    ### END SOLUTION
+
+
+# %%
+check("confusion_matrix", confusion_matrix)
+
+
+# %% nbgrader={"grade": false, "grade_id": "mean_iou", "locked": false, "schema_version": 3, "solution": true}
+def mean_iou(confusion):
+    """Mean IoU (a float) of a confusion matrix ``[C, C]`` (rows = truth):
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, averaged over the classes present in the truth or
+    the prediction."""
+    ### BEGIN SOLUTION
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp  # predicted + true - both
+    present = union > 0
+    return (tp[present] / union[present]).mean().item()
+    ### END SOLUTION
+
+
+# %%
+check("mean_iou", mean_iou)

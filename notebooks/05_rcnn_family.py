@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -450,3 +450,123 @@ assert per_image["R-CNN"] > 2 * per_image["Fast R-CNN"] > 2 * per_image["Faster 
 #    NMS threshold change?
 # 4. Halve the anchor scales of `FasterRCNN` (`scales=(8, 16)`): how many positives does each
 #    object get in the anchor explorer, and why does that matter for the RPN loss?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the R-CNN building blocks yourself: `encode_boxes` / `decode_boxes` (the box-regression
+# targets), `generate_anchors` and `roi_pool`. Each function has cvlib's signature and docstring;
+# `check(name, fn)` runs it against cvlib's version on hand-picked edge cases (empty inputs,
+# ties, thresholds at the boundary, non-contiguous tensors) and on seeded random cases, gradients
+# included where the function is trained through. It prints `NAME: N cases passed`, or raises an
+# `AssertionError` with the smallest failing input, the expected and the actual output and, when
+# it recognises one, the classic mistake. A function that still raises `NotImplementedError` gets
+# `NAME: not implemented yet`.
+#
+# In `notebooks/05_rcnn_family.ipynb` the solutions are filled in;
+# `assignments/05_rcnn_family.ipynb` (written by `make assignments`) has a stub in their place.
+# Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "encode_boxes", "locked": false, "schema_version": 3, "solution": true}
+def encode_boxes(boxes, references, weights=(1.0, 1.0, 1.0, 1.0)):
+    """R-CNN's regression targets ``[N, 4]`` that move ``references [N, 4]`` (anchors or
+    proposals, xyxy) onto ``boxes [N, 4]``: ``tx = wx (x - xa) / wa``, ``ty = wy (y - ya) / ha``,
+    ``tw = ww log(w / wa)``, ``th = wh log(h / ha)``, with ``(x, y, w, h)`` centre and size."""
+    ### BEGIN SOLUTION
+    def centre_size(b):
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
+
+    wx, wy, ww, wh = weights
+    xa, ya, wa, ha = centre_size(references)
+    x, y, w, h = centre_size(boxes)
+    return torch.stack([wx * (x - xa) / wa, wy * (y - ya) / ha,
+                        ww * torch.log(w / wa), wh * torch.log(h / ha)], dim=1)
+    ### END SOLUTION
+
+
+# %%
+check("encode_boxes", encode_boxes)
+
+
+# %% nbgrader={"grade": false, "grade_id": "decode_boxes", "locked": false, "schema_version": 3, "solution": true}
+def decode_boxes(deltas, references, weights=(1.0, 1.0, 1.0, 1.0), clip=math.log(1000 / 16)):
+    """The inverse of ``encode_boxes``: apply ``deltas [N, 4]`` (tx, ty, tw, th) to
+    ``references [N, 4]`` (xyxy) and return xyxy boxes ``[N, 4]``; ``tw, th`` (after dividing
+    by the weights) are clamped to ``clip`` before ``exp``."""
+    ### BEGIN SOLUTION
+    wx, wy, ww, wh = weights
+    wa, ha = references[:, 2] - references[:, 0], references[:, 3] - references[:, 1]
+    xa, ya = references[:, 0] + 0.5 * wa, references[:, 1] + 0.5 * ha
+    x, y = deltas[:, 0] / wx * wa + xa, deltas[:, 1] / wy * ha + ya
+    w = torch.exp((deltas[:, 2] / ww).clamp(max=clip)) * wa
+    h = torch.exp((deltas[:, 3] / wh).clamp(max=clip)) * ha
+    return torch.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], dim=1)
+    ### END SOLUTION
+
+
+# %%
+check("decode_boxes", decode_boxes)
+
+
+# %% nbgrader={"grade": false, "grade_id": "generate_anchors", "locked": false, "schema_version": 3, "solution": true}
+def generate_anchors(feature_size, stride, scales=(32.0,), aspect_ratios=(0.5, 1.0, 2.0), dtype=torch.float32):
+    """All anchors ``[H * W * K, 4]`` (xyxy) of a feature map of ``feature_size = (H, W)``
+    cells ``stride`` pixels apart (an int or ``(stride_y, stride_x)``). Scale ``s`` and ratio
+    ``r = h / w`` give ``w = s / sqrt(r)``, ``h = s sqrt(r)``, rounded to whole pixels, centred
+    on ``(x * stride_x, y * stride_y)``. Order: cell by cell (row-major), then ratios, then
+    scales."""
+    ### BEGIN SOLUTION
+    height, width = feature_size
+    stride_y, stride_x = (stride, stride) if isinstance(stride, (int, float)) else stride
+    sizes = [(s / math.sqrt(r), s * math.sqrt(r)) for r in aspect_ratios for s in scales]
+    base = torch.tensor([[-w / 2, -h / 2, w / 2, h / 2] for w, h in sizes], dtype=dtype).round()  # [K, 4]
+    ys = torch.arange(height, dtype=dtype) * stride_y
+    xs = torch.arange(width, dtype=dtype) * stride_x
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)  # [H * W, 1, 4]
+    return (centres + base).reshape(-1, 4)
+    ### END SOLUTION
+
+
+# %%
+check("generate_anchors", generate_anchors)
+
+
+# %% nbgrader={"grade": false, "grade_id": "roi_pool", "locked": false, "schema_version": 3, "solution": true}
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """RoI Pool of ``input [N, C, H, W]`` for ``boxes [K, 5]`` ``(batch index, x1, y1, x2, y2)``
+    in image pixels: ``[K, C, PH, PW]``. Scale the box by ``spatial_scale`` and round it
+    (half away from 0) to cells ``x1..x2`` (inclusive); bin ``p`` covers rows
+    ``floor(p * bin_h) .. ceil((p + 1) * bin_h)`` (``bin_h = roi_h / PH``), clipped to the map;
+    take the max over each bin (0 for an empty bin)."""
+    ### BEGIN SOLUTION
+    ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    _, channels, height, width = input.shape
+    out = input.new_zeros(len(boxes), channels, ph, pw)
+    round_half_away = lambda v: int(math.copysign(math.floor(abs(v) + 0.5), v))
+    for k, (b, *corners) in enumerate(boxes.tolist()):
+        x1, y1, x2, y2 = (round_half_away(c * spatial_scale) for c in corners)
+        bin_h, bin_w = max(y2 - y1 + 1, 1) / ph, max(x2 - x1 + 1, 1) / pw
+        for p in range(ph):
+            r0 = min(max(y1 + math.floor(p * bin_h), 0), height)
+            r1 = min(max(y1 + math.ceil((p + 1) * bin_h), 0), height)
+            for q in range(pw):
+                c0 = min(max(x1 + math.floor(q * bin_w), 0), width)
+                c1 = min(max(x1 + math.ceil((q + 1) * bin_w), 0), width)
+                if r1 > r0 and c1 > c0:
+                    out[k, :, p, q] = input[int(b), :, r0:r1, c0:c1].amax(dim=(1, 2))
+    return out
+    ### END SOLUTION
+
+
+# %%
+check("roi_pool", roi_pool)

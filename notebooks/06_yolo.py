@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -502,3 +502,75 @@ assert all(v > 1.5 for v in speedups.values())  # measured about 3x; generous ma
 #    and the AP75 change?
 # 4. Make the scenes harder for YOLO (`ShapesDataset(..., max_objects=8)`) and compare with
 #    Faster R-CNN again. Does the accuracy ordering flip?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write YOLO's target grid and RetinaNet's loss yourself: the target encoding (called
+# `yolo_targets` here, so that the grid explorer above keeps using cvlib's `encode_targets`) and
+# `sigmoid_focal_loss`. Each function has cvlib's signature and docstring; `check(name, fn)` runs
+# it against cvlib's version on hand-picked edge cases (empty inputs, ties, thresholds at the
+# boundary, non-contiguous tensors) and on seeded random cases, gradients included where the
+# function is trained through. It prints `NAME: N cases passed`, or raises an `AssertionError`
+# with the smallest failing input, the expected and the actual output and, when it recognises
+# one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
+# implemented yet`.
+#
+# In `notebooks/06_yolo.ipynb` the solutions are filled in; `assignments/06_yolo.ipynb` (written
+# by `make assignments`) has a stub in their place. Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "yolo_targets", "locked": false, "schema_version": 3, "solution": true}
+def yolo_targets(boxes, labels, grid_size, image_size):
+    """YOLO's target of one image: xyxy ``boxes [K, 4]`` (pixels) and ``labels [K]`` (1..C) in
+    an ``S x S`` grid over an image of ``image_size = (H, W)``. The cell holding a box's centre
+    stores ``(x, y, sqrt w, sqrt h)``: the centre's offset inside the cell and the size relative
+    to the image; a later object replaces an earlier one in the same cell. Returns
+    ``{"params" [S, S, 4], "labels" int64 [S, S], "object" bool [S, S]}``."""
+    ### BEGIN SOLUTION
+    height, width = image_size
+    s = grid_size
+    params = boxes.new_zeros(s, s, 4)
+    cell_labels = torch.zeros(s, s, dtype=torch.int64)
+    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+        gx, gy = (x1 + x2) / 2 * s / width, (y1 + y2) / 2 * s / height  # centre in cell units
+        col, row = min(int(gx), s - 1), min(int(gy), s - 1)
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        params[row, col] = torch.tensor([gx - col, gy - row, math.sqrt(w), math.sqrt(h)])
+        cell_labels[row, col] = label
+    return {"params": params, "labels": cell_labels, "object": cell_labels > 0}
+    ### END SOLUTION
+
+
+# %%
+check("encode_targets", yolo_targets)
+
+
+# %% nbgrader={"grade": false, "grade_id": "sigmoid_focal_loss", "locked": false, "schema_version": 3, "solution": true}
+def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """Focal loss ``-alpha_t (1 - p_t)^gamma log(p_t)`` of logits ``inputs`` and targets in
+    ``[0, 1]`` (same shape); ``alpha_t = alpha`` for positives, ``1 - alpha`` for negatives,
+    no weighting when ``alpha < 0``. ``reduction``: "none", "mean" or "sum"."""
+    ### BEGIN SOLUTION
+    p = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")  # -log(p_t), stable
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+    ### END SOLUTION
+
+
+# %%
+check("sigmoid_focal_loss", sigmoid_focal_loss)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -412,3 +412,88 @@ _ = widgets.explore(
 #    shrink most, and why do thin triangle tips disappear first?
 # 4. Train `mask_rcnn` with `project_masks(..., aligned=False)` (torchvision's targets): by how much
 #    does mask AP75 drop?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write Mask R-CNN's mask branch yourself: `mask_loss` (per-class sigmoid on the ground-truth
+# class's map) and `roi_align` (no rounding, bilinear samples). Each function has cvlib's
+# signature and docstring; `check(name, fn)` runs it against cvlib's version on hand-picked edge
+# cases (empty inputs, ties, thresholds at the boundary, non-contiguous tensors) and on seeded
+# random cases, gradients included where the function is trained through. It prints `NAME: N
+# cases passed`, or raises an `AssertionError` with the smallest failing input, the expected and
+# the actual output and, when it recognises one, the classic mistake. A function that still
+# raises `NotImplementedError` gets `NAME: not implemented yet`.
+#
+# In `notebooks/08_mask_rcnn.ipynb` the solutions are filled in; `assignments/08_mask_rcnn.ipynb`
+# (written by `make assignments`) has a stub in their place. Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "mask_loss", "locked": false, "schema_version": 3, "solution": true}
+def mask_loss(mask_logits, labels, mask_targets):
+    """Mask R-CNN's mask loss: the mean per-pixel binary cross-entropy between each RoI's
+    logit map of its ground-truth class and its target. ``mask_logits [K, C + 1, M, M]``
+    (map 0 is the background), ``labels [K]`` in ``1..C``, ``mask_targets [K, M, M]`` in
+    ``[0, 1]`` -> a scalar; 0 (still connected to the graph) when ``K == 0``."""
+    ### BEGIN SOLUTION
+    if len(labels) == 0:
+        return mask_logits.sum() * 0
+    own_class = mask_logits[torch.arange(len(labels)), labels]  # [K, M, M]: one map per RoI
+    return F.binary_cross_entropy_with_logits(own_class, mask_targets)
+    ### END SOLUTION
+
+
+# %%
+check("mask_loss", mask_loss)
+
+
+# %% nbgrader={"grade": false, "grade_id": "roi_align", "locked": false, "schema_version": 3, "solution": true}
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoI Align of ``input [N, C, H, W]`` for ``boxes [K, 5]`` ``(batch index, x1, y1, x2, y2)``:
+    ``[K, C, PH, PW]``. The box ``* spatial_scale`` (minus 0.5 when ``aligned``; at least
+    1 x 1 when not) is cut into bins; each bin averages ``g_h x g_w`` bilinear samples at
+    the centres of a regular sub-grid (``g = sampling_ratio``, or ``ceil(bin size)`` when
+    ``sampling_ratio <= 0``); a sample more than one cell outside the map counts as 0."""
+    ### BEGIN SOLUTION
+    ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    _, channels, height, width = input.shape
+
+    def sample(feature, y, x):  # bilinear interpolation of feature [C, H, W] at (y, x)
+        if y < -1 or y > height or x < -1 or x > width:
+            return feature.new_zeros(channels)
+        y, x = min(max(y, 0.0), height - 1), min(max(x, 0.0), width - 1)
+        y0, x0 = int(y), int(x)
+        y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+        ly, lx = y - y0, x - x0
+        return ((1 - ly) * (1 - lx) * feature[:, y0, x0] + (1 - ly) * lx * feature[:, y0, x1]
+                + ly * (1 - lx) * feature[:, y1, x0] + ly * lx * feature[:, y1, x1])
+
+    out = input.new_zeros(len(boxes), channels, ph, pw)
+    offset = 0.5 if aligned else 0.0
+    for k, (b, *corners) in enumerate(boxes.tolist()):
+        x1, y1, x2, y2 = (c * spatial_scale - offset for c in corners)
+        roi_w, roi_h = (x2 - x1, y2 - y1) if aligned else (max(x2 - x1, 1.0), max(y2 - y1, 1.0))
+        bin_h, bin_w = roi_h / ph, roi_w / pw
+        g_h = sampling_ratio if sampling_ratio > 0 else math.ceil(bin_h)
+        g_w = sampling_ratio if sampling_ratio > 0 else math.ceil(bin_w)
+        for p in range(ph):
+            for q in range(pw):
+                points = [sample(input[int(b)], y1 + p * bin_h + (i + 0.5) * bin_h / g_h,
+                                 x1 + q * bin_w + (j + 0.5) * bin_w / g_w)
+                          for i in range(g_h) for j in range(g_w)]
+                if points:
+                    out[k, :, p, q] = torch.stack(points).mean(dim=0)
+    return out
+    ### END SOLUTION
+
+
+# %%
+check("roi_align", roi_align)

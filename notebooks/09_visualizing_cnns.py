@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -473,3 +473,117 @@ assert rollout_iou > cam_iou
 # 4. Occlusion with patch 32: why does the map become almost uniform?
 # 5. Train `SmallCNN` a few steps on FGSM images (adversarial training) and measure the accuracy
 #    under attack again.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the visualizations yourself: `saliency`, `cam`, `grad_cam` and `attention_rollout`. Each
+# function has cvlib's signature and docstring; `check(name, fn)` runs it against cvlib's version
+# on hand-picked edge cases (empty inputs, ties, thresholds at the boundary, non-contiguous
+# tensors) and on seeded random cases, gradients included where the function is trained through.
+# It prints `NAME: N cases passed`, or raises an `AssertionError` with the smallest failing
+# input, the expected and the actual output and, when it recognises one, the classic mistake. A
+# function that still raises `NotImplementedError` gets `NAME: not implemented yet`.
+#
+# In `notebooks/09_visualizing_cnns.ipynb` the solutions are filled in;
+# `assignments/09_visualizing_cnns.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "saliency", "locked": false, "schema_version": 3, "solution": true}
+def saliency(model, images, target=None):
+    """Vanilla saliency ``M = max_c |dS / dI_c|`` of the class score (logit) ``S`` of ``target``
+    (the predicted class when None; an int or one class per image), with the model in eval
+    mode: ``images [B, 3, H, W]`` -> ``[B, H, W]``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    images = images.clone().requires_grad_(True)
+    logits = model(images)
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), images)
+    return grad.abs().amax(dim=1)
+    ### END SOLUTION
+
+
+# %%
+check("saliency", saliency)
+
+
+# %% nbgrader={"grade": false, "grade_id": "cam", "locked": false, "schema_version": 3, "solution": true}
+def cam(model, images, target=None, features="features", fc="fc", upsample=True):
+    """CAM ``M = sum_k w_k^c A^k`` (signed) of a GAP + FC network in eval mode: ``A [B, K, h, w]``
+    is the output of the submodule named ``features``, ``w^c`` the row of the linear layer
+    ``fc`` for class ``c = target`` (predicted when None). ``[B, 3, H, W]`` -> ``[B, H, W]``,
+    resized bilinearly (``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    store = {}
+    hook = model.get_submodule(features).register_forward_hook(lambda m, i, out: store.update(A=out))
+    with torch.no_grad():
+        logits = model(images)
+    hook.remove()
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    weights = model.get_submodule(fc).weight[target].detach()  # [B, K]
+    maps = torch.einsum("bk,bkhw->bhw", weights, store["A"])
+    if upsample:
+        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return maps
+    ### END SOLUTION
+
+
+# %%
+check("cam", cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "grad_cam", "locked": false, "schema_version": 3, "solution": true}
+def grad_cam(model, images, target=None, layer="features", upsample=True):
+    """Grad-CAM ``ReLU(sum_k alpha_k A^k)`` with ``alpha_k`` the spatial mean of ``dS / dA^k``,
+    ``A`` the output of the submodule named ``layer`` and ``S`` the logit of ``target``
+    (predicted when None), model in eval mode. ``[B, 3, H, W]`` -> ``[B, H, W]`` (bilinear,
+    ``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    store = {}
+    hook = model.get_submodule(layer).register_forward_hook(lambda m, i, out: store.update(A=out))
+    logits = model(images)
+    hook.remove()
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    (grads,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["A"])
+    alpha = grads.mean(dim=(2, 3))  # [B, K]
+    maps = torch.einsum("bk,bkhw->bhw", alpha, store["A"].detach()).relu()
+    if upsample:
+        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return maps
+    ### END SOLUTION
+
+
+# %%
+check("grad_cam", grad_cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "attention_rollout", "locked": false, "schema_version": 3, "solution": true}
+def attention_rollout(attentions, residual=0.5, head_fusion="mean"):
+    """Attention rollout ``[B, T, T]`` of a list of attentions ``[B, heads, T, T]``, one per
+    layer: fuse the heads (``"mean"`` or ``"max"``), add the residual,
+    ``residual * I + (1 - residual) * A``, renormalise the rows, and multiply the layers, each
+    new one on the left: ``R = A_L ... A_2 A_1``."""
+    ### BEGIN SOLUTION
+    tokens = attentions[0].shape[-1]
+    eye = torch.eye(tokens, dtype=attentions[0].dtype)
+    rollout = eye
+    for a in attentions:
+        fused = a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1)  # [B, T, T]
+        layer = residual * eye + (1 - residual) * fused
+        rollout = (layer / layer.sum(dim=-1, keepdim=True)) @ rollout
+    return rollout
+    ### END SOLUTION
+
+
+# %%
+check("attention_rollout", attention_rollout)
