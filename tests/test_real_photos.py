@@ -22,6 +22,7 @@ from cvlib import pretrained
 matplotlib.use("Agg")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SECTIONS = {  # notebook -> the catalogue models its section loads
+    "03_semantic_segmentation": ["lraspp_mobilenet_v3_large"],
     "09_visualizing_cnns": ["resnet18"],
 }
 
