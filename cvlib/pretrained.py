@@ -38,7 +38,7 @@ from torch import nn
 
 __all__ = [
     "CATALOGUE", "Pretrained", "weights_of", "checkpoint_path", "download_mb", "is_genuine",
-    "load", "write_random_weights", "main",
+    "load", "write_random_weights", "trace_rcnn", "multiscale_roi_align", "main",
 ]
 
 # name -> (weights enum, what it shows in the course). The smallest weights that show each point;
@@ -203,6 +203,97 @@ def write_random_weights(name: str, seed: int = 0) -> Path:
 
 def _builder_parameters(name: str):
     return inspect.signature(torchvision.models.get_model_builder(name)).parameters
+
+
+# --- looking inside torchvision's R-CNNs: the tensors that cvlib's own ops are checked against ---
+
+class _Spy:
+    """Forward hooks that keep a module's inputs and output, removed on exit."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.modules, self.records, self.handles = modules, {}, []
+
+    def __enter__(self):
+        for key, module in self.modules.items():
+            def hook(_module, inputs, output, key=key):
+                self.records[key] = {"inputs": inputs, "output": output}
+            self.handles.append(module.register_forward_hook(hook))
+        return self.records
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
+    """Run torchvision's Faster or Mask R-CNN on one image ``[3, H, W]`` in ``[0, 1]`` and keep
+    what its stages computed (the model is left unchanged):
+
+    - ``"input"``: the resized, normalized batch ``[1, 3, h, w]`` the backbone saw,
+    - ``"features"``: the backbone's (FPN) feature maps, name -> ``[1, C, h_l, w_l]``,
+    - ``"anchors"``: the RPN's anchors ``[A, 4]`` (all levels, in the resized image's pixels),
+    - ``"proposals"``: the RPN's proposals ``[P, 4]``,
+    - ``"box_features"``: the box head's RoI features ``[P, C, 7, 7]`` (MultiScaleRoIAlign),
+    - ``"nms"``: every ``batched_nms`` call (RPN, then detections) as dicts of ``boxes``,
+      ``scores``, ``idxs``, ``iou_threshold`` and the ``keep`` indices it returned,
+    - ``"mask_logits"`` ``[D, classes, 28, 28]`` and ``"mask_boxes"`` ``[D, 4]`` (Mask R-CNN),
+    - ``"detections"``: the model's output dict, in the original image's pixels.
+    """
+    from torchvision.ops import boxes as box_ops
+
+    model.eval()
+    heads = model.roi_heads
+    watched = {"transform": model.transform, "backbone": model.backbone,
+               "anchors": model.rpn.anchor_generator, "rpn": model.rpn, "box_pool": heads.box_roi_pool}
+    if getattr(heads, "mask_predictor", None) is not None:
+        watched.update(mask_pool=heads.mask_roi_pool, mask_predictor=heads.mask_predictor)
+    calls, original = [], box_ops.batched_nms
+
+    def recording_nms(boxes, scores, idxs, iou_threshold):
+        keep = original(boxes, scores, idxs, iou_threshold)
+        calls.append({"boxes": boxes, "scores": scores, "idxs": idxs, "iou_threshold": iou_threshold,
+                      "keep": keep})
+        return keep
+
+    box_ops.batched_nms = recording_nms
+    try:
+        with _Spy(watched) as records:
+            detections = model([image])[0]
+    finally:
+        box_ops.batched_nms = original
+    trace = {
+        "input": records["transform"]["output"][0].tensors,
+        "features": records["backbone"]["output"],
+        "anchors": records["anchors"]["output"][0],
+        "proposals": records["rpn"]["output"][0][0],
+        "box_features": records["box_pool"]["output"],
+        "nms": calls,
+        "detections": detections,
+    }
+    if "mask_predictor" in records:
+        trace["mask_logits"] = records["mask_predictor"]["output"]
+        trace["mask_boxes"] = records["mask_pool"]["inputs"][1][0]
+    return trace
+
+
+def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -> torch.Tensor:
+    """:func:`cvlib.ops.roi_align` on the FPN level that torchvision's ``MultiScaleRoIAlign``
+    ``pool`` assigns to each box (its ``map_levels``: larger boxes read coarser maps):
+    ``boxes [K, 4]`` of one image -> ``[K, C, S, S]``, the same numbers as ``pool``'s output.
+    ``pool`` must have run once (it sets up its levels on the first call)."""
+    from cvlib.ops import roi_align
+
+    names = [n for n in features if n in pool.featmap_names]
+    if pool.scales is None or len(pool.scales) != len(names):
+        raise ValueError("pool must be the model's MultiScaleRoIAlign, after one forward pass")
+    levels = pool.map_levels([boxes])
+    first = features[names[0]]
+    out = first.new_zeros(len(boxes), first.shape[1], *pool.output_size)
+    for level, (name, scale) in enumerate(zip(names, pool.scales)):
+        pick = levels == level
+        out[pick] = roi_align(features[name], [boxes[pick]], pool.output_size, scale, pool.sampling_ratio)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
