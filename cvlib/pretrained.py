@@ -38,7 +38,8 @@ from torch import nn
 
 __all__ = [
     "CATALOGUE", "Pretrained", "weights_of", "checkpoint_path", "download_mb", "is_genuine",
-    "load", "write_random_weights", "trace_rcnn", "multiscale_roi_align", "main",
+    "load", "write_random_weights", "trace_rcnn", "multiscale_anchors", "multiscale_roi_align",
+    "main",
 ]
 
 # name -> (weights enum, what it shows in the course). The smallest weights that show each point;
@@ -275,6 +276,19 @@ def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
         trace["mask_logits"] = records["mask_predictor"]["output"]
         trace["mask_boxes"] = records["mask_pool"]["inputs"][1][0]
     return trace
+
+
+def multiscale_anchors(generator: nn.Module, image_size, features: dict) -> torch.Tensor:
+    """:func:`cvlib.ops.generate_anchors` for every feature map, with the scales and aspect ratios
+    of torchvision's ``AnchorGenerator`` ``generator`` and its stride rule (image size // map
+    size): ``[A, 4]``, the anchors of all levels in order, as the generator makes them."""
+    from cvlib.ops import generate_anchors
+
+    anchors = []
+    for feature, sizes, ratios in zip(features.values(), generator.sizes, generator.aspect_ratios):
+        stride = [s // f for s, f in zip(image_size, feature.shape[-2:])]
+        anchors.append(generate_anchors(feature.shape[-2:], stride, sizes, ratios))
+    return torch.cat(anchors)
 
 
 def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -> torch.Tensor:

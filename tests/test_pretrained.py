@@ -124,13 +124,11 @@ def test_trace_rcnn_and_cvlib_ops_equal_the_models_own():
     model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None).eval()
     trace = pretrained.trace_rcnn(model, photos.load("coffee", max_side=160))
     assert trace["input"].shape[-2:] == (320, 480)  # the model's own resizing (min_size 320)
-    generator = model.rpn.anchor_generator
-    anchors = []
-    for feature, sizes, ratios in zip(trace["features"].values(), generator.sizes, generator.aspect_ratios):
-        stride = [s // f for s, f in zip(trace["input"].shape[-2:], feature.shape[-2:])]
-        anchors.append(ops.generate_anchors(feature.shape[-2:], stride, sizes, ratios))
-    assert torch.equal(torch.cat(anchors), trace["anchors"])
-    ours = pretrained.multiscale_roi_align(model.roi_heads.box_roi_pool, trace["features"], trace["proposals"])
+    anchors = pretrained.multiscale_anchors(model.rpn.anchor_generator, trace["input"].shape[-2:],
+                                            trace["features"])
+    assert torch.equal(anchors, trace["anchors"])
+    pool = model.roi_heads.box_roi_pool
+    ours = pretrained.multiscale_roi_align(pool, trace["features"], trace["proposals"])
     torch.testing.assert_close(ours, trace["box_features"], atol=1e-5, rtol=1e-4)
     assert trace["nms"] and all(
         torch.equal(ops.batched_nms(c["boxes"], c["scores"], c["idxs"], c["iou_threshold"]), c["keep"])
