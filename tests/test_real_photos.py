@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SECTIONS = {  # notebook -> the catalogue models its section loads
     "03_semantic_segmentation": ["lraspp_mobilenet_v3_large"],
+    "05_rcnn_family": ["fasterrcnn_mobilenet_v3_large_320_fpn"],
     "09_visualizing_cnns": ["resnet18"],
 }
 
