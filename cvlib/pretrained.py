@@ -238,7 +238,9 @@ def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
     - ``"box_features"``: the box head's RoI features ``[P, C, 7, 7]`` (MultiScaleRoIAlign),
     - ``"nms"``: every ``batched_nms`` call (RPN, then detections) as dicts of ``boxes``,
       ``scores``, ``idxs``, ``iou_threshold`` and the ``keep`` indices it returned,
-    - ``"mask_logits"`` ``[D, classes, 28, 28]`` and ``"mask_boxes"`` ``[D, 4]`` (Mask R-CNN),
+    - Mask R-CNN only: ``"mask_boxes"`` ``[D, 4]`` (the detections, resized image's pixels),
+      ``"mask_features"`` ``[D, C, 14, 14]`` (MultiScaleRoIAlign) and the mask head's
+      ``"mask_logits"`` ``[D, classes, 28, 28]``,
     - ``"detections"``: the model's output dict, in the original image's pixels.
     """
     from torchvision.ops import boxes as box_ops
@@ -275,6 +277,7 @@ def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
     if "mask_predictor" in records:
         trace["mask_logits"] = records["mask_predictor"]["output"]
         trace["mask_boxes"] = records["mask_pool"]["inputs"][1][0]
+        trace["mask_features"] = records["mask_pool"]["output"]
     return trace
 
 

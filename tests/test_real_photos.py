@@ -22,8 +22,11 @@ from cvlib import pretrained
 matplotlib.use("Agg")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SECTIONS = {  # notebook -> the catalogue models its section loads
+    "01_attention_and_vit": ["vit_b_16"],
     "03_semantic_segmentation": ["lraspp_mobilenet_v3_large"],
     "05_rcnn_family": ["fasterrcnn_mobilenet_v3_large_320_fpn"],
+    "06_yolo": ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"],
+    "08_mask_rcnn": ["maskrcnn_resnet50_fpn"],
     "09_visualizing_cnns": ["resnet18"],
 }
 
