@@ -189,13 +189,19 @@ def write_random_weights(name: str, seed: int = 0) -> Path:
     """Save random weights of ``name``'s architecture under torchvision's file name in the cache.
 
     For tests and offline rehearsals: :func:`load` then finds and loads them (same shapes, same
-    compute as the real weights) and reports them as not genuine. Overwrites a cached file.
+    compute as the real weights) and reports them as not genuine. torchvision's initialization,
+    plus small noise on parameters it sets to a constant (a ViT's zero head and CLS token), so
+    that a wrong mapping of any parameter changes the outputs. Overwrites a cached file.
     """
     weights = weights_of(name)
     torch.manual_seed(seed)
     extra = _NO_BACKBONE if "weights_backbone" in _builder_parameters(name) else {}
     model = torchvision.models.get_model(name, weights=None, num_classes=len(weights.meta["categories"]),
                                          **extra)
+    with torch.no_grad():  # constant initial values (zero heads, unit norms) would hide mix-ups
+        for parameter in model.parameters():
+            if parameter.numel() == 1 or parameter.std() == 0:
+                parameter.add_(0.02 * torch.randn_like(parameter))
     path = checkpoint_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
