@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cvlib._checks import choice, describe, integer, sequence, tensor
 from cvlib.ops.boxes import box_iou
 
 __all__ = [
@@ -60,20 +61,28 @@ VOC11_RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 11))  # float64
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows of ``logits`` ``[N, C]`` whose argmax equals ``labels`` ``[N]`` (int)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must have shape [N, C], got {tuple(logits.shape)}")
-    if labels.shape != logits.shape[:1]:
+    tensor(logits, "logits", shape=("N", "C"), dtype="float", finite=True)
+    if tensor(labels, "labels", dtype="int").shape != logits.shape[:1]:
         raise ValueError(
             f"labels must have shape [N] = [{logits.shape[0]}], got {tuple(labels.shape)}"
         )
     if len(labels) == 0:
         raise ValueError("accuracy of an empty set is undefined: logits and labels are empty")
+    _check_classes(labels, "labels", logits.shape[1])
     return (logits.argmax(1) == labels).float().mean().item()
 
 
 def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    integer(value, name, low=minimum)
+
+
+def _check_classes(labels: torch.Tensor, name: str, num_classes: int) -> None:
+    """The integer ``labels`` must be class indices in ``0 .. num_classes - 1``."""
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name} must hold classes in [0, {num_classes - 1}], got values "
+            f"{labels.min().item()}..{labels.max().item()}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,6 +91,8 @@ def _check_int(value, name: str, minimum: int) -> None:
 
 
 def _check_label_maps(pred: torch.Tensor, target: torch.Tensor) -> None:
+    tensor(pred, "pred")
+    tensor(target, "target")
     if pred.shape != target.shape:
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} "
@@ -114,23 +125,22 @@ def confusion_matrix(
     _check_int(num_classes, "num_classes", 1)
     _check_label_maps(pred, target)
     if ignore_index is not None:
-        counted = target != ignore_index
+        counted = target != integer(ignore_index, "ignore_index")
         pred, target = pred[counted], target[counted]
     for name, labels in (("pred", pred), ("target", target)):
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"{name} must hold classes in [0, {num_classes - 1}], got values "
-                f"{labels.min().item()}..{labels.max().item()}"
-            )
+        _check_classes(labels, name, num_classes)
     pairs = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
     return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _check_confusion(confusion: torch.Tensor) -> None:
+    tensor(confusion, "confusion", dtype="real", finite=True)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
         raise ValueError(f"confusion must have shape [C, C], got {tuple(confusion.shape)}")
     if confusion.numel() == 0:
         raise ValueError("confusion must have at least one class, got shape [0, 0]")
+    if (confusion < 0).any():
+        raise ValueError(f"confusion must hold counts >= 0, got a minimum of {confusion.min().item()}")
 
 
 def per_class_iou(confusion: torch.Tensor) -> torch.Tensor:
@@ -186,6 +196,9 @@ def boundary_mask(labels: torch.Tensor) -> torch.Tensor:
     A pixel is on a boundary when one of its 4 neighbours has another label, so a boundary is
     two pixels thick, one on each side. The image border is not a boundary.
     """
+    tensor(labels, "labels", dtype="int_or_bool")
+    if labels.ndim < 2:
+        raise ValueError(f"labels must have shape [..., H, W], got {tuple(labels.shape)}")
     edge = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     across_x = labels[..., :, 1:] != labels[..., :, :-1]  # [..., H, W - 1]
     across_y = labels[..., 1:, :] != labels[..., :-1, :]  # [..., H - 1, W]
@@ -264,10 +277,8 @@ def match_detections(iou: torch.Tensor, iou_thresholds: torch.Tensor) -> torch.T
         bool ``[T, D]``: whether detection ``d`` is a true positive at threshold ``t``.
         Ties (equal IoU with two objects) go to the later object, as in pycocotools.
     """
-    if iou.ndim != 2:
-        raise ValueError(f"iou must have shape [D, G], got {tuple(iou.shape)}")
-    if iou_thresholds.ndim != 1:
-        raise ValueError(f"iou_thresholds must have shape [T], got {tuple(iou_thresholds.shape)}")
+    _check_unit(tensor(iou, "iou", shape=("D", "G"), dtype="float"), "iou")
+    _check_unit(tensor(iou_thresholds, "iou_thresholds", shape=("T",), dtype="float"), "iou_thresholds")
     num_dets, num_gt = iou.shape
     matched = torch.zeros(len(iou_thresholds), num_dets, dtype=torch.bool)
     taken = torch.zeros(len(iou_thresholds), num_gt, dtype=torch.bool)  # [T, G]
@@ -301,21 +312,36 @@ def precision_recall(
         ``(precision, recall)``, float64, each of the shape of ``matched``, in order of
         decreasing score (ties keep their order).
     """
-    if scores.ndim != 1:
-        raise ValueError(f"scores must have shape [D], got {tuple(scores.shape)}")
-    if matched.shape[-1:] != scores.shape or matched.ndim > 2:
+    tensor(scores, "scores", shape=("D",), dtype="float")
+    if scores.isnan().any():
+        raise ValueError("scores contains NaN")
+    if tensor(matched, "matched", dtype="bool").shape[-1:] != scores.shape or matched.ndim > 2:
         raise ValueError(
             f"matched must have shape [D] or [T, D] with D = {len(scores)}, "
             f"got {tuple(matched.shape)}"
         )
     _check_int(num_gt, "num_gt", 1)
+    if matched.numel() and matched.sum(-1).max() > num_gt:
+        raise ValueError(
+            f"matched has {matched.sum(-1).max().item()} true positives but num_gt is {num_gt}: "
+            "each object is matched at most once"
+        )
     order = torch.sort(scores, descending=True, stable=True).indices
     tp = matched[..., order].cumsum(-1, dtype=torch.float64)
     detections = torch.arange(1, len(scores) + 1, dtype=torch.float64)  # TP + FP
     return tp / detections, tp / num_gt
 
 
+def _check_unit(values: torch.Tensor, name: str) -> torch.Tensor:
+    """``values`` must lie in ``[0, 1]`` (no NaN): IoUs, precisions, recalls, thresholds."""
+    if not ((values >= 0) & (values <= 1)).all():
+        raise ValueError(f"{name} must lie in [0, 1], got values outside (or NaN): {describe(values)}")
+    return values
+
+
 def _check_pr(recall: torch.Tensor, precision: torch.Tensor) -> None:
+    _check_unit(tensor(recall, "recall", dtype="float"), "recall")
+    _check_unit(tensor(precision, "precision", dtype="float"), "precision")
     if recall.shape != precision.shape or recall.ndim == 0:
         raise ValueError(
             f"recall and precision must have the same shape [..., D], got {tuple(recall.shape)} "
@@ -331,6 +357,7 @@ def precision_envelope(precision: torch.Tensor) -> torch.Tensor:
     Each point takes the best precision reachable at the same or a higher recall, which
     removes the wiggles ("saw teeth") of the raw PR curve: the curve becomes non-increasing.
     """
+    _check_unit(tensor(precision, "precision", ndim=range(1, 9), dtype="float"), "precision")
     return precision.flip(-1).cummax(-1).values.flip(-1)
 
 
@@ -348,6 +375,8 @@ def interpolated_precision(
         recall_thresholds: float ``[R]``.
     """
     _check_pr(recall, precision)
+    tensor(recall_thresholds, "recall_thresholds", shape=("R",), dtype="float")
+    _check_unit(recall_thresholds, "recall_thresholds")
     thresholds = recall_thresholds.double().expand(*recall.shape[:-1], -1).contiguous()
     first = torch.searchsorted(recall.double().contiguous(), thresholds)  # [..., R]: recall >= r
     # a 0 after the last point is the precision where the recall never reaches r
@@ -424,9 +453,14 @@ def _mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
 
 
 def _check_field(output: dict, key: str, name: str, shape: str, ndims: tuple[int, ...]):
+    if not isinstance(output, dict):
+        raise TypeError(f"{name} must be a dict, got {describe(output)}")
     if key not in output:
         raise ValueError(f"{name} must have a {key!r} entry ({shape})")
-    value = torch.as_tensor(output[key])
+    try:
+        value = torch.as_tensor(output[key])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name}[{key!r}] must be a tensor {shape}, got {describe(output[key])}") from error
     if value.ndim not in ndims:
         raise ValueError(f"{name}[{key!r}] must have shape {shape}, got {tuple(value.shape)}")
     return value
@@ -435,10 +469,14 @@ def _check_field(output: dict, key: str, name: str, shape: str, ndims: tuple[int
 def _regions(output: dict, name: str, iou_type: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The labels ``[N]`` and regions (boxes ``[N, 4]`` float64 or masks ``[N, H, W]`` bool)."""
     labels = _check_field(output, "labels", name, "[N]", (1,))
+    if labels.dtype == torch.bool or (labels.is_floating_point() and (labels != labels.round()).any()):
+        raise ValueError(f"{name}['labels'] must hold integer class labels, got {labels.tolist()}")
     if iou_type == "bbox":
         regions = _check_field(output, "boxes", name, "[N, 4] xyxy", (2,)).double()
         if regions.shape[1:] != (4,):
             raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {tuple(regions.shape)}")
+        if not torch.isfinite(regions).all():
+            raise ValueError(f"{name}['boxes'] contains NaN or inf; it must be finite")
         if (regions[:, 2:] < regions[:, :2]).any():
             raise ValueError(f"{name}['boxes'] must be xyxy with x2 >= x1 and y2 >= y1")
     else:
@@ -458,8 +496,8 @@ def _scores(prediction: dict, name: str, num: int) -> torch.Tensor:
     scores = _check_field(prediction, "scores", name, "[N]", (1,)).double()
     if len(scores) != num:
         raise ValueError(f"{name}['scores'] must have shape [{num}], got {tuple(scores.shape)}")
-    if scores.isnan().any():
-        raise ValueError(f"{name}['scores'] must not contain NaN")
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{name}['scores'] must be finite, got NaN or inf")
     return scores
 
 
@@ -524,13 +562,14 @@ def evaluate_detections(
           without ground truth, as ``COCOeval.eval["precision"]``,
         - ``"recall"``: float64 ``[T, K]``, the final recall per class; -1 without ground truth.
     """
+    sequence(predictions, "predictions")
+    sequence(targets, "targets")
     if len(predictions) != len(targets):
         raise ValueError(
             f"predictions and targets must have one dict per image each, got {len(predictions)} "
             f"and {len(targets)}"
         )
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    choice(iou_type, "iou_type", ("bbox", "segm"))
     _check_int(max_detections, "max_detections", 1)
     images = [
         _match_image(p, t, i, iou_type, max_detections)

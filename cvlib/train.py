@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cvlib._checks import describe, integer, number, sequence, tensor
+
 __all__ = [
     "default_device", "seed_everything", "to_device", "fit", "predict", "detect", "seconds_per_image", "main"
 ]
@@ -36,7 +38,9 @@ def default_device() -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's random generators (CPU and CUDA)."""
+    """Seed Python's, NumPy's and torch's random generators (CPU and CUDA); ``seed`` is an int
+    in ``[0, 2**32 - 1]`` (NumPy's range)."""
+    integer(seed, "seed", low=0, high=2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -97,19 +101,20 @@ def fit(
             optimizer steps, or before a step that would end after ``time_limit`` seconds
             (judged by the last step's time), whichever comes first; at least one step runs.
         optimizer: defaults to AdamW(lr, weight_decay); ``scheduler`` is stepped every batch.
-        grad_clip: clip the gradient norm to this value.
+        grad_clip: clip the gradient norm to this value (``> 0``; ``None``: no clipping).
         device: defaults to :func:`default_device`; the model and batches are moved there.
-        seed: seeds Python, NumPy and torch before the first batch (``None``: leave as is).
+        seed: seeds Python, NumPy and torch first thing, before the optimizer is made and the
+            first batch is drawn (``None``: leave as is), so two calls with the same seed on
+            models with the same weights give the same run, whatever happened before. The
+            model's initial weights are drawn when it is built, before ``fit``: call
+            :func:`seed_everything` before building it for a run reproducible from scratch.
         progress: show a tqdm bar; by default unless the environment sets ``TQDM_DISABLE``.
 
     Returns:
         The history: ``{"step": [...], "time": [...], "loss": [...], <each loss>: [...]}``,
         one entry per optimizer step (``time`` in seconds since the start).
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    _check_fit_args(model, loader, epochs, max_steps, time_limit, lr, weight_decay, grad_clip)
     if seed is not None:
         seed_everything(seed)
     device = torch.device(device) if device is not None else default_device()
@@ -146,7 +151,26 @@ def fit(
                 bar.close()
                 return history
     bar.close()
+    if step == 0:
+        raise ValueError("loader yielded no batch: fit needs at least one (inputs, targets) batch")
     return history
+
+
+def _check_fit_args(model, loader, epochs, max_steps, time_limit, lr, weight_decay, grad_clip) -> None:
+    """The contract of :func:`fit`'s arguments (the seed is checked by :func:`seed_everything`)."""
+    _check_model(model)
+    if not hasattr(loader, "__iter__") or isinstance(loader, (str, bytes, dict)):
+        raise TypeError(f"loader must be an iterable of (inputs, targets) batches, got {describe(loader)}")
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError("loader is empty: fit needs at least one (inputs, targets) batch")
+    integer(epochs, "epochs", low=1)
+    if max_steps is not None:
+        integer(max_steps, "max_steps", low=1)
+    for name, value in (("time_limit", time_limit), ("grad_clip", grad_clip)):
+        if value is not None:
+            number(value, name, low=0, low_open=True)
+    number(lr, "lr", low=0, low_open=True)
+    number(weight_decay, "weight_decay", low=0)
 
 
 def _out_of_time(times: list[float], time_limit: float) -> bool:
@@ -173,6 +197,9 @@ def predict(
     For classifiers and segmenters (one tensor per batch); the result is ``[N, ...]``.
     The model is put in eval mode and left there.
     """
+    _check_model(model)
+    tensor(images, "images", ndim=range(1, 9))
+    integer(batch_size, "batch_size", low=1)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     outputs = [model(chunk.to(device)).cpu() for chunk in images.split(batch_size)]
@@ -185,6 +212,9 @@ def detect(model: nn.Module, images: list[torch.Tensor], batch_size: int = 25, d
     images: one dict (``boxes``, ``labels``, ``scores``, ...) per image, computed in batches in
     eval mode on ``device`` (default: the model's) and returned on the CPU. The model is left
     in eval mode."""
+    _check_model(model)
+    sequence(images, "images")
+    integer(batch_size, "batch_size", low=1)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     return [
@@ -195,10 +225,26 @@ def detect(model: nn.Module, images: list[torch.Tensor], batch_size: int = 25, d
 
 
 @torch.no_grad()
-def seconds_per_image(model: nn.Module, images: list[torch.Tensor], repeats: int = 3) -> float:
+def seconds_per_image(
+    model: nn.Module, images: list[torch.Tensor], repeats: int = 3, threads: int | None = None
+) -> float:
     """Inference time of a detector, one image per call as in deployment: the mean seconds per
     image over ``images``, the best of ``repeats`` passes (the least disturbed by other work on
-    the machine), after one warm-up call. Images go to the model's device first."""
+    the machine), after one warm-up call. Images go to the model's device first. ``threads``:
+    time with that many torch CPU threads; the previous setting is restored, even on error."""
+    _check_model(model)
+    images = sequence(images, "images", nonempty=True)
+    integer(repeats, "repeats", low=1)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(integer(threads, "threads", low=1))
+    try:
+        return _best_seconds(model, images, repeats)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _best_seconds(model: nn.Module, images: list[torch.Tensor], repeats: int) -> float:
     device = next(model.parameters()).device
     model.eval()
     images = [image.to(device) for image in images]
@@ -212,6 +258,14 @@ def seconds_per_image(model: nn.Module, images: list[torch.Tensor], repeats: int
             torch.cuda.synchronize(device)
         best = min(best, (time.perf_counter() - start) / len(images))
     return best
+
+
+def _check_model(model) -> None:
+    """A module with at least one parameter (its device and dtype are the model's)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    if next(model.parameters(), None) is None:
+        raise ValueError("model must have parameters (its device is theirs), got a module without any")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -379,7 +379,7 @@ class DETR(nn.Module):
         return detections
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
         outputs = self.outputs(images)
         if self.training:
             return self.criterion(outputs, self.normalise_targets(images, targets), aux=self.aux_loss)

@@ -16,15 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu, vgg_features
 from cvlib.ops.upsample import bilinear_kernel
 
 __all__ = ["PatchClassifier", "FCN", "DilatedFCN", "receptive_field"]
-
-
-def _check_images(images: torch.Tensor) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
 
 
 class PatchClassifier(nn.Module):
@@ -55,13 +51,13 @@ class PatchClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """All windows at once: zero-pad by ``patch // 2`` and run the convolutions over the
         whole image. ``[B, 3, H, W]`` -> ``[B, C, H, W]``."""
-        _check_images(images)
+        check_images(images, like=self)
         return self.classify_windows(F.pad(images, [self.patch // 2] * 4))
 
     def sliding_window(self, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """One window per pixel, each classified on its own (the slow way, same numbers):
         ``[B, 3, H, W]`` -> ``[B, C, H, W]``."""
-        _check_images(images)
+        check_images(images, like=self)
         b, _, h, w = images.shape
         windows = F.unfold(F.pad(images, [self.patch // 2] * 4), self.patch)  # [B, 3*P*P, H*W]
         windows = windows.transpose(1, 2).reshape(-1, 3, self.patch, self.patch)
@@ -86,7 +82,7 @@ class FCN(nn.Module):
                 self.upsample.weight[c, c] = bilinear_kernel(16)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _check_images(images)
+        check_images(images, like=self)
         height, width = images.shape[-2:]
         x = F.pad(images, (0, -width % 8, 0, -height % 8))
         return self.upsample(self.score(self.features(x)))[..., :height, :width]
@@ -105,7 +101,7 @@ class DilatedFCN(nn.Module):
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _check_images(images)
+        check_images(images, like=self)
         return self.classifier(self.body(images))
 
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import images as check_images
+
 __all__ = [
     "scaled_dot_product_attention", "causal_mask", "self_attention", "MultiHeadAttention",
     "RMSNorm", "MLP", "SwiGLU", "MixtureOfExperts", "Block", "PatchEmbedding", "ViT", "vit_cost",
@@ -278,9 +280,7 @@ class ViT(nn.Module):
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens (+ CLS first) with positional embeddings: ``[B, T, dim]``."""
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.image_size:
-            raise ValueError(f"images must be [B, 3, {self.image_size[0]}, {self.image_size[1]}] "
-                             f"(the model's image_size), got {tuple(images.shape)}")
+        check_images(images, like=self, size=self.image_size)
         x = self.patches(images)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
