@@ -155,20 +155,23 @@ def _reason(error: BaseException, path: Path) -> str:
     return _first_line(error)
 
 
-def load(name: str, download: bool = True, verbose: bool = True) -> Pretrained:
+def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretrained:
     """Catalogue model ``name`` with its pretrained weights, in eval mode, or ``None``.
 
     Prints the download size first, then one line: loaded (genuine or not) or skipped and why.
-    ``download=False`` uses only what is cached. Never raises for a missing or broken download
-    (only for an unknown ``name``).
+    ``download=False`` uses only what is cached; None (the default) downloads unless the
+    environment variable ``CVLIB_NO_DOWNLOAD=1`` is set (for CI runs that must not fetch
+    645 MB). Never raises for a missing or broken download (only for an unknown ``name``).
     """
     _check_name(name)
+    if download is None:
+        download = os.environ.get("CVLIB_NO_DOWNLOAD") != "1"
     path = checkpoint_path(name)
     cached = path.is_file()
     header = f"{name}: {download_mb(name):.1f} MB ({path.name}, {'cached' if cached else 'not cached'})"
     problem = None
     if not cached:
-        problem = "not cached and download=False" if not download else _download_problem(name, path)
+        problem = "not cached, downloads switched off" if not download else _download_problem(name, path)
     model = None
     if problem is None:
         try:

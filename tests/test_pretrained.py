@@ -63,7 +63,13 @@ def test_offline_gives_none_and_one_line(torch_home, capsys):
     assert result.model is None and not result.genuine
     assert "offline" in result.message and "13.4 MB" in result.message and "\n" not in result.message
     assert capsys.readouterr().out.count("\n") == 1
-    assert "not cached" in pretrained.load("resnet18", download=False, verbose=False).message
+    assert "downloads switched off" in pretrained.load("resnet18", download=False, verbose=False).message
+
+
+def test_no_download_environment_variable(torch_home, monkeypatch):
+    monkeypatch.setenv("CVLIB_NO_DOWNLOAD", "1")
+    monkeypatch.setattr(pretrained, "_reachable", lambda url, timeout=5.0: pytest.fail("probed the network"))
+    assert "downloads switched off" in pretrained.load("resnet18", verbose=False).message
 
 
 def test_failed_download_and_broken_file_give_a_reason(torch_home, monkeypatch):
