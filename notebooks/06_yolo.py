@@ -364,7 +364,7 @@ assert by_nms[1.0]["map_50"] < by_nms[0.5]["map_50"]
 # (`cvlib.losses.sigmoid_focal_loss`, equal to `torchvision.ops.sigmoid_focal_loss`.)
 
 # %%
-p_t = torch.linspace(0.01, 1, 200)
+p_t = torch.linspace(0.01, 0.999, 200)  # logit(1) = inf, which the focal loss rejects
 fig_focal, ax_focal = plt.subplots(figsize=(4, 2.8), dpi=80)
 for gamma in (0, 0.5, 1, 2, 5):
     loss = sigmoid_focal_loss(torch.logit(p_t), torch.ones_like(p_t), alpha=-1, gamma=gamma)
