@@ -23,13 +23,14 @@ Only torch and numpy are used; pycocotools is the reference of the tests, not a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvlib._checks import choice, describe, integer, sequence, tensor
+from cvlib._checks import choice, describe, integer, number, sequence, tensor
 from cvlib.ops.boxes import box_iou
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "boundary_f_score",
     "IOU_THRESHOLDS",
     "RECALL_THRESHOLDS",
+    "AREA_RANGES",
     "match_detections",
     "precision_recall",
     "precision_envelope",
@@ -57,6 +59,8 @@ __all__ = [
 IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))  # float64 [10]: 0.50, 0.55, ... 0.95
 RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 101))  # float64 [101]: 0.00 ... 1.00
 VOC11_RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 11))  # float64 [11]
+# COCO's object sizes, by area in pixels (``areaRng`` of pycocotools): AP_small, AP_medium, AP_large
+AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e5**2)}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -279,23 +283,36 @@ def match_detections(iou: torch.Tensor, iou_thresholds: torch.Tensor) -> torch.T
     """
     _check_unit(tensor(iou, "iou", shape=("D", "G"), dtype="float"), "iou")
     _check_unit(tensor(iou_thresholds, "iou_thresholds", shape=("T",), dtype="float"), "iou_thresholds")
+    return _match(iou, iou_thresholds, torch.zeros(iou.shape[1], dtype=torch.bool))[0]
+
+
+def _match(iou: torch.Tensor, iou_thresholds: torch.Tensor, ignored: torch.Tensor):
+    """:func:`match_detections` with some objects ``ignored`` ``[G]`` (outside the area range
+    being evaluated), as pycocotools: a detection takes the best regular object it can; only
+    when none is left above the threshold may it take an ignored one, and then it is ignored
+    too. Returns ``(matched, matched_ignored)``, both bool ``[T, D]``."""
     num_dets, num_gt = iou.shape
     matched = torch.zeros(len(iou_thresholds), num_dets, dtype=torch.bool)
+    matched_ignored = torch.zeros_like(matched)
     taken = torch.zeros(len(iou_thresholds), num_gt, dtype=torch.bool)  # [T, G]
     if num_gt == 0:
-        return matched
+        return matched, matched_ignored
     thresholds = iou_thresholds.to(iou.dtype).clamp(max=1 - 1e-10)[:, None]  # [T, 1]
     for d in range(num_dets):
-        candidates = torch.where(~taken & (iou[d] >= thresholds), iou[d], -1.0)  # [T, G]
+        free = ~taken & (iou[d] >= thresholds)  # [T, G]
+        regular = free & ~ignored
+        allowed = torch.where(regular.any(1, keepdim=True), regular, free)
+        candidates = torch.where(allowed, iou[d], -1.0)  # [T, G]
         best = num_gt - 1 - candidates.flip(1).argmax(1)  # [T], the last one on ties
         hit = candidates.gather(1, best[:, None])[:, 0] >= 0  # [T]
         matched[:, d] = hit
+        matched_ignored[:, d] = hit & ignored[best]
         taken[hit, best[hit]] = True
-    return matched
+    return matched, matched_ignored
 
 
 def precision_recall(
-    scores: torch.Tensor, matched: torch.Tensor, num_gt: int
+    scores: torch.Tensor, matched: torch.Tensor, num_gt: int, counted: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Precision and recall of one class after each detection, highest score first.
 
@@ -307,6 +324,10 @@ def precision_recall(
         scores: float ``[D]``, the score of each detection of the class (all images).
         matched: bool ``[D]`` or ``[T, D]`` (one row per IoU threshold), true positives.
         num_gt: number of ground-truth objects of the class, ``>= 1``.
+        counted: bool, the shape of ``matched`` (default: all): detections that are neither
+            true nor false positives where False (COCO ignores those matched to an object
+            outside the area range evaluated, and unmatched ones outside it); the curve keeps
+            a point for them, repeating the previous precision and recall.
 
     Returns:
         ``(precision, recall)``, float64, each of the shape of ``matched``, in order of
@@ -321,15 +342,22 @@ def precision_recall(
             f"got {tuple(matched.shape)}"
         )
     _check_int(num_gt, "num_gt", 1)
-    if matched.numel() and matched.sum(-1).max() > num_gt:
+    if counted is None:
+        counted = torch.ones_like(matched)
+    elif tensor(counted, "counted", dtype="bool").shape != matched.shape:
         raise ValueError(
-            f"matched has {matched.sum(-1).max().item()} true positives but num_gt is {num_gt}: "
+            f"counted must have the shape of matched, {tuple(matched.shape)}, got {tuple(counted.shape)}"
+        )
+    true_positives = matched & counted
+    if true_positives.numel() and true_positives.sum(-1).max() > num_gt:
+        raise ValueError(
+            f"matched has {true_positives.sum(-1).max().item()} true positives but num_gt is {num_gt}: "
             "each object is matched at most once"
         )
     order = torch.sort(scores, descending=True, stable=True).indices
-    tp = matched[..., order].cumsum(-1, dtype=torch.float64)
-    detections = torch.arange(1, len(scores) + 1, dtype=torch.float64)  # TP + FP
-    return tp / detections, tp / num_gt
+    tp = true_positives[..., order].cumsum(-1, dtype=torch.float64)
+    detections = counted[..., order].cumsum(-1, dtype=torch.float64)  # TP + FP
+    return tp / detections.clamp(min=1), tp / num_gt
 
 
 def _check_unit(values: torch.Tensor, name: str) -> torch.Tensor:
@@ -501,8 +529,30 @@ def _scores(prediction: dict, name: str, num: int) -> torch.Tensor:
     return scores
 
 
-def _match_image(prediction, target, index, iou_type, max_detections):
-    """Per class of one image: (scores [D], matched [T, D], number of objects)."""
+def _areas(output: dict, regions: torch.Tensor, name: str, iou_type: str, is_target: bool) -> torch.Tensor:
+    """Area ``[N]`` (pixels, float64) of each object or detection, by pycocotools' rules: an
+    object's ``area`` entry when the target has one (COCO's annotation area), else its mask's
+    pixel count when it has masks, else its box's; a detection's box (``"bbox"``) or mask
+    (``"segm"``)."""
+    if is_target and "area" in output:
+        area = _check_field(output, "area", name, "[M]", (1,)).double()
+        if len(area) != len(regions) or not (torch.isfinite(area) & (area >= 0)).all():
+            raise ValueError(f"{name}['area'] must hold {len(regions)} finite areas >= 0, "
+                             f"got {describe(area)}")
+        return area
+    if iou_type == "segm":
+        return regions.flatten(1).sum(1).double()
+    if is_target and "masks" in output:
+        masks = torch.as_tensor(output["masks"])
+        if masks.shape[:1] == regions.shape[:1] and masks.ndim in (3, 4):
+            masks = masks > 0.5 if masks.is_floating_point() else masks.bool()
+            return masks.flatten(1).sum(1).double()
+    return ((regions[:, 2] - regions[:, 0]) * (regions[:, 3] - regions[:, 1])).double()
+
+
+def _match_image(prediction, target, index, iou_type, max_detections, area_ranges):
+    """Per class of one image and per area range:
+    ``{label: {range: (scores [D], matched [T, D], counted [T, D], number of objects)}}``."""
     pred_labels, pred_regions = _regions(prediction, f"predictions[{index}]", iou_type)
     scores = _scores(prediction, f"predictions[{index}]", len(pred_labels))
     true_labels, true_regions = _regions(target, f"targets[{index}]", iou_type)
@@ -513,14 +563,21 @@ def _match_image(prediction, target, index, iou_type, max_detections):
             f"{true_size}, got {pred_size}"
         )
     iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)  # [N, M]
+    pred_areas = _areas(prediction, pred_regions, f"predictions[{index}]", iou_type, False)
+    true_areas = _areas(target, true_regions, f"targets[{index}]", iou_type, True)
     per_class = {}
     for label in torch.cat([pred_labels, true_labels]).unique().tolist():
         dets = torch.nonzero(pred_labels == label)[:, 0]
         dets = dets[torch.sort(scores[dets], descending=True, stable=True).indices]
         dets = dets[:max_detections]
         objects = torch.nonzero(true_labels == label)[:, 0]
-        matched = match_detections(iou[dets][:, objects], IOU_THRESHOLDS)
-        per_class[label] = (scores[dets], matched, len(objects))
+        per_class[label] = {}
+        for name, (low, high) in area_ranges.items():
+            outside = (true_areas[objects] < low) | (true_areas[objects] > high)
+            matched, matched_ignored = _match(iou[dets][:, objects], IOU_THRESHOLDS, outside)
+            det_outside = (pred_areas[dets] < low) | (pred_areas[dets] > high)
+            counted = ~(matched_ignored | (~matched & det_outside))
+            per_class[label][name] = (scores[dets], matched, counted, int((~outside).sum()))
     return per_class
 
 
@@ -529,16 +586,21 @@ def evaluate_detections(
     targets: Sequence[dict],
     iou_type: str = "bbox",
     max_detections: int = 100,
+    area_ranges: dict | None = None,
 ) -> dict:
-    """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP.
+    """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP, and AP
+    by object size (AP_small, AP_medium, AP_large).
 
-    Gives the numbers of pycocotools' ``COCOeval`` (area range "all", ``maxDets=100``,
-    no crowd objects) on the same detections: per image and class the ``max_detections``
-    best detections are matched greedily (:func:`match_detections`) at each IoU threshold of
-    :data:`IOU_THRESHOLDS`; per class, all images together give a PR curve
-    (:func:`precision_recall`) and its 101-point AP (:func:`average_precision_coco`).
-    A class with ground truth but no detection has AP 0; a class without ground truth has
-    no AP and is left out of the means.
+    Gives the numbers of pycocotools' ``COCOeval`` (``maxDets=100``, no crowd objects) on the
+    same detections: per image and class the ``max_detections`` best detections are matched
+    greedily (:func:`match_detections`) at each IoU threshold of :data:`IOU_THRESHOLDS`; per
+    class, all images together give a PR curve (:func:`precision_recall`) and its 101-point
+    AP (:func:`average_precision_coco`). A class with ground truth but no detection has AP 0;
+    a class without ground truth has no AP and is left out of the means.
+
+    For an area range (COCO's ``areaRng``), objects whose area lies outside it are ignored, as
+    are detections matched to them and unmatched detections outside it; the AP of the range is
+    computed on the rest (-1 when no object lies in it).
 
     Args:
         predictions: one dict per image, torchvision style: ``boxes`` float ``[N, 4]`` xyxy
@@ -548,12 +610,18 @@ def evaluate_detections(
             ``[M]``; for ``"segm"`` also ``masks`` bool ``[M, H, W]``.
         iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU, i.e. mask AP).
         max_detections: detections kept per image and class, highest scores first.
+        area_ranges: ``{name: (low, high)}`` areas in pixels, both ends included; defaults to
+            COCO's :data:`AREA_RANGES` (small < 32^2 <= medium < 96^2 <= large). Small images
+            need smaller ranges: at 64 x 64 every COCO object is "small". An object's area is
+            its target's ``area`` entry, else its mask's pixel count, else its box's.
 
     Returns:
         A dict with
 
         - ``"map"``, ``"map_50"``, ``"map_75"``: floats, mean AP over classes with ground
           truth at IoU 0.5:0.95, 0.5 and 0.75 (-1 when no class has ground truth, as COCO),
+        - ``"map_<name>"`` for each area range (``"map_small"``, ``"map_medium"``,
+          ``"map_large"`` by default): mAP over IoU 0.5:0.95 of the objects of that size,
         - ``"per_class"``: ``{label: AP at IoU 0.5:0.95}`` for each class with ground truth,
         - ``"classes"``: int64 ``[K]``, the labels seen in targets or predictions, sorted,
         - ``"iou_thresholds"`` ``[T]`` and ``"recall_thresholds"`` ``[R]`` (float64),
@@ -571,35 +639,25 @@ def evaluate_detections(
         )
     choice(iou_type, "iou_type", ("bbox", "segm"))
     _check_int(max_detections, "max_detections", 1)
+    area_ranges = _check_area_ranges(AREA_RANGES if area_ranges is None else area_ranges)
+    ranges = {"all": (0.0, math.inf), **area_ranges}
     images = [
-        _match_image(p, t, i, iou_type, max_detections)
+        _match_image(p, t, i, iou_type, max_detections, ranges)
         for i, (p, t) in enumerate(zip(predictions, targets, strict=True))
     ]
     classes = sorted({label for image in images for label in image})
-    num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)
-    precision = torch.full((num_t, num_r, num_k), -1.0, dtype=torch.float64)
-    recall = torch.full((num_t, num_k), -1.0, dtype=torch.float64)
-    has_gt = torch.zeros(num_k, dtype=torch.bool)
-    for k, label in enumerate(classes):
-        found = [image[label] for image in images if label in image]
-        num_gt = sum(n for _, _, n in found)
-        if num_gt == 0:
-            continue
-        has_gt[k] = True
-        scores = torch.cat([s for s, _, _ in found])
-        matched = torch.cat([m for _, m, _ in found], dim=1)  # [T, D]
-        prec, rec = precision_recall(scores, matched, num_gt)  # [T, D]
-        precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
-        recall[:, k] = rec[:, -1] if len(scores) else 0.0
+    by_range = {name: _accumulate(images, classes, name) for name in ranges}
+    precision, recall, has_gt = by_range["all"]
 
-    def mean_ap(p: torch.Tensor) -> float:
-        return p[..., has_gt].mean().item() if has_gt.any() else -1.0
+    def mean_ap(p: torch.Tensor, has: torch.Tensor) -> float:
+        return p[..., has].mean().item() if has.any() else -1.0
 
     t50, t75 = 0, 5  # IOU_THRESHOLDS[0] == 0.5, IOU_THRESHOLDS[5] == 0.75
     return {
-        "map": mean_ap(precision),
-        "map_50": mean_ap(precision[t50]),
-        "map_75": mean_ap(precision[t75]),
+        "map": mean_ap(precision, has_gt),
+        "map_50": mean_ap(precision[t50], has_gt),
+        "map_75": mean_ap(precision[t75], has_gt),
+        **{f"map_{name}": mean_ap(p, has) for name, (p, _, has) in by_range.items() if name != "all"},
         "per_class": {
             label: precision[:, :, k].mean().item() for k, label in enumerate(classes) if has_gt[k]
         },
@@ -609,3 +667,40 @@ def evaluate_detections(
         "precision": precision,
         "recall": recall,
     }
+
+
+def _check_area_ranges(area_ranges) -> dict:
+    if not isinstance(area_ranges, dict):
+        raise TypeError(f"area_ranges must be a dict {{name: (low, high)}}, got {describe(area_ranges)}")
+    for name, bounds in area_ranges.items():
+        pair = isinstance(bounds, (tuple, list)) and len(bounds) == 2
+        if not isinstance(name, str) or name == "all" or not pair:
+            raise ValueError(
+                f"area_ranges must map names (not 'all') to (low, high) pairs, got {name!r}: {bounds!r}"
+            )
+        low, high = (number(v, f"area_ranges[{name!r}]", low=0) for v in bounds)
+        if low > high:
+            raise ValueError(f"area_ranges[{name!r}] must have low <= high, got {bounds!r}")
+    return {name: (float(low), float(high)) for name, (low, high) in area_ranges.items()}
+
+
+def _accumulate(images: list[dict], classes: list[int], area_range: str):
+    """Interpolated precision ``[T, R, K]``, final recall ``[T, K]`` and which classes have
+    ground truth ``[K]`` in ``area_range``, over all images (COCOeval's ``accumulate``)."""
+    num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)
+    precision = torch.full((num_t, num_r, num_k), -1.0, dtype=torch.float64)
+    recall = torch.full((num_t, num_k), -1.0, dtype=torch.float64)
+    has_gt = torch.zeros(num_k, dtype=torch.bool)
+    for k, label in enumerate(classes):
+        found = [image[label][area_range] for image in images if label in image]
+        num_gt = sum(n for *_, n in found)
+        if num_gt == 0:
+            continue
+        has_gt[k] = True
+        scores = torch.cat([s for s, *_ in found])
+        matched = torch.cat([m for _, m, _, _ in found], dim=1)  # [T, D]
+        counted = torch.cat([c for _, _, c, _ in found], dim=1)  # [T, D]
+        prec, rec = precision_recall(scores, matched, num_gt, counted)  # [T, D]
+        precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
+        recall[:, k] = rec[:, -1] if len(scores) else 0.0
+    return precision, recall, has_gt

@@ -147,7 +147,9 @@ def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Mod
                 f"got {labels.tolist()}"
             )
         if not torch.isfinite(boxes).all():
-            raise ValueError(f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}"
+            )
         if (boxes[:, 2:] < boxes[:, :2]).any():
             raise ValueError(
                 f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
@@ -573,7 +575,9 @@ class FasterRCNN(nn.Module):
     """Faster R-CNN: backbone -> RPN proposals -> RoI heads, trained jointly with the four
     losses ``loss_objectness``, ``loss_rpn_box_reg`` (RPN) and ``loss_classifier``,
     ``loss_box_reg`` (head). ``rpn_args`` go to :class:`RegionProposalNetwork`,
-    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own)."""
+    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own).
+    ``backbone``: any module with ``out_channels`` and ``stride`` attributes (e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``."""
 
     heads = RoIHeads
 
@@ -588,13 +592,14 @@ class FasterRCNN(nn.Module):
         hidden: int = 128,
         rpn_args: dict | None = None,
         head_args: dict | None = None,
+        backbone: nn.Module | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.backbone = Backbone(width)
-        channels = self.backbone.out_channels
-        self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = self.heads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
+        self.backbone = backbone if backbone is not None else Backbone(width)
+        channels, stride = self.backbone.out_channels, self.backbone.stride
+        self.rpn = RegionProposalNetwork(channels, stride, scales, aspect_ratios, **(rpn_args or {}))
+        self.roi_heads = self.heads(channels, num_classes, 1 / stride, pooler, output_size,
                                     hidden=hidden, **(head_args or {}))
 
     def check_inputs(self, images, targets) -> None:
