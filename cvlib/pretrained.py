@@ -158,7 +158,8 @@ def _reason(error: BaseException, path: Path) -> str:
 def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretrained:
     """Catalogue model ``name`` with its pretrained weights, in eval mode, or ``None``.
 
-    Prints the download size first, then one line: loaded (genuine or not) or skipped and why.
+    Prints one line with the download size: loaded (genuine or not) or skipped and why; before
+    a download it first prints the size and where the file goes.
     ``download=False`` uses only what is cached; None (the default) downloads unless the
     environment variable ``CVLIB_NO_DOWNLOAD=1`` is set (for CI runs that must not fetch
     645 MB). Never raises for a missing or broken download (only for an unknown ``name``).
@@ -174,6 +175,8 @@ def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretr
         problem = "not cached, downloads switched off" if not download else _download_problem(name, path)
     model = None
     if problem is None:
+        if verbose and not cached:  # the size first, before a long download starts
+            print(f"{header}; downloading into {path.parent} ...")
         try:
             model = torchvision.models.get_model(name, weights=weights_of(name)).eval()
         except Exception as error:  # any failure becomes one line, never a traceback
@@ -182,7 +185,8 @@ def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretr
     if model is None:
         message = f"{header}; skipped: {problem}"
     else:
-        message = f"{header}; loaded, {'genuine' if genuine else 'NOT genuine (hash prefix differs)'} weights"
+        message = (f"{header}; loaded, genuine weights" if genuine else
+                   f"{header}; loaded, but NOT genuine: the file's SHA-256 does not start with its name's hash")
     if verbose:
         print(message)
     return Pretrained(model, genuine, message)

@@ -140,3 +140,17 @@ def test_trace_rcnn_and_cvlib_ops_equal_the_models_own():
         torch.equal(ops.batched_nms(c["boxes"], c["scores"], c["idxs"], c["iou_threshold"]), c["keep"])
         for c in trace["nms"])
     assert set(trace["detections"]) == {"boxes", "labels", "scores"}
+
+
+def test_a_download_prints_its_size_first(torch_home, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "_reachable", lambda url, timeout=5.0: True)
+
+    def fake_download(url, destination, *args, **kwargs):  # writes where torch.hub would
+        assert str(destination) == str(pretrained.checkpoint_path("resnet18"))
+        pretrained.write_random_weights("resnet18")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    assert pretrained.load("resnet18").model is not None
+    lines = capsys.readouterr().out.splitlines()
+    first, last = lines[0], lines[-1]
+    assert "44.7 MB" in first and "downloading" in first and "NOT genuine" in last
