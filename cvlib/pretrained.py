@@ -186,7 +186,7 @@ def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretr
         message = f"{header}; skipped: {problem}"
     else:
         message = (f"{header}; loaded, genuine weights" if genuine else
-                   f"{header}; loaded, but NOT genuine: the file's SHA-256 does not start with its name's hash")
+                   f"{header}; loaded, but NOT genuine: its SHA-256 does not start with its name's hash")
     if verbose:
         print(message)
     return Pretrained(model, genuine, message)
