@@ -44,6 +44,8 @@ __all__ = [
     "IOU_THRESHOLDS",
     "RECALL_THRESHOLDS",
     "AREA_RANGES",
+    "COCO_PERSON_SIGMAS",
+    "object_keypoint_similarity",
     "match_detections",
     "precision_recall",
     "precision_envelope",
@@ -59,6 +61,9 @@ __all__ = [
 IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))  # float64 [10]: 0.50, 0.55, ... 0.95
 RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 101))  # float64 [101]: 0.00 ... 1.00
 VOC11_RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 11))  # float64 [11]
+# COCO's per-keypoint OKS constants of its 17 person keypoints (nose, eyes, ears, shoulders, ...)
+COCO_PERSON_SIGMAS = torch.tensor([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,
+                                   1.07, 1.07, 0.87, 0.87, 0.89, 0.89], dtype=torch.float64) / 10
 # COCO's object sizes, by area in pixels (``areaRng`` of pycocotools): AP_small, AP_medium, AP_large
 AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e5**2)}
 
@@ -466,6 +471,41 @@ def average_precision_coco(recall: torch.Tensor, precision: torch.Tensor) -> tor
 # ----------------------------------------------------------------------------------------------
 
 
+def object_keypoint_similarity(
+    pred_keypoints: torch.Tensor, true_keypoints: torch.Tensor, true_boxes: torch.Tensor,
+    true_areas: torch.Tensor, sigmas: torch.Tensor,
+) -> torch.Tensor:
+    """Object keypoint similarity (OKS, COCO): the IoU of keypoints, ``[N, M]``.
+
+    ``OKS = mean over the visible keypoints i of exp(-d_i^2 / (2 s^2 k_i^2))`` with ``d_i`` the
+    distance between predicted and true keypoint ``i``, ``s^2`` the object's area and
+    ``k_i = 2 sigma_i`` a per-keypoint tolerance (an eye must be placed more precisely than a
+    hip). A true object with no visible keypoint is compared by each predicted keypoint's
+    distance to its box grown by one box size on every side, as pycocotools does.
+
+    Args:
+        pred_keypoints: ``[N, K, 2 or 3]`` (x, y[, score]).
+        true_keypoints: ``[M, K, 3]`` (x, y, visibility; > 0 is labelled).
+        true_boxes: ``[M, 4]`` xyxy; true_areas: ``[M]``; sigmas: ``[K]``.
+    """
+    pred, true = pred_keypoints.double(), true_keypoints.double()
+    variances = (2 * sigmas.double()) ** 2  # [K]
+    xd, yd = pred[:, None, :, 0], pred[:, None, :, 1]  # [N, 1, K]
+    xg, yg = true[None, :, :, 0], true[None, :, :, 1]  # [1, M, K]
+    visible = true[None, :, :, 2] > 0  # [1, M, K]
+    labelled = visible.any(-1, keepdim=True)  # [1, M, 1]
+    boxes = true_boxes.double()[None, :, None, :]  # [1, M, 1, 4]
+    width, height = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    outside_x = (boxes[..., 0] - width - xd).clamp(min=0) + (xd - (boxes[..., 2] + width)).clamp(min=0)
+    outside_y = (boxes[..., 1] - height - yd).clamp(min=0) + (yd - (boxes[..., 3] + height)).clamp(min=0)
+    dx = torch.where(labelled, xd - xg, outside_x)
+    dy = torch.where(labelled, yd - yg, outside_y)
+    area = true_areas.double()[None, :, None] + np.spacing(1)
+    similarity = torch.exp(-(dx**2 + dy**2) / variances / area / 2)  # [N, M, K]
+    counted = torch.where(labelled, visible, True).double()
+    return (similarity * counted).sum(-1) / counted.sum(-1)
+
+
 def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 (not NaN) when both boxes are
     empty, as in pycocotools."""
@@ -499,7 +539,13 @@ def _regions(output: dict, name: str, iou_type: str) -> tuple[torch.Tensor, torc
     labels = _check_field(output, "labels", name, "[N]", (1,))
     if labels.dtype == torch.bool or (labels.is_floating_point() and (labels != labels.round()).any()):
         raise ValueError(f"{name}['labels'] must hold integer class labels, got {labels.tolist()}")
-    if iou_type == "bbox":
+    if iou_type == "keypoints":
+        regions = _check_field(output, "keypoints", name, "[N, K, 3] (x, y, visibility or score)", (3,))
+        shaped = regions.shape[1] > 0 and regions.shape[2] == 3
+        if not (shaped and regions.is_floating_point() and torch.isfinite(regions).all()):
+            raise ValueError(f"{name}['keypoints'] must be a finite float [N, K, 3], got {describe(regions)}")
+        regions = regions.double()
+    elif iou_type == "bbox":
         regions = _check_field(output, "boxes", name, "[N, 4] xyxy", (2,)).double()
         if regions.shape[1:] != (4,):
             raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {tuple(regions.shape)}")
@@ -542,6 +588,10 @@ def _areas(output: dict, regions: torch.Tensor, name: str, iou_type: str, is_tar
         return area
     if iou_type == "segm":
         return regions.flatten(1).sum(1).double()
+    if iou_type == "keypoints" and not is_target:  # the extent of its keypoints, as loadRes
+        return (regions[..., :2].amax(1) - regions[..., :2].amin(1)).prod(1)
+    if is_target and iou_type == "keypoints":
+        regions = _check_field(output, "boxes", name, "[M, 4] xyxy", (2,)).double()
     if is_target and "masks" in output:
         masks = torch.as_tensor(output["masks"])
         if masks.shape[:1] == regions.shape[:1] and masks.ndim in (3, 4):
@@ -550,7 +600,21 @@ def _areas(output: dict, regions: torch.Tensor, name: str, iou_type: str, is_tar
     return ((regions[:, 2] - regions[:, 0]) * (regions[:, 3] - regions[:, 1])).double()
 
 
-def _match_image(prediction, target, index, iou_type, max_detections, area_ranges):
+def _keypoint_similarity(target, index, pred_keypoints, true_keypoints, true_areas, sigmas):
+    """OKS ``[N, M]`` of one image, checking that the keypoint counts agree with ``sigmas``."""
+    num_keypoints = true_keypoints.shape[1]
+    sigmas = COCO_PERSON_SIGMAS if sigmas is None else sigmas
+    if len(sigmas) != num_keypoints:
+        raise ValueError(f"sigmas must have one value per keypoint of targets[{index}] ({num_keypoints}), "
+                         f"got {len(sigmas)} (COCO_PERSON_SIGMAS, the default, is for COCO's 17)")
+    if pred_keypoints.shape[1] != num_keypoints:
+        raise ValueError(f"predictions[{index}]['keypoints'] must have {num_keypoints} keypoints like "
+                         f"targets[{index}], got {pred_keypoints.shape[1]}")
+    true_boxes = _check_field(target, "boxes", f"targets[{index}]", "[M, 4] xyxy", (2,)).double()
+    return object_keypoint_similarity(pred_keypoints, true_keypoints, true_boxes, true_areas, sigmas)
+
+
+def _match_image(prediction, target, index, iou_type, max_detections, area_ranges, sigmas=None):
     """Per class of one image and per area range:
     ``{label: {range: (scores [D], matched [T, D], counted [T, D], number of objects)}}``."""
     pred_labels, pred_regions = _regions(prediction, f"predictions[{index}]", iou_type)
@@ -562,9 +626,14 @@ def _match_image(prediction, target, index, iou_type, max_detections, area_range
             f"predictions[{index}]['masks'] must be as large as targets[{index}]['masks'], "
             f"{true_size}, got {pred_size}"
         )
-    iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)  # [N, M]
     pred_areas = _areas(prediction, pred_regions, f"predictions[{index}]", iou_type, False)
     true_areas = _areas(target, true_regions, f"targets[{index}]", iou_type, True)
+    if iou_type == "keypoints":  # [N, M]; an object without labelled keypoints is ignored
+        iou = _keypoint_similarity(target, index, pred_regions, true_regions, true_areas, sigmas)
+        unlabelled = ~(true_regions[:, :, 2] > 0).any(1)
+    else:
+        iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)
+        unlabelled = torch.zeros(len(true_regions), dtype=torch.bool)
     per_class = {}
     for label in torch.cat([pred_labels, true_labels]).unique().tolist():
         dets = torch.nonzero(pred_labels == label)[:, 0]
@@ -573,7 +642,7 @@ def _match_image(prediction, target, index, iou_type, max_detections, area_range
         objects = torch.nonzero(true_labels == label)[:, 0]
         per_class[label] = {}
         for name, (low, high) in area_ranges.items():
-            outside = (true_areas[objects] < low) | (true_areas[objects] > high)
+            outside = (true_areas[objects] < low) | (true_areas[objects] > high) | unlabelled[objects]
             matched, matched_ignored = _match(iou[dets][:, objects], IOU_THRESHOLDS, outside)
             det_outside = (pred_areas[dets] < low) | (pred_areas[dets] > high)
             counted = ~(matched_ignored | (~matched & det_outside))
@@ -587,6 +656,7 @@ def evaluate_detections(
     iou_type: str = "bbox",
     max_detections: int = 100,
     area_ranges: dict | None = None,
+    sigmas: torch.Tensor | None = None,
 ) -> dict:
     """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP, and AP
     by object size (AP_small, AP_medium, AP_large).
@@ -608,12 +678,18 @@ def evaluate_detections(
             ``masks``, float ``[N, 1, H, W]`` (pixels > 0.5 are in) or bool ``[N, H, W]``.
         targets: one dict per image, in the same order: ``boxes`` ``[M, 4]``, ``labels``
             ``[M]``; for ``"segm"`` also ``masks`` bool ``[M, H, W]``.
-        iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU, i.e. mask AP).
+        iou_type: ``"bbox"`` (box IoU), ``"segm"`` (mask IoU, i.e. mask AP) or ``"keypoints"``
+            (:func:`object_keypoint_similarity`, i.e. keypoint AP): then predictions have
+            ``keypoints`` float ``[N, K, 3]`` (x, y, score) and targets ``keypoints``
+            ``[M, K, 3]`` (x, y, visibility) besides their boxes; objects without a labelled
+            keypoint are ignored. (COCO evaluates keypoints with ``max_detections=20``.)
         max_detections: detections kept per image and class, highest scores first.
         area_ranges: ``{name: (low, high)}`` areas in pixels, both ends included; defaults to
             COCO's :data:`AREA_RANGES` (small < 32^2 <= medium < 96^2 <= large). Small images
             need smaller ranges: at 64 x 64 every COCO object is "small". An object's area is
             its target's ``area`` entry, else its mask's pixel count, else its box's.
+        sigmas: float ``[K]``, the per-keypoint OKS constants (``"keypoints"`` only); default
+            :data:`COCO_PERSON_SIGMAS` when ``K = 17``.
 
     Returns:
         A dict with
@@ -637,12 +713,16 @@ def evaluate_detections(
             f"predictions and targets must have one dict per image each, got {len(predictions)} "
             f"and {len(targets)}"
         )
-    choice(iou_type, "iou_type", ("bbox", "segm"))
+    choice(iou_type, "iou_type", ("bbox", "segm", "keypoints"))
+    if sigmas is not None:
+        sigmas = tensor(sigmas, "sigmas", ndim=1, dtype="float", finite=True)
+        if (sigmas <= 0).any():
+            raise ValueError(f"sigmas must be > 0, got {sigmas.tolist()}")
     _check_int(max_detections, "max_detections", 1)
     area_ranges = _check_area_ranges(AREA_RANGES if area_ranges is None else area_ranges)
     ranges = {"all": (0.0, math.inf), **area_ranges}
     images = [
-        _match_image(p, t, i, iou_type, max_detections, ranges)
+        _match_image(p, t, i, iou_type, max_detections, ranges, sigmas)
         for i, (p, t) in enumerate(zip(predictions, targets, strict=True))
     ]
     classes = sorted({label for image in images for label in image})

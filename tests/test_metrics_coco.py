@@ -342,3 +342,87 @@ def test_bad_area_ranges(ranges, match):
     target = {"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1])}
     with pytest.raises((ValueError, TypeError), match=match):
         evaluate_detections([{**target, "scores": torch.ones(1)}], [target], area_ranges=ranges)
+
+
+SIGMAS = torch.tensor([0.3, 0.5, 0.8, 1.0, 0.6]) / 10  # 5 keypoints, e.g. a shape's corners and centre
+
+
+def _keypoint_scenes(g: torch.Generator, num_images: int = 12):
+    """Objects with 5 keypoints (some unlabelled, some objects with none) and detections near
+    them (jittered, duplicated, missed) plus false ones."""
+    targets, predictions = [], []
+    for _ in range(num_images):
+        n = int(torch.randint(0, 5, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 60
+        side = torch.tensor([10.0, 30.0, 50.0, 120.0])[torch.randint(0, 4, (n,), generator=g)]
+        boxes = torch.cat([xy, xy + side[:, None]], 1)
+        points = boxes[:, None, :2] + torch.rand(n, 5, 2, generator=g) * side[:, None, None]
+        visibility = (torch.rand(n, 5, generator=g) < 0.8).float() * 2
+        visibility[torch.rand(n, generator=g) < 0.15] = 0  # an object without labelled keypoints
+        labels = torch.randint(1, 3, (n,), generator=g)
+        keypoints = torch.cat([points, visibility[..., None]], 2)
+        targets.append({"boxes": boxes, "labels": labels, "keypoints": keypoints, "area": side**2 * 0.8})
+        found = torch.rand(n, generator=g) < 0.85
+        jitter = torch.randn(int(found.sum()), 5, 2, generator=g) * side[found, None, None] * 0.08
+        extra = int(torch.randint(0, 3, (1,), generator=g))
+        guesses = torch.cat([points[found] + jitter, torch.rand(extra, 5, 2, generator=g) * 100])
+        scores = torch.rand(len(guesses), 5, 1, generator=g)
+        predictions.append({"keypoints": torch.cat([guesses, scores], 2),
+                            "scores": torch.rand(len(guesses), generator=g),
+                            "labels": torch.cat([labels[found], torch.randint(1, 3, (extra,), generator=g)])})
+    return predictions, targets
+
+
+def _keypoints_reference(predictions, targets):
+    images, annotations, results = [], [], []
+    for i, (p, t) in enumerate(zip(predictions, targets)):
+        images.append({"id": i, "width": 200, "height": 200})
+        for box, label, keypoints, area in zip(t["boxes"], t["labels"], t["keypoints"], t["area"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                "bbox": _xywh(box), "area": float(area), "iscrowd": 0,
+                                "keypoints": keypoints.flatten().tolist(),
+                                "num_keypoints": int((keypoints[:, 2] > 0).sum())})
+        for keypoints, score, label in zip(p["keypoints"], p["scores"], p["labels"]):
+            results.append({"image_id": i, "category_id": int(label), "score": float(score),
+                            "keypoints": keypoints.flatten().tolist()})
+    categories = [{"id": c, "name": str(c)} for c in (1, 2)]
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints")
+        evaluator.params.kpt_oks_sigmas = SIGMAS.double().numpy()
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keypoint_ap_matches_cocoeval(seed):
+    predictions, targets = _keypoint_scenes(torch.Generator().manual_seed(seed))
+    ours = evaluate_detections(predictions, targets, "keypoints", max_detections=20, sigmas=SIGMAS)
+    ref = _keypoints_reference(predictions, targets)
+    # COCO's keypoint summary: AP, AP50, AP75, AP medium, AP large (its ranges have no "small")
+    for key, stat in (("map", 0), ("map_50", 1), ("map_75", 2), ("map_medium", 3), ("map_large", 4)):
+        assert ours[key] == pytest.approx(ref.stats[stat], abs=TOL), key
+    np.testing.assert_allclose(ours["precision"].numpy(), ref.eval["precision"][:, :, :, 0, -1], atol=TOL)
+    assert 0 < ours["map"] < 1
+
+
+def test_object_keypoint_similarity_by_hand():
+    from cvlib.metrics import object_keypoint_similarity
+
+    true = torch.tensor([[[10.0, 10, 2], [20, 20, 2], [0, 0, 0]]])  # the third is unlabelled
+    box, area, sigmas = torch.tensor([[5.0, 5, 25, 25]]), torch.tensor([100.0]), torch.tensor([0.1, 0.1, 0.1])
+    exact = object_keypoint_similarity(true, true, box, area, sigmas)
+    assert exact.item() == pytest.approx(1.0)
+    off = true.clone()
+    off[0, 0, 0] += 2.0  # d^2 = 4, 2 s^2 k^2 = 2 * 100 * 0.04 = 8: exp(-0.5) for that keypoint
+    half = (np.exp(-0.5) + 1) / 2
+    assert object_keypoint_similarity(off, true, box, area, sigmas).item() == pytest.approx(half)
+    label = torch.ones(1, dtype=torch.long)
+    with pytest.raises(ValueError, match="sigmas"):  # 3 keypoints: COCO's 17 person sigmas do not fit
+        evaluate_detections([{"keypoints": true, "scores": torch.ones(1), "labels": label}],
+                            [{"keypoints": true, "boxes": box, "labels": label}], "keypoints")
