@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
+import math
 import os
 import re
 import shutil
@@ -308,16 +309,19 @@ def multiscale_anchors(generator: nn.Module, image_size, features: dict) -> torc
 
 
 def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -> torch.Tensor:
-    """:func:`cvlib.ops.roi_align` on the FPN level that torchvision's ``MultiScaleRoIAlign``
-    ``pool`` assigns to each box (its ``map_levels``: larger boxes read coarser maps):
-    ``boxes [K, 4]`` of one image -> ``[K, C, S, S]``, the same numbers as ``pool``'s output.
-    ``pool`` must have run once (it sets up its levels on the first call)."""
-    from cvlib.ops import roi_align
+    """FPN's RoI pooling written with cvlib: :func:`cvlib.ops.roi_levels` picks each box's
+    pyramid level (larger boxes read coarser maps) and :func:`cvlib.ops.roi_align` pools it
+    there, with the settings of torchvision's ``MultiScaleRoIAlign`` ``pool`` (its maps, scales,
+    output size, sampling ratio). ``boxes [K, 4]`` of one image -> ``[K, C, S, S]``, the same
+    numbers as ``pool``'s output. ``pool`` must have run once (it sets its scales then)."""
+    from cvlib.ops.roi import roi_align, roi_levels
 
     names = [n for n in features if n in pool.featmap_names]
     if pool.scales is None or len(pool.scales) != len(names):
         raise ValueError("pool must be the model's MultiScaleRoIAlign, after one forward pass")
-    levels = pool.map_levels([boxes])
+    k_min, k_max = (int(-math.log2(scale)) for scale in (pool.scales[0], pool.scales[-1]))  # as torchvision
+    levels = roi_levels(boxes, k_min, k_max, getattr(pool, "canonical_scale", 224.0),
+                        getattr(pool, "canonical_level", 4))
     first = features[names[0]]
     out = first.new_zeros(len(boxes), first.shape[1], *pool.output_size)
     for level, (name, scale) in enumerate(zip(names, pool.scales)):

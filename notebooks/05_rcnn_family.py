@@ -479,8 +479,9 @@ plt.show()
 # **Inside a trained Faster R-CNN.** torchvision's Faster R-CNN with a MobileNetV3 + FPN
 # backbone at 320 px (74.2 MB download via `cvlib.pretrained`, 91 COCO ids). `trace_rcnn` runs
 # it once and keeps what its stages computed; cvlib's anchors (per FPN level), RoI Align (on the
-# level the model assigns to each proposal) and batched NMS (every call the model made) must
-# give exactly the model's own tensors, whatever the weights.
+# pyramid level FPN's rule $k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$ picks for each
+# proposal, `cvlib.ops.roi.roi_levels`) and batched NMS (every call the model made) must give
+# exactly the model's own tensors, whatever the weights.
 
 # %%
 from cvlib import pretrained

@@ -396,7 +396,8 @@ _ = widgets.explore(
 # `cvlib.pretrained`) on scikit-image's photos. To keep a CPU quick it runs at 320 px (its
 # default is 800) and keeps its 10 best detections, with its own score threshold set to 0 so
 # that the figure's threshold decides. `trace_rcnn` keeps its tensors: cvlib's RoI Align on
-# the levels the model assigns equals the $14 \times 14$ features its mask head read (for any
+# the FPN levels `cvlib.ops.roi.roi_levels` picks equals the $14 \times 14$ features its mask
+# head read (for any
 # weights); one detection's $28 \times 28$ mask is pasted back into the photo with cvlib's
 # `paste_masks` and compared with the model's own pasting. Offline, one line says why the
 # section is skipped.
