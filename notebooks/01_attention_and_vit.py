@@ -433,6 +433,64 @@ for name in res_finals:
 assert all(plain > res + 0.05 for res, plain in zip(res_finals["resnet"], res_finals["resnet_plain"]))
 
 # %% [markdown]
+# ## On real photographs
+#
+# torchvision's **ViT-B/16 trained on ImageNet** (a 330.3 MB download via `cvlib.pretrained`:
+# 16 x 16 patches of a 224 x 224 image, 196 tokens + CLS, width 768, 12 blocks of 12 heads) has
+# the architecture of `cvlib.models.vit.ViT`; only the parameter names differ, and
+# `from_torchvision` maps them (`encoder.layers.encoder_layer_3.ln_1.weight` ->
+# `blocks.3.norm1.weight`, ...). Our `ViT` with those weights must give the same logits as
+# torchvision's model (asserted for any weights); that the cat is classified as a cat needs the
+# trained weights (asserted only when they are genuine). Then the CLS attention of the last
+# block and the attention rollout of all 12 (`cvlib.explain`, notebook 09) on two photos of
+# scikit-image (`cvlib.data.photos`).
+
+# %%
+from cvlib import pretrained
+from cvlib.data import photos
+from cvlib.models.vit import from_torchvision, torchvision_key
+
+torchvision_vit, vit_genuine, _ = pretrained.load("vit_b_16")
+if torchvision_vit is not None:
+    torchvision_vit.to(device)
+    our_vit = from_torchvision(torchvision_vit)
+    print("e.g.", "encoder.layers.encoder_layer_3.ln_1.weight ->", torchvision_key("encoder.layers.encoder_layer_3.ln_1.weight"))
+    vit_weights = pretrained.weights_of("vit_b_16")
+    imagenet = vit_weights.meta["categories"]
+    vit_photos = ["chelsea", "astronaut"]
+    originals = torch.stack([vit_weights.transforms()(photos.load(n)) for n in vit_photos])  # [2, 3, 224, 224]
+    with torch.no_grad():
+        theirs = torchvision_vit(originals.to(device))
+        ours, real_attentions = our_vit(originals.to(device), return_attention=True)
+    logit_gap = (ours - theirs).abs().max().item()
+    print(f"max |cvlib ViT - torchvision ViT| over {theirs.numel()} logits: {logit_gap:.1e}")
+    assert logit_gap < 1e-3 * max(1.0, theirs.abs().max().item())
+    top5 = ours.softmax(dim=1).topk(5)
+    for name, p, idx in zip(vit_photos, top5.values, top5.indices):
+        print(f"{name}: " + ", ".join(f"{imagenet[i]} {q:.2f}" for q, i in zip(p.tolist(), idx.tolist())))
+    cat_classes = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
+    if vit_genuine:
+        assert imagenet[int(top5.indices[0, 0])] in cat_classes
+    else:
+        print("weights not genuine: 'chelsea is classified as a cat' is not asserted")
+
+# %%
+if torchvision_vit is not None:
+    real_attentions = [a.cpu() for a in real_attentions]  # 12 x [2, 12, 197, 197]
+    last_cls = explain.upsample_map(explain.cls_attention(real_attentions).mean(dim=1), (224, 224))
+    rollout_real = explain.upsample_map(explain.tokens_to_grid(explain.attention_rollout(real_attentions)[:, 0, 1:]),
+                                        (224, 224))
+    fig, axes = plt.subplots(len(vit_photos), 3, figsize=(6.5, 2.2 * len(vit_photos)), dpi=100)
+    for row, name, crop, cls_map, roll in zip(axes, vit_photos, originals, last_cls, rollout_real):
+        image = crop * torch.tensor(vit_weights.transforms().std)[:, None, None] + torch.tensor(
+            vit_weights.transforms().mean)[:, None, None]  # undo the normalization for display
+        viz.show_image(row[0], image.clamp(0, 1), f"{name} (224 x 224 crop)")
+        viz.show_image(row[1], cls_map, "CLS attention, block 12", cmap="viridis")
+        viz.show_image(row[2], roll, "attention rollout", cmap="viridis")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## Summary
 #
 # - Attention is $\mathrm{softmax}(QK^\top/\sqrt{d})\,V$; multi-head attention runs it in $h$
