@@ -38,8 +38,10 @@ test: test-unit test-notebooks
 test-unit: $(TEST_STAMP)
 	$(PY) -m pytest
 
+# CVLIB_NO_DOWNLOAD=1: the notebooks use only pretrained weights already cached (cvlib.pretrained),
+# so a CI machine with a network does not fetch 645 MB and the outputs match the committed ones.
 test-notebooks: install
-	$(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+	CVLIB_NO_DOWNLOAD=1 $(PY) -m pytest $(NBVAL_FLAGS) notebooks/
 
 # Every notebook in JupyterLab in headless Chromium, every widget moved (tests/browser).
 # Needs Debian's or Ubuntu's chromium at /usr/bin/chromium: installed here when missing, which
@@ -51,7 +53,7 @@ browser-test: install
 	  if [ "$$(id -u)" != 0 ]; then echo "browser-test needs /usr/bin/chromium: run as root, or 'sudo apt-get install --no-install-recommends chromium' first"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	$(PY) -m pip install -q "playwright>=1.40"
-	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
+	CVLIB_NO_DOWNLOAD=1 CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
 # The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
 # torchvision 0.26, ipywidgets 7.7) and Colab's Python, 3.13, in .venv-colab. It says which
@@ -75,7 +77,7 @@ notebooks: install
 	@set -e; for py in notebooks/$(NB).py; do \
 	  nb=$${py%.py}.ipynb; echo "== $$nb"; \
 	  if [ -f $$nb ]; then $(VENV)/bin/jupytext -q --to ipynb --update $$py; else $(VENV)/bin/jupytext -q --to ipynb $$py; fi; \
-	  TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  CVLIB_NO_DOWNLOAD=1 TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=600 $$nb; \
 	  $(PY) tools/strip_widget_state.py $$nb; \
 	  $(VENV)/bin/jupytext -q --to py:percent $$nb; \
