@@ -7,27 +7,43 @@ device, training time, held-out metrics). :func:`load` checks the sum and loads 
 ``torch.load(weights_only=True)``, so a checkpoint can never run code. Plain data that ships
 with a checkpoint (loss curves) goes through :func:`save_json` / :func:`load_json`, checksummed
 alike.
+
+A checkpoint is found by its name (``[a-z0-9_]+``, never a path) in the weights directory, and
+whatever goes wrong when loading it (missing file or checksum entry, wrong checksum, truncated
+file, content that ``weights_only=True`` refuses) raises one :class:`CheckpointError` that says
+what is wrong and how to rebuild the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from cvlib._checks import describe
+
 __all__ = [
-    "WEIGHTS_DIR", "ChecksumError", "save", "load", "load_model", "save_json", "load_json", "sha256",
-    "available",
+    "WEIGHTS_DIR", "CheckpointError", "ChecksumError", "save", "load", "load_model", "save_json",
+    "load_json", "sha256", "available", "transfer",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
 SUMS = "SHA256SUMS"
+NAME = re.compile(r"[a-z0-9_]+")
+SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")  # `sha256sum` text (two spaces) or binary (` *`)
 
 
-class ChecksumError(ValueError):
+class CheckpointError(ValueError):
+    """A shipped file could not be loaded: missing, unrecorded, corrupted, truncated or unsafe.
+    The message says which, and the command that rebuilds it."""
+
+
+class ChecksumError(CheckpointError):
     """A checkpoint's SHA-256 differs from the one recorded in ``SHA256SUMS``."""
 
 
@@ -40,12 +56,20 @@ def _rebuild_hint(name: str) -> str:
     return f"rebuild it with `python -m cvlib.train {name}`"
 
 
+def _check_name(name) -> str:
+    """``name`` if it is a checkpoint name (``[a-z0-9_]+``), not a path."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"name must be a checkpoint name of [a-z0-9_]+ (not a path), got {describe(name)}")
+    return name
+
+
 def _read_sums(directory: Path) -> dict[str, str]:
+    """``{filename: hex digest}`` from ``SHA256SUMS`` in ``sha256sum``'s text or binary format."""
     path = directory / SUMS
     if not path.exists():
         return {}
-    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
-    return {filename: digest for digest, filename in pairs}
+    matches = (SUM_LINE.fullmatch(line.strip()) for line in path.read_text().splitlines())
+    return {m[2]: m[1].lower() for m in matches if m}
 
 
 def available(directory: str | Path = WEIGHTS_DIR) -> list[str]:
@@ -65,14 +89,14 @@ def _verified(path: Path, name: str) -> Path:
     """``path``, after checking it against its entry in ``SHA256SUMS``.
 
     Raises:
-        FileNotFoundError: the file or its checksum entry is missing.
+        CheckpointError: the file or its checksum entry is missing.
         ChecksumError: the file is corrupted or was changed after it was recorded.
     """
-    if not path.exists():
-        raise FileNotFoundError(f"no file {path}; {_rebuild_hint(name)}")
+    if not path.is_file():
+        raise CheckpointError(f"no file {path}; {_rebuild_hint(name)}")
     expected = _read_sums(path.parent).get(path.name)
     if expected is None:
-        raise FileNotFoundError(f"{path.name} has no entry in {path.parent / SUMS}; {_rebuild_hint(name)}")
+        raise CheckpointError(f"{path.name} has no entry in {path.parent / SUMS}; {_rebuild_hint(name)}")
     if sha256(path) != expected:
         raise ChecksumError(
             f"{path} does not match its SHA-256 in {SUMS} (corrupted?); {_rebuild_hint(name)}"
@@ -88,7 +112,7 @@ def save(name: str, model: nn.Module, meta: dict, directory: str | Path = WEIGHT
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.pt"
+    path = directory / f"{_check_name(name)}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, path)
     _record(path)
@@ -98,7 +122,7 @@ def save(name: str, model: nn.Module, meta: dict, directory: str | Path = WEIGHT
 def save_json(name: str, data, directory: str | Path = WEIGHTS_DIR) -> Path:
     """Write plain ``data`` (dicts, lists, numbers, strings) that a recipe ships next to its
     checkpoint, such as loss curves, to ``directory/NAME.json`` and record its checksum."""
-    path = Path(directory) / f"{name}.json"
+    path = Path(directory) / f"{_check_name(name)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     _record(path)
@@ -106,19 +130,41 @@ def save_json(name: str, data, directory: str | Path = WEIGHTS_DIR) -> Path:
 
 
 def load_json(name: str, directory: str | Path = WEIGHTS_DIR):
-    """The data of ``directory/NAME.json`` (see :func:`save_json`), after checking its SHA-256."""
-    return json.loads(_verified(Path(directory) / f"{name}.json", name).read_text())
+    """The data of ``directory/NAME.json`` (see :func:`save_json`), after checking its SHA-256.
+    Raises :class:`CheckpointError` when it cannot be loaded."""
+    path = _verified(Path(directory) / f"{_check_name(name)}.json", name)
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); {_rebuild_hint(name)}") from error
 
 
 def load(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
     """Load ``directory/NAME.pt`` after checking its SHA-256: ``{"state_dict", "meta"}``.
 
     Raises:
-        FileNotFoundError: the file or its checksum entry is missing.
-        ChecksumError: the file is corrupted or was changed after it was recorded.
+        ValueError: ``name`` is not a checkpoint name (``[a-z0-9_]+``).
+        CheckpointError: the file or its checksum entry is missing, the file does not load
+            (truncated, not a checkpoint, or holding objects that ``weights_only=True``
+            refuses because loading them could run code), or lacks ``state_dict`` / ``meta``.
+        ChecksumError: (a ``CheckpointError``) the file was changed after it was recorded.
     """
-    path = _verified(Path(directory) / f"{name}.pt", name)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = _verified(Path(directory) / f"{_check_name(name)}.pt", name)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's advice (weights_only=False) would run code
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data, which "
+            f"torch.load(weights_only=True) refuses (loading them could run code); {_rebuild_hint(name)}"
+        ) from error
+    except Exception as error:  # EOFError, RuntimeError (bad zip), ...: the file is damaged
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or damaged: {type(error).__name__}); "
+            f"{_rebuild_hint(name)}"
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"state_dict", "meta"} <= set(checkpoint):
+        raise CheckpointError(f"{path} lacks 'state_dict' and 'meta'; {_rebuild_hint(name)}")
+    return checkpoint
 
 
 def load_model(
@@ -127,12 +173,35 @@ def load_model(
     """The trained model of recipe ``name``, rebuilt by the recipe, in eval mode on ``device``."""
     from cvlib.recipes import RECIPES
 
-    if name not in RECIPES:
+    if _check_name(name) not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     checkpoint = load(name, directory)
     model = RECIPES[name].build()
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{name}.pt does not fit the model of recipe {name!r} ({str(error).splitlines()[0]}); "
+            f"{_rebuild_hint(name)}"
+        ) from error
     return model.to(device).eval()
+
+
+def transfer(model: nn.Module, state_dict: dict) -> list[str]:
+    """Fine-tuning's start: copy into ``model`` every tensor of ``state_dict`` whose name and
+    shape match (a backbone and an RPN trained on other classes); return the names of the
+    parameters and buffers left as initialised (e.g. the class-specific heads of a detector for
+    a different number of classes). Raises ``ValueError`` when nothing matches."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict of tensors, got {describe(state_dict)}")
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError("state_dict has no tensor with the name and shape of one of model's")
+    model.load_state_dict(matching, strict=False)
+    return [k for k in own if k not in matching]
 
 
 def _write_readme(directory: Path, sums: dict[str, str]) -> None:

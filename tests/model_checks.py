@@ -31,22 +31,31 @@ def totals(history: list[dict]) -> list[float]:
 
 
 def check_rejects_bad_input(model, images: list[torch.Tensor], targets: list[dict]) -> None:
-    """``model`` in training mode raises an error naming the argument for: a batch tensor instead
-    of a list, a 1-channel image, missing targets, a label outside ``1..3``, x2 < x1; and in eval
-    mode for an empty list of images."""
-    with pytest.raises(TypeError, match="images"):
+    """``model`` in training mode raises an error naming the public argument (``images``,
+    ``images[0]``, ``targets``, ``targets[0]['labels']``, ``targets[0]['boxes']``; never an
+    internal name such as ``boxes2``) for: a batch tensor instead of a list, a 1-channel, uint8,
+    float64 or NaN image, missing targets, a label outside ``1..3``, x2 < x1, an inf or NaN
+    box; and in eval mode for an empty list of images."""
+    with pytest.raises(TypeError, match="images must be a list"):
         model(torch.rand(1, 3, 32, 32), targets)
-    with pytest.raises(ValueError, match="images"):
-        model([torch.rand(1, 32, 32)], targets)
-    with pytest.raises(ValueError, match="targets"):
+    for image in (torch.rand(1, 32, 32), images[0].mul(255).byte(), images[0].double(),
+                  images[0].clone().fill_(float("nan"))):
+        with pytest.raises(ValueError, match=r"^images\[0\] "):
+            model([image], targets)
+    with pytest.raises(ValueError, match="^targets are required"):
         model(images)
     bad = [{**targets[0], "labels": targets[0]["labels"] + 3}]
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"^targets\[0\]\['labels'\] must lie in 1..3"):
         model(images, bad)
     bad = [{**targets[0], "boxes": targets[0]["boxes"][:, [2, 1, 0, 3]]}]
-    with pytest.raises(ValueError, match="boxes"):
+    with pytest.raises(ValueError, match=r"^targets\[0\]\['boxes'\] must be xyxy"):
         model(images, bad)
-    with pytest.raises(ValueError, match="images"):
+    for value in (float("inf"), float("nan")):
+        boxes = targets[0]["boxes"].clone()
+        boxes[0, 2] = value
+        with pytest.raises(ValueError, match=r"^targets\[0\]\['boxes'\] contains (NaN|inf)"):
+            model(images, [{**targets[0], "boxes": boxes}])
+    with pytest.raises(ValueError, match="^images must not be empty"):
         model.eval()([])
 
 
@@ -61,6 +70,7 @@ def check_eval_contract(model, keys=("boxes", "labels", "scores")) -> list[tuple
         outputs = model.eval()(images)
     assert len(model(images[:1])) == 1  # also without no_grad, as torchvision's models
     assert isinstance(outputs, list) and len(outputs) == 3
+    assert any(len(out["scores"]) for out in outputs), "no detection at all: the checks below ran on nothing"
     for image, out in zip(images, outputs):
         assert set(out) == set(keys)
         n = len(out["scores"])

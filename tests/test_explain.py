@@ -154,6 +154,41 @@ def test_saliency_is_max_abs_input_gradient(model, images):
     torch.testing.assert_close(explain.saliency(model, images, 1), x.grad.abs().amax(dim=1))
 
 
+def test_smoothgrad_is_the_mean_saliency_of_the_noisy_copies(model, images):
+    model.eval()
+    torch.testing.assert_close(explain.smoothgrad(model, images, 1, samples=3, sigma=0.0),
+                               explain.saliency(model, images, 1))
+    sigma, samples, seed = 0.2, 3, 5
+    generator = torch.Generator().manual_seed(seed)
+    scale = sigma * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))[:, None, None, None]
+    noisy = [images + torch.randn(images.shape, generator=generator) * scale for _ in range(samples)]
+    expected = sum(explain.saliency(model, x, 1) for x in noisy) / samples
+    got = explain.smoothgrad(model, images, 1, samples=samples, sigma=sigma, seed=seed)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, explain.saliency(model, images, 1))  # the noise matters
+
+
+def test_deep_dream_takes_normalized_ascent_steps_on_the_layer_energy(model, images):
+    model.eval()
+    layer = model.features[2]
+    image, lr = images[0], 0.02
+
+    def energy(x):
+        x = x.clone().requires_grad_(True)
+        with explain.hooks.prepared(model) as handles, explain.hooks.capture(layer, handles) as store:
+            model(x[None])
+            value = store["output"].pow(2).sum() / 2
+            (grad,) = torch.autograd.grad(value, x)
+        return value.item(), grad
+
+    start, grad = energy(image)
+    one_step = explain.deep_dream(model, image, "features.2", steps=1, lr=lr)
+    torch.testing.assert_close(one_step, (image + lr * grad / grad.abs().mean()).clamp(0, 1))
+    dreamed = explain.deep_dream(model, image, "features.2", steps=5, lr=lr)
+    assert dreamed.min() >= 0 and dreamed.max() <= 1
+    assert energy(dreamed)[0] > energy(one_step)[0] > start  # each step raises what the layer sees
+
+
 def test_guided_backprop_rule_on_a_tiny_net():
     net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
     with torch.no_grad():
@@ -228,6 +263,11 @@ def test_adversarial_attacks_stay_in_the_eps_ball_and_flip_predictions():
     assert (net(adv).argmax(dim=1) != labels).all()
     fooled = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=30, target=2)
     assert (net(fooled).argmax(dim=1) == 2).all()
+    path = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=30, target=2,
+                                    return_path=True)
+    assert path.shape == (31, 4, 3, 8, 8) and torch.equal(path[0], images) and torch.equal(path[-1], fooled)
+    five = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=5, target=2)
+    assert torch.equal(path[5], five)  # step k of one run is the run of k steps
 
 
 def test_class_visualization_raises_the_class_score():

@@ -98,7 +98,7 @@ def test_gradients():
     [
         (
             lambda: ops.roi_align(torch.rand(2, 3, 4), torch.zeros(0, 5), 2),
-            r"input must be a float tensor \[N, C, H, W\]",
+            r"input must have shape \[N, C, H, W\]",
         ),
         (lambda: ops.roi_align(torch.rand(1, 3, 4, 4), torch.zeros(2, 4), 2), r"\[K, 5\]"),
         (lambda: ops.roi_pool(torch.rand(1, 3, 4, 4), torch.zeros(0, 5), 0), "output_size"),

@@ -56,9 +56,27 @@ def test_learns_in_a_few_steps():
         assert sum(history[term][-4:]) < 0.8 * sum(history[term][:4])
 
 
-def test_evaluate_returns_the_three_scores():
+class _Fixed(SingleObjectDetector):
+    """Answers with given labels and boxes, batch after batch, whatever the images."""
+
+    def __init__(self, labels, boxes):
+        super().__init__(num_classes=3, image_size=32, width=2)
+        self.labels, self.boxes, self.seen = labels, boxes, 0
+
+    def forward(self, images):
+        part = slice(self.seen, self.seen + len(images))
+        self.seen += len(images)
+        logits = torch.nn.functional.one_hot(self.labels[part], 3).float()
+        return {"logits": logits, "boxes": self.boxes[part]}
+
+
+def test_evaluate_scores_known_answers():
     images, targets = collate_single_object(list(SingleObjectDataset(4, image_size=32)))
-    model = SingleObjectDetector(num_classes=3, image_size=32, width=4)
-    scores = evaluate(model, images, targets)
-    assert set(scores) == {"accuracy", "mean_iou", "correct_detections"}
-    assert 0 <= scores["mean_iou"] < 1 and scores["correct_detections"] <= scores["accuracy"]
+    labels = targets["labels"].clone()
+    labels[3] = (labels[3] + 1) % 3  # one wrong class out of four
+    exact = evaluate(_Fixed(labels, targets["boxes"]), images, targets, batch_size=3)
+    assert exact == pytest.approx({"accuracy": 0.75, "mean_iou": 1.0, "correct_detections": 0.75})
+    shifted = targets["boxes"].clone()
+    shifted[:, 0::2] += (shifted[:, 2:3] - shifted[:, 0:1]) / 2  # half a width right: IoU 1/3
+    off = evaluate(_Fixed(labels, shifted), images, targets, batch_size=3)
+    assert off == pytest.approx({"accuracy": 0.75, "mean_iou": 1 / 3, "correct_detections": 0.0})

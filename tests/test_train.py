@@ -1,7 +1,10 @@
 """cvlib.train: the loop learns for each kind of model, records history, handles bad input."""
 
+import copy
+import random
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -46,14 +49,47 @@ def test_detection_style_loss_dict_is_summed_and_recorded():
         assert history["loss"][k] == pytest.approx(history["loss_a"][k] + history["loss_b"][k])
 
 
-def test_max_steps_time_limit_and_seed_reproducible():
-    run = lambda: fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy,
-                      max_steps=3, device="cpu", progress=False, seed=1)
-    torch.manual_seed(1)
-    a = run()
-    torch.manual_seed(1)
-    b = run()
-    assert a["loss"] == b["loss"] and len(a["loss"]) == 3
+def _disturb(seed: int) -> None:
+    """Put every global random generator in a different state, as other code would."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def test_seed_makes_a_run_reproducible_on_its_own():
+    """The same seed on models with the same weights gives the same run whatever the global
+    random state was before (fit seeds before the loader shuffles); another seed, another run."""
+    model = SmallCNN(3, 4)
+
+    def run(seed, disturbance):
+        _disturb(disturbance)
+        return fit(copy.deepcopy(model), _loader(64, 16), loss_fn=nn.functional.cross_entropy,
+                   max_steps=3, device="cpu", progress=False, seed=seed)["loss"]
+
+    a = run(1, disturbance=11)
+    assert a == run(1, disturbance=22) and len(a) == 3
+    assert a != run(2, disturbance=11)
+
+
+def test_grad_clip_bounds_the_step():
+    """With SGD(lr=1) a step moves the parameters by minus the clipped gradient: its norm is
+    ``grad_clip`` when the gradient is larger."""
+    model = nn.Linear(4, 3)
+    batch = [(torch.full((8, 4), 10.0), torch.zeros(8, dtype=torch.int64))]
+    for clip in (0.01, 0.1, None):
+        clipped = copy.deepcopy(model)
+        before = torch.cat([p.detach().flatten() for p in clipped.parameters()])
+        fit(clipped, batch, loss_fn=nn.functional.cross_entropy, device="cpu", progress=False,
+            optimizer=torch.optim.SGD(clipped.parameters(), lr=1.0), grad_clip=clip)
+        after = torch.cat([p.detach().flatten() for p in clipped.parameters()])
+        step = (after - before).norm().item()
+        if clip is None:
+            assert step > 1.0  # the raw gradient is large
+        else:
+            assert step == pytest.approx(clip, rel=1e-3)
+
+
+def test_max_steps_and_time_limit():
     h = fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy, epochs=50,
             time_limit=1e-9, device="cpu", progress=False)
     assert len(h["loss"]) == 1
@@ -74,6 +110,35 @@ def test_bad_arguments():
 
     with pytest.raises(TypeError, match="dict of losses"):
         fit(NotADetector(), _loader(), epochs=1, progress=False)  # no loss_fn, returns logits
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"grad_clip": -1}, ValueError, "grad_clip must be a number > 0"),
+        ({"grad_clip": 0}, ValueError, "grad_clip must be a number > 0"),
+        ({"grad_clip": float("nan")}, ValueError, "grad_clip"),
+        ({"seed": -1}, ValueError, "seed must be an int"),
+        ({"seed": "0"}, TypeError, "seed must be an int"),
+        ({"lr": 0}, ValueError, "lr must be a number > 0"),
+        ({"epochs": 1.5}, TypeError, "epochs must be an int"),
+        ({"time_limit": -1}, ValueError, "time_limit"),
+    ],
+)
+def test_bad_fit_arguments_name_the_argument(kwargs, error, match):
+    model = SmallCNN(3, 4)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(error, match=match):
+        fit(model, _loader(16, 8), loss_fn=nn.functional.cross_entropy, device="cpu", progress=False,
+            **kwargs)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing trained
+
+
+def test_empty_loader_raises():
+    with pytest.raises(ValueError, match="loader is empty"):
+        fit(SmallCNN(3, 4), [], loss_fn=nn.functional.cross_entropy, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="loader yielded no batch"):  # no len(): found while iterating
+        fit(SmallCNN(3, 4), iter([]), loss_fn=nn.functional.cross_entropy, device="cpu", progress=False)
 
 
 def test_predict_batches_and_eval_mode():
@@ -104,9 +169,47 @@ def test_detect_batches_on_the_cpu_and_times_one_image_per_call():
     assert [d["scores"].item() for d in out] == list(range(7))
     assert not any(d["scores"].requires_grad for d in out)
     assert detect(model, []) == []
-    calls.clear()
-    assert seconds_per_image(model, images[:2], repeats=2) > 0
-    assert calls == [1] * 5  # a warm-up, then 2 passes of one image per call
+
+
+class _Sleeper(nn.Module):
+    """A stand-in detector that takes ``slow`` seconds per call in the first timed pass (calls
+    2 and 3, after the warm-up) and ``fast`` seconds otherwise; it records each batch size."""
+
+    def __init__(self, slow: float, fast: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.slow, self.fast, self.calls = slow, fast, []
+
+    def forward(self, images):
+        self.calls.append(len(images))
+        time.sleep(self.slow if len(self.calls) in (2, 3) else self.fast)
+        return [{} for _ in images]
+
+
+def test_seconds_per_image_is_the_best_pass_per_image():
+    model = _Sleeper(slow=0.1, fast=0.03)
+    seconds = seconds_per_image(model, [torch.zeros(3, 8, 8)] * 2, repeats=2)
+    assert model.calls == [1] * 5  # a warm-up, then 2 passes of one image per call
+    # the second pass, per image: not the mean of the passes (0.065), not per pass (0.06 or more)
+    assert 0.03 <= seconds < 0.055
+
+
+def test_seconds_per_image_restores_the_thread_count_even_on_error():
+    torch.set_num_threads(2)
+    try:
+        seconds_per_image(_Sleeper(0.0, 0.0), [torch.zeros(3, 8, 8)], repeats=1, threads=1)
+        assert torch.get_num_threads() == 2
+
+        class Failing(_Sleeper):
+            def forward(self, images):
+                assert torch.get_num_threads() == 1  # timed with the threads asked for
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            seconds_per_image(Failing(0.0, 0.0), [torch.zeros(3, 8, 8)], threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_to_device_recurses():

@@ -1,5 +1,8 @@
 """cvlib.weights: checksums, provenance, safe loading, clear errors; the shipped checkpoints."""
 
+import os
+import pickle
+
 import pytest
 import torch
 
@@ -29,14 +32,14 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_missing_file_names_the_rebuild_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m cvlib.train nothing"):
+    with pytest.raises(weights.CheckpointError, match="python -m cvlib.train nothing"):
         weights.load("nothing", tmp_path)
 
 
 def test_missing_checksum_entry(tmp_path):
     _save(tmp_path)
     (tmp_path / "SHA256SUMS").write_text("")
-    with pytest.raises(FileNotFoundError, match="no entry"):
+    with pytest.raises(weights.CheckpointError, match="no entry"):
         weights.load("tiny", tmp_path)
 
 
@@ -49,6 +52,73 @@ def test_corrupted_file_is_refused(tmp_path):
         weights.load("tiny", tmp_path)
 
 
+def _record(directory, filename: str, data: bytes) -> None:
+    """Write ``data`` to ``directory/filename`` and record its true SHA-256, in ``sha256sum -b``
+    style (`` *name``), so that only what the file holds can make it fail to load."""
+    (directory / filename).write_bytes(data)
+    digest = weights.sha256(directory / filename)
+    with open(directory / "SHA256SUMS", "a") as sums:
+        sums.write(f"{digest} *{filename}\n")
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": _RunsCode(marker)}, path)
+    _record(tmp_path, "evil.pt", path.read_bytes())
+    with pytest.raises(weights.CheckpointError, match="weights_only=True") as error:
+        weights.load("evil", tmp_path)
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    assert "python -m cvlib.train evil" in str(error.value)
+    assert "weights_only=False" not in str(error.value)  # never torch's advice to run the code
+    assert isinstance(error.value.__cause__, pickle.UnpicklingError)
+
+
+def test_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):
+    _, path = _save(tmp_path)
+    _record(tmp_path, "cut.pt", path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(weights.CheckpointError, match="truncated or damaged"):
+        weights.load("cut", tmp_path)
+    _record(tmp_path, "empty.pt", b"")
+    with pytest.raises(weights.CheckpointError, match="python -m cvlib.train empty"):
+        weights.load("empty", tmp_path)
+    torch.save([1, 2], tmp_path / "other.pt")
+    _record(tmp_path, "other.pt", (tmp_path / "other.pt").read_bytes())
+    with pytest.raises(weights.CheckpointError, match="lacks 'state_dict'"):
+        weights.load("other", tmp_path)
+
+
+def test_binary_style_sums_parse(tmp_path):
+    _, path = _save(tmp_path)
+    (tmp_path / "SHA256SUMS").write_text(f"{weights.sha256(path).upper()} *tiny.pt\n")
+    assert weights.available(tmp_path) == ["tiny"]
+    assert weights.load("tiny", tmp_path)["meta"]["seed"] == 0
+
+
+@pytest.mark.parametrize("name", ["../../x", "tiny.pt", "/etc/passwd", "Tiny", "", 3, None])
+def test_names_are_names_not_paths(tmp_path, name):
+    _save(tmp_path)
+    with pytest.raises(ValueError, match="name must be a checkpoint name"):
+        weights.load(name, tmp_path)
+    with pytest.raises(ValueError, match="name must be a checkpoint name"):
+        weights.load_json(name, tmp_path)
+
+
+def test_every_load_failure_is_one_checkpoint_error():
+    assert issubclass(weights.ChecksumError, weights.CheckpointError)
+    assert issubclass(weights.CheckpointError, ValueError)
+
+
 def test_json_round_trip_and_checksum(tmp_path):
     _save(tmp_path)  # a checkpoint in the same directory: available() lists only checkpoints
     data = {"loss": [[1.0, 0.5], [0.9, 0.4]], "seeds": [0, 1]}
@@ -58,7 +128,7 @@ def test_json_round_trip_and_checksum(tmp_path):
     path.write_text(path.read_text().replace("0.5", "0.6"))
     with pytest.raises(weights.ChecksumError, match="tiny_curves.json"):
         weights.load_json("tiny_curves", directory=tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m cvlib.train other"):
+    with pytest.raises(weights.CheckpointError, match="python -m cvlib.train other"):
         weights.load_json("other", directory=tmp_path)
 
 

@@ -87,15 +87,20 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03) -> t
 
 def iterative_attack(
     model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03, step_size: float = 0.005,
-    steps: int = 10, target=None,
+    steps: int = 10, target=None, return_path: bool = False,
 ) -> torch.Tensor:
     """Iterative FGSM / PGD (Kurakin et al. 2017): ``steps`` sign steps of ``step_size``, each
     projected back to ``||I' - I||_inf <= eps`` and ``[0, 1]``. Untargeted (raise the loss of
-    ``labels``) or, with ``target`` a class, a fooling image (lower the loss of ``target``)."""
+    ``labels``) or, with ``target`` a class, a fooling image (lower the loss of ``target``).
+
+    ``[B, 3, H, W]`` -> the adversarial images, same shape; with ``return_path=True`` every
+    iterate instead, ``[steps + 1, B, 3, H, W]`` (index 0 is the input): one run shows the
+    attack step by step (the first k steps of a run are the run with ``steps=k``)."""
     images = check_images(images)
     if eps < 0 or step_size <= 0 or steps < 0:
         raise ValueError(f"need eps >= 0, step_size > 0, steps >= 0, got {eps}, {step_size}, {steps}")
     adversarial = images.clone()
+    path = [adversarial]
     with prepared(model):
         goal = _labels(labels if target is None else target, images)
         direction = 1.0 if target is None else -1.0
@@ -103,4 +108,5 @@ def iterative_attack(
             grad = _loss_gradient(model, adversarial, goal)
             adversarial = adversarial + direction * step_size * grad.sign()
             adversarial = (images + (adversarial - images).clamp(-eps, eps)).clamp(0, 1)
-    return adversarial
+            path.append(adversarial)
+    return torch.stack(path) if return_path else adversarial

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import images as check_images
+
 __all__ = ["conv_bn_relu", "vgg_features", "SmallCNN"]
 
 
@@ -47,6 +49,5 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(8 * width, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+        check_images(images, like=self)
         return self.fc(self.features(images).mean(dim=(2, 3)))

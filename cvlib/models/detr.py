@@ -292,18 +292,21 @@ class DETR(nn.Module):
     auxiliary ``*_0``, ``*_1``... of earlier decoder layers when ``aux_loss``). Eval mode:
     ``model(images)`` -> per image ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``: every query
     whose best object class scores above ``score_thresh``, highest first; no NMS.
+    ``backbone``: any module with an ``out_channels`` attribute (any stride, e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``.
     """
 
     def __init__(self, num_classes: int = 3, width: int = 16, d_model: int = 128, num_heads: int = 4,
                  num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 256,
                  num_queries: int = 10, dropout: float = 0.0, aux_loss: bool = True,
-                 score_thresh: float = 0.05, criterion: SetCriterion | None = None):
+                 score_thresh: float = 0.05, criterion: SetCriterion | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
         if num_classes < 1 or num_queries < 1 or num_decoder_layers < 1:
             raise ValueError(f"num_classes, num_queries and num_decoder_layers must be >= 1, got "
                              f"{num_classes}, {num_queries}, {num_decoder_layers}")
         self.num_classes, self.aux_loss, self.score_thresh = num_classes, aux_loss, score_thresh
-        self.backbone = Backbone(width)
+        self.backbone = backbone if backbone is not None else Backbone(width)
         self.input_proj = nn.Conv2d(self.backbone.out_channels, d_model, 1)
         self.encoder = nn.ModuleList(
             EncoderLayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_encoder_layers))
@@ -379,7 +382,7 @@ class DETR(nn.Module):
         return detections
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
         outputs = self.outputs(images)
         if self.training:
             return self.criterion(outputs, self.normalise_targets(images, targets), aux=self.aux_loss)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import describe, tensor
 from cvlib.models.blocks import vgg_features
 from cvlib.ops import (
     batched_nms,
@@ -158,17 +159,18 @@ def touching_segments(segments: torch.Tensor) -> torch.Tensor:
 # Inputs, backbone and the pieces all three detectors share
 
 
-def check_inputs(images, targets, num_classes: int, training: bool) -> None:
+def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Module | None = None) -> None:
     """Raise ``TypeError`` / ``ValueError`` naming the argument unless ``images`` is a list of
-    float ``[3, H, W]`` tensors and, in training, ``targets`` one dict per image with ``boxes``
-    float ``[N, 4]`` (x2 >= x1, y2 >= y1) and ``labels`` int64 ``[N]`` in ``1..num_classes``."""
+    finite float ``[3, H, W]`` tensors (of the dtype of the parameters of the model ``like``)
+    and, in training, ``targets`` one dict per image with ``boxes`` finite float ``[N, 4]``
+    (x2 >= x1, y2 >= y1) and ``labels`` int64 ``[N]`` in ``1..num_classes``."""
     if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) for i in images):
-        raise TypeError(f"images must be a list of [3, H, W] tensors, got {type(images).__name__}")
+        raise TypeError(f"images must be a list of [3, H, W] tensors, got {describe(images)}")
+    dtype = next(like.parameters()).dtype if like is not None else None
     for i, image in enumerate(images):
-        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(
-                f"images[{i}] must be a float [3, H, W] tensor, got {image.dtype} {tuple(image.shape)}"
-            )
+        tensor(image, f"images[{i}]", shape=(3, "H", "W"), dtype="float", finite=True)
+        if dtype is not None and image.dtype != dtype:
+            raise ValueError(f"images[{i}] must have the model's dtype {dtype}, got {image.dtype}")
     if not images:
         raise ValueError("images must not be empty")
     if not training:
@@ -182,6 +184,8 @@ def check_inputs(images, targets, num_classes: int, training: bool) -> None:
             f"targets must be a list of one dict per image ({len(images)}), got {type(targets).__name__}"
         )
     for i, t in enumerate(targets):
+        if not isinstance(t, dict):
+            raise TypeError(f"targets[{i}] must be a dict with 'boxes' and 'labels', got {describe(t)}")
         boxes, labels = t.get("boxes"), t.get("labels")
         if not isinstance(boxes, torch.Tensor) or boxes.shape[1:] != (4,) or not boxes.is_floating_point():
             got = getattr(boxes, "shape", boxes)
@@ -195,7 +199,11 @@ def check_inputs(images, targets, num_classes: int, training: bool) -> None:
                 f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), "
                 f"got {labels.tolist()}"
             )
-        if (boxes[:, 2:] < boxes[:, :2]).any() or boxes.isnan().any():
+        if not torch.isfinite(boxes).all():
+            raise ValueError(
+                f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}"
+            )
+        if (boxes[:, 2:] < boxes[:, :2]).any():
             raise ValueError(
                 f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
             )
@@ -378,7 +386,7 @@ class RCNN(nn.Module):
         return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
         if self.training:
             samples = []
             for image, target in zip(images, targets):
@@ -507,7 +515,7 @@ class FastRCNN(nn.Module):
                                   batch_size_per_image=batch_size_per_image, **head_args)
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
         features = self.backbone(batch_images(images))
         proposals = [window_proposals(i.shape[1:], **self.proposal_args).to(i.device) for i in images]
         detections, losses = self.roi_heads(features, proposals, [i.shape[1:] for i in images], targets)
@@ -620,7 +628,9 @@ class FasterRCNN(nn.Module):
     """Faster R-CNN: backbone -> RPN proposals -> RoI heads, trained jointly with the four
     losses ``loss_objectness``, ``loss_rpn_box_reg`` (RPN) and ``loss_classifier``,
     ``loss_box_reg`` (head). ``rpn_args`` go to :class:`RegionProposalNetwork`,
-    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own)."""
+    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own).
+    ``backbone``: any module with ``out_channels`` and ``stride`` attributes (e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``."""
 
     heads = RoIHeads
 
@@ -635,18 +645,19 @@ class FasterRCNN(nn.Module):
         hidden: int = 128,
         rpn_args: dict | None = None,
         head_args: dict | None = None,
+        backbone: nn.Module | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.backbone = Backbone(width)
-        channels = self.backbone.out_channels
-        self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = self.heads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
+        self.backbone = backbone if backbone is not None else Backbone(width)
+        channels, stride = self.backbone.out_channels, self.backbone.stride
+        self.rpn = RegionProposalNetwork(channels, stride, scales, aspect_ratios, **(rpn_args or {}))
+        self.roi_heads = self.heads(channels, num_classes, 1 / stride, pooler, output_size,
                                     hidden=hidden, **(head_args or {}))
 
     def check_inputs(self, images, targets) -> None:
         """:func:`check_inputs`; Mask R-CNN also checks the masks."""
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
 
     def forward(self, images, targets=None):
         self.check_inputs(images, targets)

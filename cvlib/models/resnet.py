@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import images as check_images
+from cvlib._checks import number
 from cvlib.models.blocks import conv_bn_relu
 
 __all__ = ["drop_path", "BasicBlock", "ResNet"]
@@ -21,8 +23,7 @@ __all__ = ["drop_path", "BasicBlock", "ResNet"]
 def drop_path(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Stochastic depth on a residual branch ``x [B, ...]``: zero whole samples with probability
     ``p`` and scale the others by ``1 / (1 - p)`` (expectation unchanged); identity in eval mode."""
-    if not 0 <= p < 1:
-        raise ValueError(f"p must be in [0, 1), got {p}")
+    number(p, "p", low=0, high=1, high_open=True)
     if not training or p == 0:
         return x
     keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
@@ -86,6 +87,5 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+        check_images(images, like=self)
         return self.fc(self.layers(self.stem(images)).mean(dim=(2, 3)))

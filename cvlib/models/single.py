@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import images as check_images
+from cvlib._checks import integer
 from cvlib.losses import single_object_loss
 from cvlib.models.blocks import vgg_features
 from cvlib.ops.boxes import box_convert, box_iou
@@ -21,7 +23,7 @@ __all__ = ["SingleObjectDetector", "box_params", "evaluate"]
 def box_params(boxes: torch.Tensor, image_size: int) -> torch.Tensor:
     """xyxy pixel boxes ``[B, 4]`` -> the regression targets ``[B, 4]``: centre and size divided
     by the image size, ``(cx, cy, w, h)`` in ``[0, 1]``."""
-    return box_convert(boxes, "xyxy", "cxcywh") / image_size
+    return box_convert(boxes, "xyxy", "cxcywh") / integer(image_size, "image_size", low=1)
 
 
 class SingleObjectDetector(nn.Module):
@@ -48,9 +50,7 @@ class SingleObjectDetector(nn.Module):
         self.box_head = nn.Linear(hidden, 4)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = self.image_size
-        if images.ndim != 4 or images.shape[1:] != (3, size, size):
-            raise ValueError(f"images must have shape [B, 3, {size}, {size}], got {tuple(images.shape)}")
+        check_images(images, like=self, size=(self.image_size, self.image_size))
         h = self.trunk(self.features(images))
         params = torch.sigmoid(self.box_head(h))
         boxes = box_convert(params * self.image_size, "cxcywh", "xyxy")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu
 
 __all__ = ["UNet"]
@@ -46,8 +47,7 @@ class UNet(nn.Module):
         self.classifier = nn.Conv2d(channels[0], num_classes, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+        check_images(images, like=self)
         height, width = images.shape[-2:]
         multiple = 2**self.depth
         x = F.pad(images, (0, -width % multiple, 0, -height % multiple))

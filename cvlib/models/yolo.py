@@ -173,7 +173,7 @@ class YOLO(nn.Module):
         return boxes[..., :4].sigmoid(), boxes[..., 4], output[..., 5 * self.boxes_per_cell :]
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training)
+        check_inputs(images, targets, self.num_classes, self.training, self)
         batch = batch_images(images)
         output = self.grid(batch)
         if self.training:

@@ -1,5 +1,6 @@
 """Anchors: reference boxes of several scales and aspect ratios at every feature-map cell
-(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch.
+(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch; anchor
+shapes learnt from the training boxes by k-means with a 1 - IoU distance (YOLOv2).
 
 Same conventions and numbers as torchvision's ``AnchorGenerator`` (one feature map),
 ``Matcher(0.7, 0.3, allow_low_quality_matches=True)`` and ``BalancedPositiveNegativeSampler``.
@@ -11,18 +12,24 @@ from collections.abc import Sequence
 
 import torch
 
+from cvlib._checks import integer, number, sequence, tensor
 from cvlib.ops.boxes import _check_boxes, box_iou
 
-__all__ = ["generate_anchors", "label_anchors", "sample_anchors", "POSITIVE", "NEGATIVE", "IGNORED"]
+__all__ = [
+    "generate_anchors", "label_anchors", "sample_anchors", "shape_iou", "kmeans_anchors",
+    "POSITIVE", "NEGATIVE", "IGNORED",
+]
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 
 
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if len(pair) != 2 or not all(v > 0 for v in pair):
+def _pair(value, name, check=number):
+    """``value`` (a positive number, or a pair of them) as a pair, each checked by ``check``."""
+    pair = (value, value) if not isinstance(value, (list, tuple, torch.Size)) else tuple(value)
+    if len(pair) != 2:
         raise ValueError(f"{name} must be a positive number or a pair of them, got {value!r}")
-    return pair
+    return tuple(check(v, name, low=1) if check is integer else check(v, name, low=0, low_open=True)
+                 for v in pair)
 
 
 def generate_anchors(
@@ -40,12 +47,13 @@ def generate_anchors(
     ``(x * stride_x, y * stride_y)``, the top-left corner of cell ``(y, x)`` (torchvision's
     convention). Order: cell by cell (row-major), then ratios, then scales within a ratio.
     """
-    height, width = (int(v) for v in _pair(feature_size, "feature_size"))
+    height, width = _pair(feature_size, "feature_size", integer)
     stride_y, stride_x = _pair(stride, "stride")
-    if not scales or not aspect_ratios or min(scales) <= 0 or min(aspect_ratios) <= 0:
-        raise ValueError(
-            f"scales and aspect_ratios must be non-empty and positive, got {scales}, {aspect_ratios}"
-        )
+    for name, values in (("scales", scales), ("aspect_ratios", aspect_ratios)):
+        for v in sequence(values, name, nonempty=True):
+            number(v, name, low=0, low_open=True)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating point torch.dtype, got {dtype!r}")
     scales_t = torch.as_tensor(scales, dtype=dtype)
     h_ratios = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=dtype))
     w_ratios = 1 / h_ratios
@@ -72,7 +80,9 @@ def label_anchors(
     """
     _check_boxes(anchors, "anchors")
     _check_boxes(gt_boxes, "gt_boxes")
-    if not 0 <= bg_iou <= fg_iou <= 1:
+    number(fg_iou, "fg_iou", low=0, high=1)
+    number(bg_iou, "bg_iou", low=0, high=1)
+    if not bg_iou <= fg_iou:
         raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
     if len(gt_boxes) == 0 or len(anchors) == 0:
         zeros = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
@@ -96,14 +106,9 @@ def sample_anchors(
     """A balanced minibatch of anchors: at most ``batch_size * positive_fraction`` random
     positives (``labels == 1``), filled up to ``batch_size`` with random negatives
     (``labels == 0``). Returns the indices ``(positives, negatives)``."""
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
-        raise ValueError(
-            f"labels must be a 1-D tensor, got {getattr(labels, 'shape', type(labels).__name__)}"
-        )
-    if batch_size < 1 or not 0 <= positive_fraction <= 1:
-        raise ValueError(
-            f"need batch_size >= 1 and 0 <= positive_fraction <= 1, got {batch_size}, {positive_fraction}"
-        )
+    tensor(labels, "labels", ndim=1, dtype="int")
+    integer(batch_size, "batch_size", low=1)
+    number(positive_fraction, "positive_fraction", low=0, high=1)
     positive = torch.nonzero(labels >= POSITIVE).flatten()
     negative = torch.nonzero(labels == NEGATIVE).flatten()
     num_pos = min(int(batch_size * positive_fraction), len(positive))
@@ -111,3 +116,40 @@ def sample_anchors(
     pick_pos = torch.randperm(len(positive), generator=generator, device=labels.device)[:num_pos]
     pick_neg = torch.randperm(len(negative), generator=generator, device=labels.device)[:num_neg]
     return positive[pick_pos], negative[pick_neg]
+
+
+def shape_iou(sizes1: torch.Tensor, sizes2: torch.Tensor) -> torch.Tensor:
+    """IoU ``[N, M]`` of box shapes ``[N, 2]`` and ``[M, 2]`` (width, height) placed on the same
+    centre: ``min(w) min(h) / (w1 h1 + w2 h2 - min(w) min(h))``. Only the shape counts."""
+    inter = (torch.minimum(sizes1[:, None, 0], sizes2[None, :, 0])
+             * torch.minimum(sizes1[:, None, 1], sizes2[None, :, 1]))
+    area1, area2 = sizes1.prod(1)[:, None], sizes2.prod(1)[None, :]
+    return inter / (area1 + area2 - inter)
+
+
+def kmeans_anchors(boxes: torch.Tensor, k: int, iterations: int = 100, seed: int = 0) -> torch.Tensor:
+    """Anchor shapes ``[k, 2]`` (width, height, by increasing area) for the training ``boxes``
+    ``[N, 4]`` xyxy, by k-means with YOLOv2's distance ``1 - IoU(box shape, centroid)``.
+
+    Euclidean k-means on widths and heights would let large boxes dominate (an error of 5
+    pixels matters for a 10-pixel box, not for a 200-pixel one); ``1 - IoU`` measures what the
+    detector needs, how well a prior fits a box, whatever the size. Each step assigns every
+    box to the centroid it overlaps most and moves each centroid to the median shape of its
+    boxes; it starts from ``k`` boxes chosen at random (``seed``).
+    """
+    _check_boxes(boxes)
+    integer(k, "k", low=1)
+    integer(iterations, "iterations", low=1)
+    sizes = (boxes[:, 2:] - boxes[:, :2]).double()
+    if len(sizes) < k or (sizes <= 0).any():
+        raise ValueError(f"boxes must hold at least k = {k} boxes, each with a positive width and height")
+    generator = torch.Generator().manual_seed(seed)
+    centroids = sizes[torch.randperm(len(sizes), generator=generator)[:k]]
+    for _ in range(iterations):
+        nearest = shape_iou(sizes, centroids).argmax(1)
+        moved = torch.stack([sizes[nearest == j].median(0).values if (nearest == j).any()
+                             else centroids[j] for j in range(k)])
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved
+    return centroids[centroids.prod(1).argsort()].to(boxes.dtype)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from cvlib._checks import number, tensor
+
 __all__ = [
     "box_convert",
     "box_area",
@@ -26,16 +28,9 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # largest tw, th before exp: a box grow
 
 
 def _check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
-    """Raise a clear error unless ``boxes`` is a float tensor ``[N, 4]`` without NaN, and (when
+    """Raise a clear error unless ``boxes`` is a finite float tensor ``[N, 4]`` and (when
     ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``."""
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
-    if boxes.ndim != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape [N, 4], got {tuple(boxes.shape)}")
-    if not boxes.is_floating_point():
-        raise ValueError(f"{name} must be a floating point tensor, got {boxes.dtype}")
-    if torch.isnan(boxes).any():
-        raise ValueError(f"{name} contains NaN")
+    tensor(boxes, name, shape=("N", 4), dtype="float", finite=True)
     if ordered and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
         raise ValueError(f"{name} must be xyxy with x1 <= x2 and y1 <= y2")
 
@@ -110,9 +105,9 @@ def _centre_size(boxes: torch.Tensor):
 
 
 def _check_weights(weights) -> tuple[float, float, float, float]:
-    if len(weights) != 4 or any(w <= 0 for w in weights):
-        raise ValueError(f"weights must be 4 positive numbers (wx, wy, ww, wh), got {weights}")
-    return tuple(float(w) for w in weights)
+    if not isinstance(weights, (list, tuple)) or len(weights) != 4:
+        raise ValueError(f"weights must be 4 positive numbers (wx, wy, ww, wh), got {weights!r}")
+    return tuple(float(number(w, "weights", low=0, low_open=True)) for w in weights)
 
 
 def encode_boxes(boxes: torch.Tensor, references: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> torch.Tensor:
@@ -150,11 +145,8 @@ def decode_boxes(
     a bad prediction cannot overflow. Returns xyxy ``[N, 4]`` (torchvision's ``decode_single``).
     """
     _check_boxes(references, "references")
-    if not isinstance(deltas, torch.Tensor) or deltas.shape != references.shape:
-        raise ValueError(
-            f"deltas must be a tensor of shape {tuple(references.shape)} like references, got "
-            f"{tuple(deltas.shape) if isinstance(deltas, torch.Tensor) else type(deltas).__name__}"
-        )
+    tensor(deltas, "deltas", shape=(len(references), 4), dtype="float", finite=True)
+    number(clip, "clip")
     wx, wy, ww, wh = _check_weights(weights)
     xa, ya, wa, ha = _centre_size(references.to(deltas.dtype))
     x = deltas[:, 0] / wx * wa + xa

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cvlib._checks import number, tensor
 from cvlib.ops.boxes import _check_boxes, _inter_union
 
 __all__ = ["nms", "nms_steps", "batched_nms"]
@@ -19,20 +20,17 @@ __all__ = ["nms", "nms_steps", "batched_nms"]
 BLOCK = 128  # boxes per block: an IoU block stays in cache, memory stays bounded
 
 
-def _check_scores(scores, boxes, name: str = "scores") -> None:
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
-    if scores.shape != boxes.shape[:1]:
+def _check_scores(scores, boxes, name: str = "scores", dtype: str = "real") -> None:
+    """``scores`` (or the categories ``idxs``): a tensor ``[N]`` like ``boxes``, no NaN."""
+    if tensor(scores, name).shape != boxes.shape[:1]:
         raise ValueError(f"{name} must have shape [N] = [{len(boxes)}] like boxes, got {tuple(scores.shape)}")
+    tensor(scores, name, dtype=dtype)
     if scores.is_floating_point() and torch.isnan(scores).any():
         raise ValueError(f"{name} contains NaN")
 
 
 def _check_threshold(iou_threshold) -> None:
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
-        raise ValueError(f"iou_threshold must be a number >= 0, got {iou_threshold!r}")
-    if not iou_threshold >= 0:  # also NaN
-        raise ValueError(f"iou_threshold must be a number >= 0, got {iou_threshold}")
+    number(iou_threshold, "iou_threshold", low=0)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -148,7 +146,7 @@ def batched_nms(
     """
     _check_boxes(boxes)
     _check_scores(scores, boxes)
-    _check_scores(idxs, boxes, "idxs")
+    _check_scores(idxs, boxes, "idxs", dtype="int")
     _check_threshold(iou_threshold)
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)

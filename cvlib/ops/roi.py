@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from cvlib._checks import integer, number, tensor
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["roi_pool", "roi_align", "rois_from_boxes"]
+__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels"]
 
 CHUNK = 256  # RoIs gathered at once (bounds memory)
 
@@ -41,13 +42,7 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
         raise TypeError(
             f"boxes must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}"
         )
-    if boxes.ndim != 2 or boxes.shape[1] != 5 or not boxes.is_floating_point():
-        raise ValueError(
-            "boxes must be a float [K, 5] tensor (batch index, x1, y1, x2, y2), "
-            f"got {tuple(boxes.shape)} {boxes.dtype}"
-        )
-    if torch.isnan(boxes).any():
-        raise ValueError("boxes contains NaN")
+    tensor(boxes, "boxes", shape=("K", 5), dtype="float", finite=True)
     if (
         num_images is not None
         and len(boxes)
@@ -60,17 +55,12 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
 
 
 def _check(input, output_size, spatial_scale):
-    if not isinstance(input, torch.Tensor) or input.ndim != 4 or not input.is_floating_point():
-        raise ValueError(
-            f"input must be a float tensor [N, C, H, W], got "
-            f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}"
-        )
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    tensor(input, "input", shape=("N", "C", "H", "W"), dtype="float")
+    size = (output_size, output_size) if not isinstance(output_size, (list, tuple)) else tuple(output_size)
+    if len(size) != 2:
         raise ValueError(f"output_size must be a positive int or a pair of them, got {output_size!r}")
-    if not spatial_scale > 0:
-        raise ValueError(f"spatial_scale must be > 0, got {spatial_scale}")
-    return size
+    number(spatial_scale, "spatial_scale", low=0, low_open=True)
+    return tuple(integer(s, "output_size", low=1) for s in size)
 
 
 def _round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +162,7 @@ def roi_align(
     weights of the sample rows of bin ``p``, divided by their number (likewise ``A_x``).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
-    if not isinstance(sampling_ratio, int):
-        raise ValueError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    integer(sampling_ratio, "sampling_ratio")
     _, channels, height, width = input.shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - offset).unbind(1)
@@ -237,3 +226,24 @@ def _corners(coords, limit):
     frac = torch.where(at_edge, torch.zeros_like(coords), coords - low.to(coords.dtype))
     weights = torch.stack([1 - frac, frac], -1) * valid[..., None].to(coords.dtype)
     return torch.stack([low, high], -1), weights
+
+
+def roi_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: float = 224.0,
+               canonical_level: int = 4) -> torch.Tensor:
+    """The pyramid level each RoI is pooled from (FPN, Lin et al. 2017, eq. 1): ``[K]`` int64,
+    counted from ``k_min`` (0 is level ``k_min``, the finest map).
+
+    ``k = floor(k0 + log2(sqrt(w h) / 224))``, clamped to ``[k_min, k_max]``: a 224 x 224 box
+    (an ImageNet image) goes to level ``k0 = 4``; a box half as large goes one level finer, to a
+    map with twice the resolution. Same as torchvision's ``MultiScaleRoIAlign`` level mapper
+    (including its ``1e-6`` that puts an exact power of two on the coarser level).
+    """
+    _check_boxes(boxes)
+    if not (isinstance(k_min, int) and isinstance(k_max, int) and k_min <= k_max):
+        raise ValueError(f"k_min and k_max must be ints with k_min <= k_max, got {k_min!r}, {k_max!r}")
+    if not canonical_scale > 0:
+        raise ValueError(f"canonical_scale must be > 0, got {canonical_scale!r}")
+    size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    eps = torch.tensor(1e-6, dtype=size.dtype)
+    level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
+    return level.clamp(min=k_min, max=k_max).to(torch.int64) - k_min

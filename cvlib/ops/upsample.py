@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from cvlib._checks import describe, integer, number, tensor
+
 __all__ = [
     "nearest",
     "bed_of_nails",
@@ -49,25 +51,23 @@ Pair = int | tuple[int, int]
 
 def _pair(value: Pair, name: str, minimum: int) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as a pair, each ``>= minimum``, else ``ValueError``."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+    pair = (value, value) if not isinstance(value, (list, tuple)) else tuple(value)
+    if len(pair) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
-    return pair
+    return tuple(integer(v, name, low=minimum) for v in pair)
 
 
-def _describe(value) -> str:
-    """The shape of a tensor, else the type, for error messages."""
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+def _check_images(x: torch.Tensor, name: str = "x", dtype: str | None = None) -> None:
+    """``x`` must be a tensor ``[N, C, H, W]`` (of the ``dtype`` kind when given)."""
+    tensor(x, name, shape=("N", "C", "H", "W"), dtype=dtype)
 
 
-def _check_images(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"{name} must be a tensor [N, C, H, W], got {_describe(x)}")
-
-
-def _check_weight(weight: torch.Tensor, in_channels: int) -> None:
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
-        raise ValueError(f"weight must be a tensor [C_in, C_out, kH, kW], got {_describe(weight)}")
+def _check_weight(weight: torch.Tensor, x: torch.Tensor) -> None:
+    """``weight`` ``[C_in, C_out, kH, kW]`` of ``x``'s channels and dtype."""
+    in_channels = x.shape[1]
+    tensor(weight, "weight", shape=("C_in", "C_out", "kH", "kW"), dtype="float")
+    if weight.dtype != x.dtype:
+        raise ValueError(f"weight must have x's dtype {x.dtype}, got {weight.dtype}")
     if weight.shape[0] != in_channels:
         raise ValueError(
             f"weight must have C_in = {in_channels} (the channels of x) as its first dimension, "
@@ -111,10 +111,8 @@ def max_unpool(x: torch.Tensor, indices: torch.Tensor, output_size: Pair) -> tor
     Returns ``[N, C, H, W]``, zero wherever no value lands; equals ``F.max_unpool2d``.
     """
     _check_images(x)
-    if not isinstance(indices, torch.Tensor) or indices.shape != x.shape:
-        raise ValueError(
-            f"indices must be a tensor of x's shape {tuple(x.shape)}, got {_describe(indices)}"
-        )
+    if tensor(indices, "indices", dtype="int").shape != x.shape:
+        raise ValueError(f"indices must be a tensor of x's shape {tuple(x.shape)}, got {describe(indices)}")
     height, width = _pair(output_size, "output_size", 1)
     if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < height * width:
         raise ValueError(f"indices must lie in [0, {height * width}) for output_size {output_size}")
@@ -154,11 +152,11 @@ def bilinear(
     ``F.interpolate(x, scale_factor=scale or size=size, mode="bilinear",
     align_corners=align_corners)``.
     """
-    _check_images(x)
+    _check_images(x, dtype="float")  # integer images would round the interpolation weights
     if (scale is None) == (size is None):
         raise ValueError(f"give exactly one of scale and size, got scale={scale!r}, size={size!r}")
-    if scale is not None and not (isinstance(scale, int | float) and scale > 0):
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    if scale is not None:
+        number(scale, "scale", low=0, low_open=True)
     height, width = x.shape[2:]
     out_h, out_w = (
         _pair(size, "size", 1) if size is not None
@@ -182,8 +180,7 @@ def bilinear_kernel(kernel_size: int) -> torch.Tensor:
     output then equals ``bilinear(x, scale=s)`` except within ``s`` pixels of the border (where
     the transposed convolution sees zero padding and interpolation repeats the edge).
     """
-    if not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
+    integer(kernel_size, "kernel_size", low=1)
     factor = (kernel_size + 1) // 2
     centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
     tent = 1 - (torch.arange(kernel_size, dtype=torch.float32) - centre).abs() / factor
@@ -213,8 +210,7 @@ def transposed_output_size(
     for name, value, minimum in [("in_size", in_size, 1), ("kernel_size", kernel_size, 1),
                                  ("stride", stride, 1), ("padding", padding, 0),
                                  ("output_padding", output_padding, 0), ("dilation", dilation, 1)]:
-        if not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        integer(value, name, low=minimum)
     if output_padding >= max(stride, dilation):
         raise ValueError(
             f"output_padding must be smaller than max(stride, dilation) = {max(stride, dilation)}, "
@@ -226,10 +222,12 @@ def transposed_output_size(
     return size
 
 
-def _output_shape(x, weight, stride, padding, output_padding, dilation) -> tuple[int, int]:
+def _output_shape(x, weight, bias, stride, padding, output_padding, dilation) -> tuple[int, int]:
     """The checked ``(H_out, W_out)`` of a transposed convolution of ``x`` with ``weight``."""
-    _check_images(x)
-    _check_weight(weight, x.shape[1])
+    _check_images(x, dtype="float")
+    _check_weight(weight, x)
+    if bias is not None:
+        tensor(bias, "bias", shape=(weight.shape[1],), dtype="float")
     args = [_pair(stride, "stride", 1), _pair(padding, "padding", 0),
             _pair(output_padding, "output_padding", 0), _pair(dilation, "dilation", 1)]
     return tuple(  # type: ignore[return-value]
@@ -260,7 +258,7 @@ def conv_transpose2d_scatter(
     lands on a strided grid of the output, shifted by ``(i * dH, j * dW)``. Finally ``padding``
     pixels are cropped from each side.
     """
-    out_h, out_w = _output_shape(x, weight, stride, padding, output_padding, dilation)
+    out_h, out_w = _output_shape(x, weight, bias, stride, padding, output_padding, dilation)
     (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
     dh, dw = _pair(dilation, "dilation", 1)
     n, _, h, w = x.shape
@@ -293,10 +291,8 @@ def conv_transpose1d_scatter(
     ``[a x, a y, a z + b x, b y, b z]``: two copies of the filter, scaled by ``a`` and ``b``,
     two pixels apart, summed where they overlap.
     """
-    if not isinstance(x, torch.Tensor) or x.ndim != 3:
-        raise ValueError(f"x must be a tensor [N, C, L], got {_describe(x)}")
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 3:
-        raise ValueError(f"weight must be a tensor [C_in, C_out, K], got {_describe(weight)}")
+    tensor(x, "x", shape=("N", "C", "L"), dtype="float")
+    tensor(weight, "weight", shape=("C_in", "C_out", "K"), dtype="float")
     out = conv_transpose2d_scatter(
         x[:, :, None], weight[:, :, None], bias, (1, stride), (0, padding), (0, output_padding),
         (1, dilation),
@@ -344,10 +340,7 @@ def conv_matrix(
     ``[C_out * H_out * W_out, C_in * H * W]`` whose block ``(o, c)`` is the matrix of
     ``weight[o, c]``, so that ``conv2d(x)[n].flatten() == C @ x[n].flatten()``.
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim not in (2, 4):
-        raise ValueError(
-            f"weight must be a tensor [kH, kW] or [C_out, C_in, kH, kW], got {_describe(weight)}"
-        )
+    tensor(weight, "weight", ndim=(2, 4), dtype="float")
     args = (_pair(input_size, "input_size", 1), _pair(stride, "stride", 1),
             _pair(padding, "padding", 0), _pair(dilation, "dilation", 1))
     if weight.ndim == 2:
@@ -380,7 +373,7 @@ def conv_transpose2d_matrix(
     (When ``output_padding >= stride``, the convolution gives more than ``H x W`` outputs;
     only the rows of the first ``H x W`` are kept.)
     """
-    out_h, out_w = _output_shape(x, weight, stride, padding, output_padding, dilation)
+    out_h, out_w = _output_shape(x, weight, bias, stride, padding, output_padding, dilation)
     strides, paddings, dilations = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
                                     _pair(dilation, "dilation", 1))
     c = conv_matrix(weight, (out_h, out_w), strides, paddings, dilations)
@@ -416,7 +409,8 @@ def checkerboard_score(kernel_size: int, stride: int, in_size: int = 12) -> floa
     """Relative unevenness ``std / mean`` of :func:`overlap_count` away from the border
     (``kernel_size`` pixels cropped on each side, no padding): 0 when every output pixel gets
     the same number of filter copies, > 0 when some get more (a checkerboard pattern)."""
-    counts = overlap_count(in_size, kernel_size, stride)
+    counts = overlap_count(integer(in_size, "in_size", low=1), integer(kernel_size, "kernel_size", low=1),
+                           integer(stride, "stride", low=1))
     interior = counts[kernel_size:-kernel_size, kernel_size:-kernel_size]
     if interior.numel() < 4:
         raise ValueError(f"in_size={in_size} is too small for kernel_size={kernel_size}")
