@@ -639,7 +639,7 @@ if rcnn is not None:
 else:
     candidates = {"motorcycle_left": {"boxes": jittered, "scores": jittered_scores,
                                       "labels": bike_target["labels"].repeat(8)}}
-fig_det, ax_det = plt.subplots(figsize=(4, 3), dpi=100)
+fig_det, ax_det = plt.subplots(figsize=(4.8, 3.6), dpi=100)
 det_image = viz.show_image(ax_det, bike)
 det_artists = []
 
