@@ -192,7 +192,7 @@ log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().spli
 print(f"log: steps {log[0]['step']}..{log[-1]['step']}, loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
 assert [row["step"] for row in log] == list(range(1, STEPS + 1)) == history["step"]
 
-fig, ax = plt.subplots(figsize=(4.5, 2.6), dpi=100)
+fig, ax = plt.subplots(figsize=(5.6, 2.8), dpi=100)
 ax.plot(history["step"], history["loss"], label="total loss")
 ax.plot(history["step"], history["loss_classifier"], label="head classification")
 ax.axvline(STOP + 0.5, color="gray", linestyle="--", label="stopped, resumed")
