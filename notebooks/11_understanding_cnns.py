@@ -252,7 +252,7 @@ for name, values in correlation.items():
     print(f"{name:16s} " + " ".join(f"{v:+.2f}" for v in values))
 
 # %%
-fig, axes = plt.subplots(len(methods), 4, figsize=(6, 7.2))
+fig, axes = plt.subplots(len(methods), 4, figsize=(6.4, 7.6))
 shown = ["fc", "features.6", "features.3", "features.0"]
 for row, name in zip(axes, methods):
     columns = [("trained", trained_maps[name])] + [(layer, damaged_maps[name, layer]) for layer in shown[1:]]
@@ -389,7 +389,7 @@ plt.show()
 activations = F.interpolate(explain.layer_features(model, images, "features.6", pool=False),
                             size=(64, 64), mode="bilinear", align_corners=False)
 thresholds = torch.quantile(activations.transpose(0, 1).flatten(1).cpu(), 0.99, dim=1)
-fig_unit, ax_unit = plt.subplots(figsize=(3.6, 3.6))
+fig_unit, ax_unit = plt.subplots(figsize=(4.6, 4.6))
 scene_artist = viz.show_image(ax_unit, images[0].cpu())
 region_artist = ax_unit.imshow(np.zeros((64, 64, 4)))
 mask_artist = ax_unit.contour(masks[0].cpu().float(), levels=[0.5], colors="white")
