@@ -20,7 +20,7 @@ import torch
 
 __all__ = [
     "describe", "tensor", "all_finite", "number", "integer", "choice", "sequence", "same_length", "images",
-    "module", "pair", "labels",
+    "module", "pair", "labels", "counts",
 ]
 
 DTYPES = {  # dtype kind -> (test, words for the message)
@@ -203,3 +203,9 @@ def labels(value, name: str, *, low: int = 0, high: int | None = None) -> torch.
         raise ValueError(f"{name} must hold class indices in {wanted}, got values "
                          f"{value.min().item()}..{value.max().item()}")
     return value
+
+
+def counts(**values) -> None:
+    """Each keyword value must be an int >= 1 (numbers of classes, channels, layers...)."""
+    for name, value in values.items():
+        integer(value, name, low=1)
