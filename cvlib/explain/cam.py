@@ -36,10 +36,10 @@ def cam(
     when ``upsample=False``). ``features`` is the layer whose output ``A`` ``[B, K, h, w]`` is
     average-pooled into the linear layer ``fc`` (``K`` inputs)."""
     images = check_images(images, model=_checks.module(model))
-    fc = resolve_layer(model, fc)
+    fc = resolve_layer(model, fc, "fc")
     if not isinstance(fc, nn.Linear):
         raise ValueError(f"fc must be an nn.Linear (CAM needs GAP + FC), got {type(fc).__name__}")
-    layer = resolve_layer(model, features)
+    layer = resolve_layer(model, features, "features")
     with prepared(model) as handles, capture(layer, handles) as store, torch.no_grad():
         logits = model(images)
         target = pick_target(logits, target)

@@ -45,19 +45,20 @@ def prepared(model: nn.Module) -> Iterator[list]:
             m.training = mode
 
 
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """``layer`` as a submodule of ``model``: a module, or its dotted name (``"features.6"``)."""
+def resolve_layer(model: nn.Module, layer: nn.Module | str, name: str = "layer") -> nn.Module:
+    """``layer`` as a submodule of ``model``: a module, or its dotted name (``"features.6"``);
+    errors call it ``name`` (the caller's argument)."""
     _checks.module(model)
     if isinstance(layer, str):
         try:
             return model.get_submodule(layer)
         except AttributeError as error:
             names = [n for n, _ in model.named_modules() if n]
-            raise ValueError(f"layer {layer!r} is not a submodule of the model; "
+            raise ValueError(f"{name} {layer!r} is not a submodule of the model; "
                              f"some names: {names[:12]}") from error
     if isinstance(layer, nn.Module) and any(m is layer for m in model.modules()):
         return layer
-    raise ValueError(f"layer must be a submodule of the model or its name, got {_checks.describe(layer)}")
+    raise ValueError(f"{name} must be a submodule of the model or its name, got {_checks.describe(layer)}")
 
 
 def check_images(images: torch.Tensor, name: str = "images", model: nn.Module | None = None) -> torch.Tensor:

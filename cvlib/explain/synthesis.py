@@ -69,9 +69,13 @@ def deep_dream(
     return image[0].detach()
 
 
-def _loss_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    """Gradient of the cross-entropy of ``labels`` (the argument ``name``) for ``images``."""
     images = images.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(images), labels), images)
+    logits = model(images)
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"{name} must be class indices in [0, {logits.shape[1]}), got {labels.tolist()}")
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), images)
     return grad
 
 
@@ -93,7 +97,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03) -> t
     images = check_images(images, model=_checks.module(model))
     _checks.number(eps, "eps", low=0)
     with prepared(model):
-        grad = _loss_gradient(model, images, _labels(labels, images))
+        grad = _loss_gradient(model, images, _labels(labels, images), "labels")
     return (images + eps * grad.sign()).clamp(0, 1)
 
 
@@ -114,7 +118,7 @@ def iterative_attack(
         goal = labels if target is None else _labels(target, images, "target")
         direction = 1.0 if target is None else -1.0
         for _ in range(steps):
-            grad = _loss_gradient(model, adversarial, goal)
+            grad = _loss_gradient(model, adversarial, goal, "labels" if target is None else "target")
             adversarial = adversarial + direction * step_size * grad.sign()
             adversarial = (images + (adversarial - images).clamp(-eps, eps)).clamp(0, 1)
     return adversarial
