@@ -94,8 +94,9 @@ def draw_boxes(
         raise ValueError(f"boxes must have shape [N, 4], got {tuple(boxes.shape)}")
     _checks.all_finite(boxes, "boxes")
     for name, values in (("labels", labels), ("scores", scores)):
-        if values is not None and len(values) != len(boxes):
-            raise ValueError(f"{name} must have one entry per box ({len(boxes)}), got {len(values)}")
+        if values is not None and tuple(torch.as_tensor(values).shape) != (len(boxes),):
+            raise ValueError(f"{name} must have one entry per box, shape [{len(boxes)}], got "
+                             f"{_checks.describe(values)}")
     boxes = boxes.reshape(-1, 4).tolist()
     artists = []
     for k, (x1, y1, x2, y2) in enumerate(boxes):

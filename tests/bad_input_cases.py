@@ -644,18 +644,13 @@ def _tmp():
 
 
 def _ax():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.figure().add_subplot()
+    return _figure().add_subplot()
 
 
 def _figure():
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt.figure()
+    return Figure()  # not pyplot's: nothing to close
 
 
 # Public callables without a case, and why.
@@ -709,8 +704,12 @@ CASES = _cases()
 
 
 def covered(name: str) -> bool:
-    """Whether the public callable ``name`` has a case (a class's ``.forward`` counts too)."""
-    return name in CASES or any(key.startswith(name + ".") or key.startswith(name + "[") for key in CASES)
+    """Whether the public callable ``name`` has a case: by name (a class's ``.forward`` counts
+    too) or by the object a case calls (``cvlib.explain.saliency`` is ``...gradients.saliency``)."""
+    module, _, attr = name.rpartition(".")
+    obj = getattr(importlib.import_module(module), attr)
+    return (name in CASES or any(key.startswith((name + ".", name + "[")) for key in CASES)
+            or any(case.call is obj for case in CASES.values()))
 
 
 def attempts(name: str):
