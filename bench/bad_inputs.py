@@ -52,7 +52,7 @@ def outcome(call, kwargs, argument) -> tuple[str, str]:
             call(**kwargs)
     except _Timeout:
         return "hang", f"no answer in {TIMEOUT} s"
-    except BaseException as error:  # noqa: BLE001: every outcome is counted
+    except BaseException as error:  # every outcome is counted
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
         return ("clear" if bad.clear(error, argument) else "unclear"), message
     finally:
@@ -74,12 +74,19 @@ def main() -> None:
             continue
         for argument, label, kwargs in bad.attempts(name):
             status, message = outcome(case.call, kwargs, argument)
-            rows.append({"case": name, "argument": argument, "bad": label, "outcome": status, "message": message})
+            rows.append(
+                {"case": name, "argument": argument, "bad": label, "outcome": status, "message": message}
+            )
     counts = Counter(r["outcome"] for r in rows)
     total = len(rows)
-    print(f"{total} bad inputs to {len({r['case'] for r in rows})} cases "
-          f"({len(bad.public_callables())} public callables): " +
-          ", ".join(f"{k} {counts[k]} ({100 * counts[k] / total:.1f}%)" for k in ("clear", "unclear", "silent", "hang")))
+    print(
+        f"{total} bad inputs to {len({r['case'] for r in rows})} cases "
+        f"({len(bad.public_callables())} public callables): "
+        + ", ".join(
+            f"{k} {counts[k]} ({100 * counts[k] / total:.1f}%)"
+            for k in ("clear", "unclear", "silent", "hang")
+        )
+    )
     if broken:
         print(f"{len(broken)} cases whose valid call fails here (not probed):", *[b["case"] for b in broken])
     for r in rows:
@@ -87,10 +94,19 @@ def main() -> None:
             print(f"  {r['outcome']:7s} {r['case']}({r['argument']}= {r['bad']}): {r['message']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "torch": torch.__version__, "total": total, "counts": dict(counts), "broken_cases": broken,
-        "not_clear": [r for r in rows if r["outcome"] != "clear"],
-    }, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "total": total,
+                "counts": dict(counts),
+                "broken_cases": broken,
+                "not_clear": [r for r in rows if r["outcome"] != "clear"],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

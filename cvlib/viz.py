@@ -145,7 +145,8 @@ def overlay_masks(
     if masks.ndim == 4:
         masks = masks[:, 0]
     if masks.shape[1:] != out.shape[:2]:
-        raise ValueError(f"masks must be [N, H, W] with (H, W) = {out.shape[:2]} of image, got {tuple(masks.shape)}")
+        raise ValueError(f"masks must be [N, H, W] with the image's (H, W) = {out.shape[:2]}, "
+                         f"got {tuple(masks.shape)}")
     _checks.all_finite(masks, "masks")
     masks = (masks > 0.5 if masks.is_floating_point() else masks.bool()).cpu().numpy()
     for k, mask in enumerate(masks):
@@ -187,7 +188,8 @@ def class_legend(ax: plt.Axes | plt.Figure, class_names: Sequence[str], backgrou
     """A legend of the class colours on an axes or a figure (``background`` adds label 0)."""
     if not isinstance(ax, (plt.Axes, plt.Figure)):
         raise TypeError(f"ax must be a matplotlib Axes or Figure, got {_checks.describe(ax)}")
-    if isinstance(class_names, str) or not all(isinstance(n, str) for n in _checks.sequence(class_names, "class_names")):
+    names = _checks.sequence(class_names, "class_names") if not isinstance(class_names, str) else [0]
+    if not all(isinstance(n, str) for n in names):
         raise TypeError(f"class_names must be a list of names, got {_checks.describe(class_names)}")
     names = (["background"] if background else []) + list(class_names)
     first = 0 if background else 1
@@ -210,7 +212,7 @@ def show_matrix(
     Returns ``(image, texts)``: the ``AxesImage`` and the list of ``Text`` artists, row by row."""
     _check_axes(ax)
     if isinstance(values, str):
-        raise TypeError(f"values must be a matrix (tensor, array or nested lists), got {_checks.describe(values)}")
+        raise TypeError(f"values must be a matrix (tensor, array, lists), got {_checks.describe(values)}")
     values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values,
                         dtype=np.float64)
     if values.ndim != 2:

@@ -44,7 +44,8 @@ def _tensor_strategy(kind: str, v: torch.Tensor) -> st.SearchStrategy:
         "fewer_dims": lambda: st.just(v.flatten()[0] if v.ndim == 1 else v[0]),
         "int": lambda: st.sampled_from([torch.int64, torch.int32, torch.int16, torch.bool]).map(v.round().to),
         "float": lambda: st.tuples(st.sampled_from([torch.float32, torch.float64]), st.floats(0.1, 0.9)).map(
-            lambda a: v.to(a[0]) + a[1]),
+            lambda a: v.to(a[0]) + a[1]
+        ),
         "uint8": lambda: st.just((v * 255).to(torch.uint8)),
         "float64": lambda: st.just(v.double()),
         "nan": lambda: _spoiled_at(v, st.just(math.nan)),
@@ -67,8 +68,12 @@ def _reverse_row(boxes: torch.Tensor, row: int) -> torch.Tensor:
 NUMBER_STRATEGIES = {
     "positive": st.one_of(st.floats(max_value=0.0, allow_nan=False), NAN_OR_INF, TEXT, st.booleans()),
     "nonneg": st.one_of(st.floats(max_value=-1e-9, allow_nan=False), NAN_OR_INF, TEXT),
-    "unit": st.one_of(st.floats(max_value=-1e-9, allow_nan=False), st.floats(min_value=1.000001, allow_nan=False),
-                      NAN_OR_INF, TEXT),
+    "unit": st.one_of(
+        st.floats(max_value=-1e-9, allow_nan=False),
+        st.floats(min_value=1.000001, allow_nan=False),
+        NAN_OR_INF,
+        TEXT,
+    ),
     "finite": st.one_of(NAN_OR_INF, TEXT),
     "posint": st.one_of(st.integers(max_value=0), FRACTIONAL, TEXT, st.booleans()),
     "nonnegint": st.one_of(st.integers(max_value=-1), FRACTIONAL, TEXT),
@@ -76,12 +81,21 @@ NUMBER_STRATEGIES = {
     "choice": st.one_of(TEXT.map(lambda s: "zz" + s), st.integers()),
     "module": st.one_of(TEXT, st.none(), st.integers()),
     "sequence": st.one_of(TEXT, st.none(), st.integers()),
-    "layer": st.one_of(TEXT.map(lambda s: "zz" + s), st.builds(nn.Linear, st.integers(1, 3), st.integers(1, 3))),
+    "layer": st.one_of(
+        TEXT.map(lambda s: "zz" + s), st.builds(nn.Linear, st.integers(1, 3), st.integers(1, 3))
+    ),
     "seed": st.one_of(st.integers(max_value=-1), TEXT, FRACTIONAL),
-    "pair": st.one_of(st.tuples(st.integers(max_value=0), st.integers(1, 8)), st.tuples(st.integers(1, 8)),
-                      TEXT.filter(lambda s: len(s) != 2), st.integers(max_value=0), NAN_OR_INF),
-    "name": st.one_of(TEXT.filter(lambda s: not s or not all(c.islower() or c.isdigit() or c == "_" for c in s)),
-                      st.integers()),
+    "pair": st.one_of(
+        st.tuples(st.integers(max_value=0), st.integers(1, 8)),
+        st.tuples(st.integers(1, 8)),
+        TEXT.filter(lambda s: len(s) != 2),
+        st.integers(max_value=0),
+        NAN_OR_INF,
+    ),
+    "name": st.one_of(
+        TEXT.filter(lambda s: not s or not all(c.islower() or c.isdigit() or c == "_" for c in s)),
+        st.integers(),
+    ),
     "dict": st.one_of(TEXT, st.lists(st.integers(), max_size=2), st.none()),
 }
 assert set(NUMBER_STRATEGIES) == set(NUMBER_KINDS)
@@ -121,7 +135,9 @@ def test_bad_input_is_rejected_naming_the_argument(name, data):
     kwargs[argument] = data.draw(bad_strategy(kind, kwargs.get(argument)), label="bad value")
     with pytest.raises((TypeError, ValueError)) as error:
         case.call(**kwargs)
-    assert clear(error.value, case.named(argument)), f"the error does not name {case.named(argument)!r}: {error.value}"
+    assert clear(error.value, case.named(argument)), (
+        f"the error does not name {case.named(argument)!r}: {error.value}"
+    )
 
 
 def test_every_public_callable_has_a_case():

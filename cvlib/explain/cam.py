@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib.explain.gradients import guided_backprop
 from cvlib import _checks
+from cvlib.explain.gradients import guided_backprop
 from cvlib.explain.hooks import capture, check_images, pick_target, prepared, resolve_layer
 
 __all__ = ["cam", "grad_cam", "guided_grad_cam", "upsample_map"]

@@ -306,7 +306,8 @@ class DETR(nn.Module):
                  score_thresh: float = 0.05, criterion: SetCriterion | None = None):
         super().__init__()
         counts(num_classes=num_classes, width=width, d_model=d_model, num_heads=num_heads,
-               num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, num_queries=num_queries)
+               num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+               num_queries=num_queries)
         number(dropout, "dropout", low=0, high=1, high_open=True)
         number(score_thresh, "score_thresh", low=0, high=1)
         self.num_classes, self.aux_loss, self.score_thresh = num_classes, aux_loss, score_thresh

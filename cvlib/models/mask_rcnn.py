@@ -31,8 +31,8 @@ from torch import nn
 
 from cvlib._checks import choice, counts, describe, pair, sequence, tensor
 from cvlib.models.rcnn import FasterRCNN, RoIHeads
-from cvlib.ops.boxes import _check_boxes
 from cvlib.ops import roi_align
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "project_masks", "MaskHead", "mask_loss", "softmax_mask_loss", "paste_masks", "MaskRoIHeads",

@@ -32,7 +32,6 @@ from torch import nn
 
 from cvlib._checks import choice, counts, describe, integer, module, number, pair, sequence, tensor
 from cvlib.models.blocks import vgg_features
-from cvlib.ops.boxes import _check_boxes
 from cvlib.ops import (
     batched_nms,
     box_iou,
@@ -45,6 +44,7 @@ from cvlib.ops import (
     roi_pool,
     sample_anchors,
 )
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "window_proposals",
@@ -151,7 +151,9 @@ def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Mod
                 f"got {labels.tolist()}"
             )
         if not torch.isfinite(boxes).all():
-            raise ValueError(f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}"
+            )
         if (boxes[:, 2:] < boxes[:, :2]).any():
             raise ValueError(
                 f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
@@ -244,7 +246,8 @@ def box_losses(class_logits, box_deltas, labels, regression_targets) -> tuple[to
     """Fast R-CNN's multitask loss of ``K`` RoIs: softmax cross-entropy of ``class_logits``
     ``[K, C + 1]`` and smooth L1 of the deltas ``[K, (C + 1) * 4]`` of the true class, on the
     positive RoIs only, summed and divided by ``K`` (torchvision's ``fastrcnn_loss``)."""
-    num_rois, num_scores = tensor(class_logits, "class_logits", shape=("K", "C + 1"), dtype="float", finite=True).shape
+    tensor(class_logits, "class_logits", shape=("K", "C + 1"), dtype="float", finite=True)
+    num_rois, num_scores = class_logits.shape
     tensor(box_deltas, "box_deltas", shape=(num_rois, 4 * num_scores), dtype="float", finite=True)
     tensor(labels, "labels", shape=(num_rois,), dtype="int")
     if num_rois and (labels.min() < 0 or labels.max() >= num_scores):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cvlib._checks import images as check_images
 from cvlib._checks import counts, number, tensor
+from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu
 
 __all__ = ["drop_path", "BasicBlock", "ResNet"]

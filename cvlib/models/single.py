@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cvlib._checks import images as check_images
 from cvlib._checks import counts, integer, module, tensor
+from cvlib._checks import images as check_images
 from cvlib.losses import single_object_loss
 from cvlib.models.blocks import vgg_features
 from cvlib.ops.boxes import _check_boxes, box_convert, box_iou

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import choice, counts, integer, pair, tensor
+from cvlib._checks import choice, counts, pair, tensor
 from cvlib._checks import images as check_images
 
 __all__ = [

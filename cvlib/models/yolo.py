@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import counts, number, pair, tensor
 from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.blocks import conv_bn_relu
-from cvlib._checks import counts, number, pair, tensor
 from cvlib.models.rcnn import Backbone, _check_head_settings, batch_images, check_inputs, clip_boxes
-from cvlib.ops.boxes import _check_boxes
 from cvlib.ops import batched_nms, box_convert, box_iou
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = ["encode_targets", "grid_boxes", "YOLO"]
 

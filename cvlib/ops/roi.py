@@ -45,8 +45,9 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
     tensor(boxes, "boxes", shape=("K", 5), dtype="float", finite=True)
     if num_images is not None:
         integer(num_images, "num_images", low=1)
-    if len(boxes) and (boxes[:, 0].min() < 0 or boxes[:, 0] != boxes[:, 0].round()).any():
-        raise ValueError(f"boxes[:, 0] must be batch indices (whole numbers >= 0), got {boxes[:, 0].tolist()}")
+    index = boxes[:, 0]
+    if ((index < 0) | (index != index.round())).any():
+        raise ValueError(f"boxes[:, 0] must be batch indices (whole numbers >= 0), got {index.tolist()[:20]}")
     if (
         num_images is not None
         and len(boxes)
