@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks browser-test colab-check notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check notebooks bench weights lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,13 @@ test-unit: $(TEST_STAMP)
 
 test-notebooks: install
 	$(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+
+# Mutation testing of cvlib/ops, cvlib/metrics.py and cvlib/weights.py (not part of `make test`):
+# do their tests fail when the code changes? Survivors go to bench/results/mutation.json.
+# MUTATION_ARGS="--per-file 20" samples 20 mutants per file (all of them take an hour or more).
+MUTATION_ARGS ?=
+test-mutation: $(TEST_STAMP)
+	TQDM_DISABLE=1 $(PY) bench/mutation.py $(MUTATION_ARGS)
 
 # Every notebook in JupyterLab in headless Chromium, every widget moved (tests/browser).
 # Needs Debian's chromium (installed here when missing; apt-get needs root) and Playwright's
