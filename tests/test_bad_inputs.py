@@ -146,3 +146,36 @@ def test_every_public_callable_has_a_case():
     assert not missing, f"public functions without a bad-input case in tests/bad_input_cases.py: {missing}"
     stale = [name for name in EXEMPT if name not in public]
     assert not stale, f"EXEMPT names that are no longer public: {stale}"
+
+
+def _issue_23_examples():
+    """The examples of issue 23, each with the argument its error must name."""
+    from cvlib import explain, metrics
+    from cvlib.data import ShapesDataset
+    from cvlib.models.blocks import SmallCNN
+    from cvlib.ops import upsample
+
+    model = SmallCNN(3, width=2)
+    images = torch.rand(2, 3, 16, 16)
+    pr = metrics.precision_recall
+    return [
+        (lambda: metrics.accuracy(torch.full((4, 3), math.nan), torch.tensor([0, 0, 0, 0])), "logits"),
+        (lambda: pr(torch.tensor([0.9, 0.8, 0.7]), torch.ones(3, dtype=torch.bool), num_gt=1), "matched"),
+        (lambda: upsample.bilinear(torch.randint(0, 255, (1, 3, 4, 4), dtype=torch.uint8), scale=2.0), "x"),
+        (lambda: model(images.mul(255).byte()), "images"),
+        (lambda: model(images.double()), "images"),
+        (lambda: metrics.confusion_matrix([[0, 1]], [[0, 1]], 2), "pred"),
+        (lambda: ShapesDataset(8, seed=-1), "seed"),
+        (lambda: ShapesDataset(8, seed="0"), "seed"),
+        (lambda: ShapesDataset(8, image_size=8192), "image_size"),
+        (lambda: explain.fgsm(model, images, [0, 1], eps=math.nan), "eps"),
+        (lambda: explain.fgsm(model, images, torch.tensor([1.7, 0.0])), "labels"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_the_examples_of_issue_23(index):
+    call, argument = _issue_23_examples()[index]
+    with pytest.raises((TypeError, ValueError)) as error:
+        call()
+    assert clear(error.value, argument), str(error.value)
