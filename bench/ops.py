@@ -11,6 +11,7 @@ of each op's time at 1,000 boxes.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -22,9 +23,8 @@ import torch
 import torchvision
 
 from cvlib import ops
-from cvlib.ops import boxes as box_ops
-from cvlib.ops import nms as nms_ops
-from cvlib.ops import roi as roi_ops
+
+box_ops, nms_ops, roi_ops = (importlib.import_module(f"cvlib.ops.{name}") for name in ("boxes", "nms", "roi"))
 
 THREADS = 1
 SIZES = (100, 1_000, 10_000)
