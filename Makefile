@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check colab-url notebooks bench weights lint clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(TEST_STAMP): tests/requirements.txt $(STAMP)
 	touch $@
 
 # --allow-root: JupyterLab refuses to start as root (containers, CI) without it.
-lab: install
+# tools/jupyterlab-overrides.json: no "news" pop-up on first start, and no autosave (opening
+# and running a notebook would otherwise rewrite the committed file; Ctrl+S still saves).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): tools/jupyterlab-overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp $< $@
+
+lab: install $(LAB_OVERRIDES)
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: test-unit test-notebooks
@@ -43,19 +49,28 @@ test-mutation: $(TEST_STAMP)
 	TQDM_DISABLE=1 $(PY) bench/mutation.py $(MUTATION_ARGS)
 
 # Every notebook in JupyterLab in headless Chromium, every widget moved (tests/browser).
-# Needs Debian's chromium (installed here when missing; apt-get needs root) and Playwright's
-# Python package (not in requirements.txt: readers do not need it).
+# Needs Debian's or Ubuntu's chromium at /usr/bin/chromium: installed here when missing, which
+# needs root (as root, or install it yourself first); and Playwright's Python package (not in
+# requirements.txt: readers do not need it). Round-trip timings go to tests/browser/artifacts/
+# (ignored); `make bench` copies them to bench/results/.
 browser-test: install
-	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "browser-test needs /usr/bin/chromium: run as root, or 'sudo apt-get install --no-install-recommends chromium' first"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	$(PY) -m pip install -q "playwright>=1.40"
 	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
 # The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
-# torchvision 0.26, ipywidgets 7.7) and Colab's Python (3.13 when installed), in .venv-colab.
-# The interpreter itself, not a pyenv shim that exists but has no 3.13 selected.
-COLAB_PYTHON ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
+# torchvision 0.26, ipywidgets 7.7) and Colab's Python, 3.13, in .venv-colab. It says which
+# interpreter it uses and fails unless that is 3.13 (a pyenv shim without 3.13 selected is not);
+# COLAB_PYTHON=/path/to/python uses another one on purpose.
 colab-check:
-	test -x .venv-colab/bin/python || $(COLAB_PYTHON) -m venv .venv-colab
+	@py="$(or $(COLAB_PYTHON),python3.13)"; \
+	$$py -c 'import sys; print("colab-check: Python", sys.version.split()[0], "at", sys.executable)' 2>/dev/null \
+	  || { echo "colab-check: $$py does not run; install Python 3.13 or set COLAB_PYTHON=/path/to/python"; exit 1; }; \
+	if [ -z "$(COLAB_PYTHON)" ]; then $$py -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' \
+	  || { echo "colab-check: $$py is not Python 3.13 (Colab's); set COLAB_PYTHON=... to use it anyway"; exit 1; }; fi; \
+	test -x .venv-colab/bin/python || $$py -m venv .venv-colab
 	.venv-colab/bin/python -m pip install -q -r requirements.txt -r tests/requirements.txt -c tests/colab-constraints.txt
 	.venv-colab/bin/python -c "import sys, torch, torchvision, ipywidgets; print(sys.version.split()[0], torch.__version__, torchvision.__version__, ipywidgets.__version__)"
 	.venv-colab/bin/python -m pytest -p no:cacheprovider -q
@@ -69,12 +84,20 @@ notebooks: install
 	  if [ -f $$nb ]; then $(VENV)/bin/jupytext -q --to ipynb --update $$py; else $(VENV)/bin/jupytext -q --to ipynb $$py; fi; \
 	  TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=600 $$nb; \
+	  $(PY) tools/strip_widget_state.py $$nb; \
 	  $(VENV)/bin/jupytext -q --to py:percent $$nb; \
 	done
 
-# Speed and quality benchmarks (not part of `make test`); each writes bench/results/NAME.json.
+# Point every Colab cell and badge at another repository: make colab-url URL=https://github.com/OWNER/NAME
+colab-url:
+	@test -n "$(URL)" || { echo "usage: make colab-url URL=https://github.com/OWNER/NAME"; exit 1; }
+	python3 tools/set_repository.py $(URL)
+
+# Speed and quality benchmarks (not part of `make test`); each writes bench/results/NAME.json,
+# and the last `make browser-test`'s round trips are copied there too.
 bench: install
 	@set -e; for script in bench/*.py; do echo "== $$script"; TQDM_DISABLE=1 $(PY) $$script; done
+	@if [ -f tests/browser/artifacts/widgets_browser.json ]; then cp tests/browser/artifacts/widgets_browser.json bench/results/; fi
 
 # Retrain every shipped checkpoint (slow; see data/weights/README.md for what each took).
 weights: install

@@ -23,13 +23,14 @@ Only torch and numpy are used; pycocotools is the reference of the tests, not a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvlib._checks import choice, describe, integer, sequence, tensor
+from cvlib._checks import choice, describe, integer, number, sequence, tensor
 from cvlib.ops.boxes import box_iou
 
 __all__ = [
@@ -42,6 +43,9 @@ __all__ = [
     "boundary_f_score",
     "IOU_THRESHOLDS",
     "RECALL_THRESHOLDS",
+    "AREA_RANGES",
+    "COCO_PERSON_SIGMAS",
+    "object_keypoint_similarity",
     "match_detections",
     "precision_recall",
     "precision_envelope",
@@ -57,6 +61,11 @@ __all__ = [
 IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))  # float64 [10]: 0.50, 0.55, ... 0.95
 RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 101))  # float64 [101]: 0.00 ... 1.00
 VOC11_RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 11))  # float64 [11]
+# COCO's per-keypoint OKS constants of its 17 person keypoints (nose, eyes, ears, shoulders, ...)
+COCO_PERSON_SIGMAS = torch.tensor([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,
+                                   1.07, 1.07, 0.87, 0.87, 0.89, 0.89], dtype=torch.float64) / 10
+# COCO's object sizes, by area in pixels (``areaRng`` of pycocotools): AP_small, AP_medium, AP_large
+AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e5**2)}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -279,23 +288,36 @@ def match_detections(iou: torch.Tensor, iou_thresholds: torch.Tensor) -> torch.T
     """
     _check_unit(tensor(iou, "iou", shape=("D", "G"), dtype="float"), "iou")
     _check_unit(tensor(iou_thresholds, "iou_thresholds", shape=("T",), dtype="float"), "iou_thresholds")
+    return _match(iou, iou_thresholds, torch.zeros(iou.shape[1], dtype=torch.bool))[0]
+
+
+def _match(iou: torch.Tensor, iou_thresholds: torch.Tensor, ignored: torch.Tensor):
+    """:func:`match_detections` with some objects ``ignored`` ``[G]`` (outside the area range
+    being evaluated), as pycocotools: a detection takes the best regular object it can; only
+    when none is left above the threshold may it take an ignored one, and then it is ignored
+    too. Returns ``(matched, matched_ignored)``, both bool ``[T, D]``."""
     num_dets, num_gt = iou.shape
     matched = torch.zeros(len(iou_thresholds), num_dets, dtype=torch.bool)
+    matched_ignored = torch.zeros_like(matched)
     taken = torch.zeros(len(iou_thresholds), num_gt, dtype=torch.bool)  # [T, G]
     if num_gt == 0:
-        return matched
+        return matched, matched_ignored
     thresholds = iou_thresholds.to(iou.dtype).clamp(max=1 - 1e-10)[:, None]  # [T, 1]
     for d in range(num_dets):
-        candidates = torch.where(~taken & (iou[d] >= thresholds), iou[d], -1.0)  # [T, G]
+        free = ~taken & (iou[d] >= thresholds)  # [T, G]
+        regular = free & ~ignored
+        allowed = torch.where(regular.any(1, keepdim=True), regular, free)
+        candidates = torch.where(allowed, iou[d], -1.0)  # [T, G]
         best = num_gt - 1 - candidates.flip(1).argmax(1)  # [T], the last one on ties
         hit = candidates.gather(1, best[:, None])[:, 0] >= 0  # [T]
         matched[:, d] = hit
+        matched_ignored[:, d] = hit & ignored[best]
         taken[hit, best[hit]] = True
-    return matched
+    return matched, matched_ignored
 
 
 def precision_recall(
-    scores: torch.Tensor, matched: torch.Tensor, num_gt: int
+    scores: torch.Tensor, matched: torch.Tensor, num_gt: int, counted: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Precision and recall of one class after each detection, highest score first.
 
@@ -307,6 +329,10 @@ def precision_recall(
         scores: float ``[D]``, the score of each detection of the class (all images).
         matched: bool ``[D]`` or ``[T, D]`` (one row per IoU threshold), true positives.
         num_gt: number of ground-truth objects of the class, ``>= 1``.
+        counted: bool, the shape of ``matched`` (default: all): detections that are neither
+            true nor false positives where False (COCO ignores those matched to an object
+            outside the area range evaluated, and unmatched ones outside it); the curve keeps
+            a point for them, repeating the previous precision and recall.
 
     Returns:
         ``(precision, recall)``, float64, each of the shape of ``matched``, in order of
@@ -321,15 +347,22 @@ def precision_recall(
             f"got {tuple(matched.shape)}"
         )
     _check_int(num_gt, "num_gt", 1)
-    if matched.numel() and matched.sum(-1).max() > num_gt:
+    if counted is None:
+        counted = torch.ones_like(matched)
+    elif tensor(counted, "counted", dtype="bool").shape != matched.shape:
         raise ValueError(
-            f"matched has {matched.sum(-1).max().item()} true positives but num_gt is {num_gt}: "
+            f"counted must have the shape of matched, {tuple(matched.shape)}, got {tuple(counted.shape)}"
+        )
+    true_positives = matched & counted
+    if true_positives.numel() and true_positives.sum(-1).max() > num_gt:
+        raise ValueError(
+            f"matched has {true_positives.sum(-1).max().item()} true positives but num_gt is {num_gt}: "
             "each object is matched at most once"
         )
     order = torch.sort(scores, descending=True, stable=True).indices
-    tp = matched[..., order].cumsum(-1, dtype=torch.float64)
-    detections = torch.arange(1, len(scores) + 1, dtype=torch.float64)  # TP + FP
-    return tp / detections, tp / num_gt
+    tp = true_positives[..., order].cumsum(-1, dtype=torch.float64)
+    detections = counted[..., order].cumsum(-1, dtype=torch.float64)  # TP + FP
+    return tp / detections.clamp(min=1), tp / num_gt
 
 
 def _check_unit(values: torch.Tensor, name: str) -> torch.Tensor:
@@ -438,6 +471,41 @@ def average_precision_coco(recall: torch.Tensor, precision: torch.Tensor) -> tor
 # ----------------------------------------------------------------------------------------------
 
 
+def object_keypoint_similarity(
+    pred_keypoints: torch.Tensor, true_keypoints: torch.Tensor, true_boxes: torch.Tensor,
+    true_areas: torch.Tensor, sigmas: torch.Tensor,
+) -> torch.Tensor:
+    """Object keypoint similarity (OKS, COCO): the IoU of keypoints, ``[N, M]``.
+
+    ``OKS = mean over the visible keypoints i of exp(-d_i^2 / (2 s^2 k_i^2))`` with ``d_i`` the
+    distance between predicted and true keypoint ``i``, ``s^2`` the object's area and
+    ``k_i = 2 sigma_i`` a per-keypoint tolerance (an eye must be placed more precisely than a
+    hip). A true object with no visible keypoint is compared by each predicted keypoint's
+    distance to its box grown by one box size on every side, as pycocotools does.
+
+    Args:
+        pred_keypoints: ``[N, K, 2 or 3]`` (x, y[, score]).
+        true_keypoints: ``[M, K, 3]`` (x, y, visibility; > 0 is labelled).
+        true_boxes: ``[M, 4]`` xyxy; true_areas: ``[M]``; sigmas: ``[K]``.
+    """
+    pred, true = pred_keypoints.double(), true_keypoints.double()
+    variances = (2 * sigmas.double()) ** 2  # [K]
+    xd, yd = pred[:, None, :, 0], pred[:, None, :, 1]  # [N, 1, K]
+    xg, yg = true[None, :, :, 0], true[None, :, :, 1]  # [1, M, K]
+    visible = true[None, :, :, 2] > 0  # [1, M, K]
+    labelled = visible.any(-1, keepdim=True)  # [1, M, 1]
+    boxes = true_boxes.double()[None, :, None, :]  # [1, M, 1, 4]
+    width, height = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    outside_x = (boxes[..., 0] - width - xd).clamp(min=0) + (xd - (boxes[..., 2] + width)).clamp(min=0)
+    outside_y = (boxes[..., 1] - height - yd).clamp(min=0) + (yd - (boxes[..., 3] + height)).clamp(min=0)
+    dx = torch.where(labelled, xd - xg, outside_x)
+    dy = torch.where(labelled, yd - yg, outside_y)
+    area = true_areas.double()[None, :, None] + np.spacing(1)
+    similarity = torch.exp(-(dx**2 + dy**2) / variances / area / 2)  # [N, M, K]
+    counted = torch.where(labelled, visible, True).double()
+    return (similarity * counted).sum(-1) / counted.sum(-1)
+
+
 def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 (not NaN) when both boxes are
     empty, as in pycocotools."""
@@ -471,7 +539,13 @@ def _regions(output: dict, name: str, iou_type: str) -> tuple[torch.Tensor, torc
     labels = _check_field(output, "labels", name, "[N]", (1,))
     if labels.dtype == torch.bool or (labels.is_floating_point() and (labels != labels.round()).any()):
         raise ValueError(f"{name}['labels'] must hold integer class labels, got {labels.tolist()}")
-    if iou_type == "bbox":
+    if iou_type == "keypoints":
+        regions = _check_field(output, "keypoints", name, "[N, K, 3] (x, y, visibility or score)", (3,))
+        shaped = regions.shape[1] > 0 and regions.shape[2] == 3
+        if not (shaped and regions.is_floating_point() and torch.isfinite(regions).all()):
+            raise ValueError(f"{name}['keypoints'] must be a finite float [N, K, 3], got {describe(regions)}")
+        regions = regions.double()
+    elif iou_type == "bbox":
         regions = _check_field(output, "boxes", name, "[N, 4] xyxy", (2,)).double()
         if regions.shape[1:] != (4,):
             raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {tuple(regions.shape)}")
@@ -501,8 +575,48 @@ def _scores(prediction: dict, name: str, num: int) -> torch.Tensor:
     return scores
 
 
-def _match_image(prediction, target, index, iou_type, max_detections):
-    """Per class of one image: (scores [D], matched [T, D], number of objects)."""
+def _areas(output: dict, regions: torch.Tensor, name: str, iou_type: str, is_target: bool) -> torch.Tensor:
+    """Area ``[N]`` (pixels, float64) of each object or detection, by pycocotools' rules: an
+    object's ``area`` entry when the target has one (COCO's annotation area), else its mask's
+    pixel count when it has masks, else its box's; a detection's box (``"bbox"``) or mask
+    (``"segm"``)."""
+    if is_target and "area" in output:
+        area = _check_field(output, "area", name, "[M]", (1,)).double()
+        if len(area) != len(regions) or not (torch.isfinite(area) & (area >= 0)).all():
+            raise ValueError(f"{name}['area'] must hold {len(regions)} finite areas >= 0, "
+                             f"got {describe(area)}")
+        return area
+    if iou_type == "segm":
+        return regions.flatten(1).sum(1).double()
+    if iou_type == "keypoints" and not is_target:  # the extent of its keypoints, as loadRes
+        return (regions[..., :2].amax(1) - regions[..., :2].amin(1)).prod(1)
+    if is_target and iou_type == "keypoints":
+        regions = _check_field(output, "boxes", name, "[M, 4] xyxy", (2,)).double()
+    if is_target and "masks" in output:
+        masks = torch.as_tensor(output["masks"])
+        if masks.shape[:1] == regions.shape[:1] and masks.ndim in (3, 4):
+            masks = masks > 0.5 if masks.is_floating_point() else masks.bool()
+            return masks.flatten(1).sum(1).double()
+    return ((regions[:, 2] - regions[:, 0]) * (regions[:, 3] - regions[:, 1])).double()
+
+
+def _keypoint_similarity(target, index, pred_keypoints, true_keypoints, true_areas, sigmas):
+    """OKS ``[N, M]`` of one image, checking that the keypoint counts agree with ``sigmas``."""
+    num_keypoints = true_keypoints.shape[1]
+    sigmas = COCO_PERSON_SIGMAS if sigmas is None else sigmas
+    if len(sigmas) != num_keypoints:
+        raise ValueError(f"sigmas must have one value per keypoint of targets[{index}] ({num_keypoints}), "
+                         f"got {len(sigmas)} (COCO_PERSON_SIGMAS, the default, is for COCO's 17)")
+    if pred_keypoints.shape[1] != num_keypoints:
+        raise ValueError(f"predictions[{index}]['keypoints'] must have {num_keypoints} keypoints like "
+                         f"targets[{index}], got {pred_keypoints.shape[1]}")
+    true_boxes = _check_field(target, "boxes", f"targets[{index}]", "[M, 4] xyxy", (2,)).double()
+    return object_keypoint_similarity(pred_keypoints, true_keypoints, true_boxes, true_areas, sigmas)
+
+
+def _match_image(prediction, target, index, iou_type, max_detections, area_ranges, sigmas=None):
+    """Per class of one image and per area range:
+    ``{label: {range: (scores [D], matched [T, D], counted [T, D], number of objects)}}``."""
     pred_labels, pred_regions = _regions(prediction, f"predictions[{index}]", iou_type)
     scores = _scores(prediction, f"predictions[{index}]", len(pred_labels))
     true_labels, true_regions = _regions(target, f"targets[{index}]", iou_type)
@@ -512,15 +626,27 @@ def _match_image(prediction, target, index, iou_type, max_detections):
             f"predictions[{index}]['masks'] must be as large as targets[{index}]['masks'], "
             f"{true_size}, got {pred_size}"
         )
-    iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)  # [N, M]
+    pred_areas = _areas(prediction, pred_regions, f"predictions[{index}]", iou_type, False)
+    true_areas = _areas(target, true_regions, f"targets[{index}]", iou_type, True)
+    if iou_type == "keypoints":  # [N, M]; an object without labelled keypoints is ignored
+        iou = _keypoint_similarity(target, index, pred_regions, true_regions, true_areas, sigmas)
+        unlabelled = ~(true_regions[:, :, 2] > 0).any(1)
+    else:
+        iou = (_box_iou if iou_type == "bbox" else _mask_iou)(pred_regions, true_regions)
+        unlabelled = torch.zeros(len(true_regions), dtype=torch.bool)
     per_class = {}
     for label in torch.cat([pred_labels, true_labels]).unique().tolist():
         dets = torch.nonzero(pred_labels == label)[:, 0]
         dets = dets[torch.sort(scores[dets], descending=True, stable=True).indices]
         dets = dets[:max_detections]
         objects = torch.nonzero(true_labels == label)[:, 0]
-        matched = match_detections(iou[dets][:, objects], IOU_THRESHOLDS)
-        per_class[label] = (scores[dets], matched, len(objects))
+        per_class[label] = {}
+        for name, (low, high) in area_ranges.items():
+            outside = (true_areas[objects] < low) | (true_areas[objects] > high) | unlabelled[objects]
+            matched, matched_ignored = _match(iou[dets][:, objects], IOU_THRESHOLDS, outside)
+            det_outside = (pred_areas[dets] < low) | (pred_areas[dets] > high)
+            counted = ~(matched_ignored | (~matched & det_outside))
+            per_class[label][name] = (scores[dets], matched, counted, int((~outside).sum()))
     return per_class
 
 
@@ -529,16 +655,22 @@ def evaluate_detections(
     targets: Sequence[dict],
     iou_type: str = "bbox",
     max_detections: int = 100,
+    area_ranges: dict | None = None,
+    sigmas: torch.Tensor | None = None,
 ) -> dict:
-    """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP.
+    """COCO evaluation of detections: mAP over IoU 0.5:0.95, AP50, AP75, per-class AP, and AP
+    by object size (AP_small, AP_medium, AP_large).
 
-    Gives the numbers of pycocotools' ``COCOeval`` (area range "all", ``maxDets=100``,
-    no crowd objects) on the same detections: per image and class the ``max_detections``
-    best detections are matched greedily (:func:`match_detections`) at each IoU threshold of
-    :data:`IOU_THRESHOLDS`; per class, all images together give a PR curve
-    (:func:`precision_recall`) and its 101-point AP (:func:`average_precision_coco`).
-    A class with ground truth but no detection has AP 0; a class without ground truth has
-    no AP and is left out of the means.
+    Gives the numbers of pycocotools' ``COCOeval`` (``maxDets=100``, no crowd objects) on the
+    same detections: per image and class the ``max_detections`` best detections are matched
+    greedily (:func:`match_detections`) at each IoU threshold of :data:`IOU_THRESHOLDS`; per
+    class, all images together give a PR curve (:func:`precision_recall`) and its 101-point
+    AP (:func:`average_precision_coco`). A class with ground truth but no detection has AP 0;
+    a class without ground truth has no AP and is left out of the means.
+
+    For an area range (COCO's ``areaRng``), objects whose area lies outside it are ignored, as
+    are detections matched to them and unmatched detections outside it; the AP of the range is
+    computed on the rest (-1 when no object lies in it).
 
     Args:
         predictions: one dict per image, torchvision style: ``boxes`` float ``[N, 4]`` xyxy
@@ -546,14 +678,26 @@ def evaluate_detections(
             ``masks``, float ``[N, 1, H, W]`` (pixels > 0.5 are in) or bool ``[N, H, W]``.
         targets: one dict per image, in the same order: ``boxes`` ``[M, 4]``, ``labels``
             ``[M]``; for ``"segm"`` also ``masks`` bool ``[M, H, W]``.
-        iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU, i.e. mask AP).
+        iou_type: ``"bbox"`` (box IoU), ``"segm"`` (mask IoU, i.e. mask AP) or ``"keypoints"``
+            (:func:`object_keypoint_similarity`, i.e. keypoint AP): then predictions have
+            ``keypoints`` float ``[N, K, 3]`` (x, y, score) and targets ``keypoints``
+            ``[M, K, 3]`` (x, y, visibility) besides their boxes; objects without a labelled
+            keypoint are ignored. (COCO evaluates keypoints with ``max_detections=20``.)
         max_detections: detections kept per image and class, highest scores first.
+        area_ranges: ``{name: (low, high)}`` areas in pixels, both ends included; defaults to
+            COCO's :data:`AREA_RANGES` (small < 32^2 <= medium < 96^2 <= large). Small images
+            need smaller ranges: at 64 x 64 every COCO object is "small". An object's area is
+            its target's ``area`` entry, else its mask's pixel count, else its box's.
+        sigmas: float ``[K]``, the per-keypoint OKS constants (``"keypoints"`` only); default
+            :data:`COCO_PERSON_SIGMAS` when ``K = 17``.
 
     Returns:
         A dict with
 
         - ``"map"``, ``"map_50"``, ``"map_75"``: floats, mean AP over classes with ground
           truth at IoU 0.5:0.95, 0.5 and 0.75 (-1 when no class has ground truth, as COCO),
+        - ``"map_<name>"`` for each area range (``"map_small"``, ``"map_medium"``,
+          ``"map_large"`` by default): mAP over IoU 0.5:0.95 of the objects of that size,
         - ``"per_class"``: ``{label: AP at IoU 0.5:0.95}`` for each class with ground truth,
         - ``"classes"``: int64 ``[K]``, the labels seen in targets or predictions, sorted,
         - ``"iou_thresholds"`` ``[T]`` and ``"recall_thresholds"`` ``[R]`` (float64),
@@ -569,37 +713,31 @@ def evaluate_detections(
             f"predictions and targets must have one dict per image each, got {len(predictions)} "
             f"and {len(targets)}"
         )
-    choice(iou_type, "iou_type", ("bbox", "segm"))
+    choice(iou_type, "iou_type", ("bbox", "segm", "keypoints"))
+    if sigmas is not None:
+        sigmas = tensor(sigmas, "sigmas", ndim=1, dtype="float", finite=True)
+        if (sigmas <= 0).any():
+            raise ValueError(f"sigmas must be > 0, got {sigmas.tolist()}")
     _check_int(max_detections, "max_detections", 1)
+    area_ranges = _check_area_ranges(AREA_RANGES if area_ranges is None else area_ranges)
+    ranges = {"all": (0.0, math.inf), **area_ranges}
     images = [
-        _match_image(p, t, i, iou_type, max_detections)
+        _match_image(p, t, i, iou_type, max_detections, ranges, sigmas)
         for i, (p, t) in enumerate(zip(predictions, targets, strict=True))
     ]
     classes = sorted({label for image in images for label in image})
-    num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)
-    precision = torch.full((num_t, num_r, num_k), -1.0, dtype=torch.float64)
-    recall = torch.full((num_t, num_k), -1.0, dtype=torch.float64)
-    has_gt = torch.zeros(num_k, dtype=torch.bool)
-    for k, label in enumerate(classes):
-        found = [image[label] for image in images if label in image]
-        num_gt = sum(n for _, _, n in found)
-        if num_gt == 0:
-            continue
-        has_gt[k] = True
-        scores = torch.cat([s for s, _, _ in found])
-        matched = torch.cat([m for _, m, _ in found], dim=1)  # [T, D]
-        prec, rec = precision_recall(scores, matched, num_gt)  # [T, D]
-        precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
-        recall[:, k] = rec[:, -1] if len(scores) else 0.0
+    by_range = {name: _accumulate(images, classes, name) for name in ranges}
+    precision, recall, has_gt = by_range["all"]
 
-    def mean_ap(p: torch.Tensor) -> float:
-        return p[..., has_gt].mean().item() if has_gt.any() else -1.0
+    def mean_ap(p: torch.Tensor, has: torch.Tensor) -> float:
+        return p[..., has].mean().item() if has.any() else -1.0
 
     t50, t75 = 0, 5  # IOU_THRESHOLDS[0] == 0.5, IOU_THRESHOLDS[5] == 0.75
     return {
-        "map": mean_ap(precision),
-        "map_50": mean_ap(precision[t50]),
-        "map_75": mean_ap(precision[t75]),
+        "map": mean_ap(precision, has_gt),
+        "map_50": mean_ap(precision[t50], has_gt),
+        "map_75": mean_ap(precision[t75], has_gt),
+        **{f"map_{name}": mean_ap(p, has) for name, (p, _, has) in by_range.items() if name != "all"},
         "per_class": {
             label: precision[:, :, k].mean().item() for k, label in enumerate(classes) if has_gt[k]
         },
@@ -609,3 +747,40 @@ def evaluate_detections(
         "precision": precision,
         "recall": recall,
     }
+
+
+def _check_area_ranges(area_ranges) -> dict:
+    if not isinstance(area_ranges, dict):
+        raise TypeError(f"area_ranges must be a dict {{name: (low, high)}}, got {describe(area_ranges)}")
+    for name, bounds in area_ranges.items():
+        pair = isinstance(bounds, (tuple, list)) and len(bounds) == 2
+        if not isinstance(name, str) or name == "all" or not pair:
+            raise ValueError(
+                f"area_ranges must map names (not 'all') to (low, high) pairs, got {name!r}: {bounds!r}"
+            )
+        low, high = (number(v, f"area_ranges[{name!r}]", low=0) for v in bounds)
+        if low > high:
+            raise ValueError(f"area_ranges[{name!r}] must have low <= high, got {bounds!r}")
+    return {name: (float(low), float(high)) for name, (low, high) in area_ranges.items()}
+
+
+def _accumulate(images: list[dict], classes: list[int], area_range: str):
+    """Interpolated precision ``[T, R, K]``, final recall ``[T, K]`` and which classes have
+    ground truth ``[K]`` in ``area_range``, over all images (COCOeval's ``accumulate``)."""
+    num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)
+    precision = torch.full((num_t, num_r, num_k), -1.0, dtype=torch.float64)
+    recall = torch.full((num_t, num_k), -1.0, dtype=torch.float64)
+    has_gt = torch.zeros(num_k, dtype=torch.bool)
+    for k, label in enumerate(classes):
+        found = [image[label][area_range] for image in images if label in image]
+        num_gt = sum(n for *_, n in found)
+        if num_gt == 0:
+            continue
+        has_gt[k] = True
+        scores = torch.cat([s for s, *_ in found])
+        matched = torch.cat([m for _, m, _, _ in found], dim=1)  # [T, D]
+        counted = torch.cat([c for _, _, c, _ in found], dim=1)  # [T, D]
+        prec, rec = precision_recall(scores, matched, num_gt, counted)  # [T, D]
+        precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
+        recall[:, k] = rec[:, -1] if len(scores) else 0.0
+    return precision, recall, has_gt

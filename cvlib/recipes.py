@@ -423,10 +423,7 @@ DETR_TIME_LIMIT = 45 * 60  # seconds: a safety stop on a slow, shared CPU
 
 
 def _detr() -> nn.Module:
-    from cvlib.models.detr import DETR
-
-    return DETR(num_classes=3, width=16, d_model=128, num_heads=4, num_encoder_layers=3, num_decoder_layers=3,
-                dim_feedforward=256, num_queries=10)
+    return _detr_for_data(num_classes=3, backbone=None)
 
 
 @register("detr", _detr, "DETR: width-16 CNN, 3+3 transformer layers (d 128), 10 queries, aux losses")
@@ -443,3 +440,86 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
     history = fit(model, loader, max_steps=DETR_STEPS, time_limit=DETR_TIME_LIMIT, optimizer=optimizer,
                   scheduler=scheduler, grad_clip=0.1, device=device)
     return {**_evaluate_detector(model, device), "steps": history["step"][-1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: `python -m cvlib.train NAME --data coco:ANNOTATIONS.json:IMAGE_DIR` builds the
+# course's architecture of NAME with the class count of the data (and optionally a torchvision
+# backbone); cvlib.train.main trains it with fit's checkpoints, resume, AMP and torchrun.
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """A model for any dataset: ``build(num_classes, backbone)`` (``backbone`` a module or
+    ``None`` for the course's own); ``task`` is ``"detection"`` (the model returns its losses,
+    batches of ``collate_detection``) or ``"segmentation"`` (``num_classes + 1`` per-pixel scores,
+    0 = background, cross-entropy against ``target["semantic"]``)."""
+
+    build: Callable[[int, nn.Module | None], nn.Module]
+    task: str
+    accepts_backbone: bool = True
+
+
+def _faster_rcnn(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.rcnn import FasterRCNN
+
+    return FasterRCNN(num_classes, width=8, backbone=backbone)
+
+
+def _mask_rcnn_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.mask_rcnn import MaskRCNN
+
+    return MaskRCNN(num_classes, width=8, backbone=backbone)
+
+
+def _yolo_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.yolo import YOLO
+
+    return YOLO(num_classes, grid_size=8, boxes_per_cell=2, width=16, backbone=backbone)
+
+
+def _detr_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.detr import DETR
+
+    return DETR(num_classes, width=16, d_model=128, num_heads=4, num_encoder_layers=3, num_decoder_layers=3,
+                dim_feedforward=256, num_queries=10, backbone=backbone)
+
+
+def _unet_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.unet import UNet
+
+    return UNet(num_classes + 1, depth=3, width=16)
+
+
+def _fcn_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
+    from cvlib.models.fcn import FCN
+
+    return FCN(num_classes + 1, width=16, backbone=backbone)
+
+
+DATA_RECIPES: dict[str, DataRecipe] = {
+    "faster_rcnn": DataRecipe(_faster_rcnn, "detection"),
+    "mask_rcnn": DataRecipe(_mask_rcnn_for_data, "detection"),
+    "yolo": DataRecipe(_yolo_for_data, "detection"),
+    "detr": DataRecipe(_detr_for_data, "detection"),
+    "unet": DataRecipe(_unet_for_data, "segmentation", accepts_backbone=False),  # skips need every scale
+    "fcn": DataRecipe(_fcn_for_data, "segmentation"),
+}
+
+
+def build_for_data(name: str, num_classes: int, backbone: str | None = None,
+                   pretrained: bool = True) -> nn.Module:
+    """The untrained model ``name`` (a key of :data:`DATA_RECIPES`) for ``num_classes`` object
+    classes, on the course's backbone or on torchvision's ``backbone`` (``resnet18``,
+    ``resnet50``, ``mobilenet_v3``; ImageNet weights when ``pretrained`` and they can be had)."""
+    from cvlib.models.backbones import torchvision_backbone
+
+    if name not in DATA_RECIPES:
+        raise ValueError(f"name must be one of {sorted(DATA_RECIPES)} to train on a dataset, got {name!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    recipe = DATA_RECIPES[name]
+    if backbone is not None and not recipe.accepts_backbone:
+        accepting = sorted(k for k, r in DATA_RECIPES.items() if r.accepts_backbone)
+        raise ValueError(f"{name} has no backbone option (it accepts none); these do: {accepting}")
+    return recipe.build(num_classes, torchvision_backbone(backbone, pretrained) if backbone else None)

@@ -29,7 +29,7 @@ from cvlib._checks import describe, module
 
 __all__ = [
     "WEIGHTS_DIR", "CheckpointError", "ChecksumError", "save", "load", "load_model", "save_json",
-    "load_json", "sha256", "available",
+    "load_json", "sha256", "available", "transfer",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
@@ -190,6 +190,23 @@ def load_model(
             f"{_rebuild_hint(name)}"
         ) from error
     return model.to(device).eval()
+
+
+def transfer(model: nn.Module, state_dict: dict) -> list[str]:
+    """Fine-tuning's start: copy into ``model`` every tensor of ``state_dict`` whose name and
+    shape match (a backbone and an RPN trained on other classes); return the names of the
+    parameters and buffers left as initialised (e.g. the class-specific heads of a detector for
+    a different number of classes). Raises ``ValueError`` when nothing matches."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict of tensors, got {describe(state_dict)}")
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError("state_dict has no tensor with the name and shape of one of model's")
+    model.load_state_dict(matching, strict=False)
+    return [k for k in own if k not in matching]
 
 
 def _write_readme(directory: Path, sums: dict[str, str]) -> None:

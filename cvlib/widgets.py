@@ -11,6 +11,11 @@
 It uses only APIs that exist in ipywidgets 7.7 (Colab) and 8.x, and no ``ipympl``. The kernel
 time of the last step is kept in ``Explorer.last_step_seconds`` (the browser tests and
 ``bench/`` read it).
+
+The controls are displayed with a plain-text fallback (``RUN_TO_EXPLORE``) instead of the
+widget's repr. Committed notebooks carry no widget state (``tools/strip_widget_state.py``
+removes it and the widget views: Colab's ipywidgets 7 cannot load the state that 8 saves), so
+an unrun notebook shows the static figure and that line, never ``VBox(children=...``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from IPython.display import DisplayHandle, display
 
 from cvlib import _checks
 
-__all__ = ["Explorer", "explore", "slider", "int_slider", "dropdown"]
+__all__ = ["Explorer", "explore", "slider", "int_slider", "dropdown", "RUN_TO_EXPLORE"]
+
+RUN_TO_EXPLORE = "Run this cell to explore: move {controls} and the figure above redraws."
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # the same in ipywidgets 7.x and 8.x
 
 
 class Explorer:
@@ -70,7 +78,10 @@ class Explorer:
         self.update(**self.values)
         self._handle.display(self.fig)
         plt.close(self.fig)  # the inline backend must not show it a second time
-        display(widgets.VBox(list(self.controls.values())))
+        box = widgets.VBox(list(self.controls.values()))
+        names = ", ".join(f"'{control.description}'" for control in self.controls.values())
+        view = {"version_major": 2, "version_minor": 0, "model_id": box.model_id}
+        display({WIDGET_VIEW: view, "text/plain": RUN_TO_EXPLORE.format(controls=names)}, raw=True)
 
     def _on_change(self, _change) -> None:
         start = time.perf_counter()

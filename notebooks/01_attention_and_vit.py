@@ -40,11 +40,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -54,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvlib import explain, recipes, viz, weights, widgets
+from cvlib import explain, recipes, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset, collate_classification
 from cvlib.metrics import accuracy
 from cvlib.models.vit import (
@@ -67,8 +71,7 @@ from cvlib.models.vit import (
 )
 from cvlib.train import predict
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 print("device:", device)
 # True: retrain every model of this notebook with its recipe (`python -m cvlib.train NAME`),
 # about 20 minutes on one CPU core, instead of loading the shipped checkpoints and curves.

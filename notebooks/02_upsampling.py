@@ -45,11 +45,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -61,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import patches
 
-from cvlib import viz, widgets
+from cvlib import runtime, viz, widgets
 from cvlib.data import ShapesDataset
 from cvlib.ops.upsample import (
     bed_of_nails,
@@ -79,8 +83,7 @@ from cvlib.ops.upsample import (
 )
 from cvlib.train import fit
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 print("device:", device)
 
 # %% [markdown]

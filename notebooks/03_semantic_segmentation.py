@@ -35,11 +35,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -53,14 +57,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from cvlib import metrics, viz, weights, widgets
+from cvlib import metrics, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_segmentation
 from cvlib.models.fcn import FCN, DilatedFCN, PatchClassifier, receptive_field
 from cvlib.models.unet import UNet
 from cvlib.train import fit, predict
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ("background",) + ShapesDataset(1).classes
 images, semantic = collate_segmentation(list(ShapesDataset(120, seed=1)))  # held-out scenes
 print("held-out:", tuple(images.shape), "labels", tuple(semantic.shape))

@@ -35,11 +35,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -56,13 +60,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, viz, weights, widgets
+from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, SingleObjectDataset, collate_single_object, to_coco
 from cvlib.models.single import SingleObjectDetector, evaluate
 from cvlib.train import fit
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
 
 # %% [markdown]

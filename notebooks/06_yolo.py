@@ -44,11 +44,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -59,14 +63,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, viz, weights, widgets
+from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
 from cvlib.train import detect, fit, seconds_per_image
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
 test_images, test_targets = collate_detection(list(ShapesDataset(200, seed=1)))  # held out
 yolo = weights.load_model("yolo", device=device)

@@ -39,11 +39,15 @@
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
+import os
 import subprocess
 import sys
 
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth=1", "https://github.com/cvlib-course/cvlib", "/content/cvlib"], check=False)
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
     sys.path.insert(0, "/content/cvlib")
 
@@ -56,11 +60,10 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from cvlib import explain, viz, weights, widgets
+from cvlib import explain, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-torch.manual_seed(0)
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 print("device:", device)
 
 # %% [markdown]
@@ -335,8 +338,8 @@ assert acc_iter < 0.1 and acc_iter <= acc_fgsm
 
 # %%
 target_class = (labels[3].item() + 1) % 3
-steps_path = [explain.iterative_attack(model, images[3:4], labels[3:4], eps=8 / 255, step_size=1 / 255,
-                                       steps=steps, target=target_class) for steps in range(21)]
+steps_path = explain.iterative_attack(model, images[3:4], labels[3:4], eps=8 / 255, step_size=1 / 255,
+                                      steps=20, target=target_class, return_path=True)  # [21, 1, 3, H, W]
 with torch.no_grad():
     fooled_probs = [model(x).softmax(dim=1)[0] for x in steps_path]
 print(f"fooling {CLASSES[labels[3]]} -> {CLASSES[target_class]}: p(target) after 20 steps "

@@ -264,6 +264,11 @@ def test_adversarial_attacks_stay_in_the_eps_ball_and_flip_predictions():
     assert (net(adv).argmax(dim=1) != labels).all()
     fooled = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=30, target=2)
     assert (net(fooled).argmax(dim=1) == 2).all()
+    path = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=30, target=2,
+                                    return_path=True)
+    assert path.shape == (31, 4, 3, 8, 8) and torch.equal(path[0], images) and torch.equal(path[-1], fooled)
+    five = explain.iterative_attack(net, images, labels, eps=0.5, step_size=0.05, steps=5, target=2)
+    assert torch.equal(path[5], five)  # step k of one run is the run of k steps
 
 
 def test_class_visualization_raises_the_class_score():

@@ -285,7 +285,7 @@ def _one_image(**changes) -> tuple[dict, dict]:
         ({"pred_masks": torch.ones(1, 1, 5, 5)}, "segm", r"predictions\[0\]\['masks'\]"),
         ({"pred_masks": torch.ones(1, 2, 4, 4)}, "segm", r"\[N, 1, H, W\]"),
         ({"target_masks": torch.ones(4, 4)}, "segm", r"targets\[0\]\['masks'\]"),
-        ({}, "keypoints", "iou_type"),
+        ({}, "polygons", "iou_type"),
     ],
 )
 def test_bad_detections_raise_value_error_naming_the_argument(changes, iou_type, name):

@@ -74,8 +74,13 @@ def predictions_to_results(predictions: list[dict], iou_type: str) -> list[dict]
     return results
 
 
+# object sizes that split 64 x 64 scenes (COCO's own put every object in "small")
+AREAS = {"small": (0.0, 16.0**2), "medium": (16.0**2, 32.0**2), "large": (32.0**2, 1e5**2)}
+
+
 def coco_reference(predictions, targets, iou_type="bbox", gt=None) -> COCOeval:
-    """Run COCOeval (silently) on the detections; ``gt`` defaults to ``targets_to_coco``."""
+    """Run COCOeval (silently) on the detections with the area ranges ``AREAS``; ``gt``
+    defaults to ``targets_to_coco``."""
     if gt is None:
         labels = torch.cat([t["labels"] for t in targets] + [p["labels"] for p in predictions])
         gt = targets_to_coco(targets, sorted(set(labels.tolist())))
@@ -91,6 +96,8 @@ def coco_reference(predictions, targets, iou_type="bbox", gt=None) -> COCOeval:
             coco_dt.dataset = {**gt, "annotations": []}
             coco_dt.createIndex()
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.areaRng = [[0.0, 1e5**2], *(list(r) for r in AREAS.values())]
+        evaluator.params.areaRngLbl = ["all", *AREAS]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -98,10 +105,12 @@ def coco_reference(predictions, targets, iou_type="bbox", gt=None) -> COCOeval:
 
 
 def assert_matches_coco(predictions, targets, iou_type="bbox", gt=None) -> dict:
-    """evaluate_detections == COCOeval: mAP, AP50, AP75, per-class AP, precision, recall."""
-    ours = evaluate_detections(predictions, targets, iou_type)
+    """evaluate_detections == COCOeval: mAP, AP50, AP75, AP by object size (``AREAS``),
+    per-class AP, precision, recall."""
+    ours = evaluate_detections(predictions, targets, iou_type, area_ranges=AREAS)
     ref = coco_reference(predictions, targets, iou_type, gt)
-    for key, stat in (("map", 0), ("map_50", 1), ("map_75", 2)):
+    stats = (("map", 0), ("map_50", 1), ("map_75", 2), ("map_small", 3), ("map_medium", 4), ("map_large", 5))
+    for key, stat in stats:
         assert ours[key] == pytest.approx(ref.stats[stat], abs=TOL), key
     ref_precision = ref.eval["precision"][:, :, :, 0, -1]  # [T, R, K], area "all", maxDets 100
     ref_recall = ref.eval["recall"][:, :, 0, -1]  # [T, K]
@@ -295,3 +304,125 @@ def test_equal_iou_with_two_objects_goes_to_the_later_one():
 def test_cvlib_metrics_does_not_import_pycocotools():
     code = "import sys, cvlib.metrics; assert 'pycocotools' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ap_by_object_size_matches_cocoeval(seed):
+    """Objects and detections of every size range, boundaries included (16 x 16 and 32 x 32
+    boxes are both small and medium, both medium and large: COCO's ranges include both ends)."""
+    g = torch.Generator().manual_seed(100 + seed)
+    targets = []
+    for _ in range(10):
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 20
+        side = torch.tensor([16.0, 32.0, 8.0, 45.0, 24.0])[torch.randint(0, 5, (n,), generator=g)]
+        targets.append({"boxes": torch.cat([xy, xy + side[:, None]], 1),
+                        "labels": torch.randint(1, 4, (n,), generator=g)})
+    predictions = [_detect(g, t, num_classes=3) for t in targets]
+    ours = assert_matches_coco(predictions, targets)
+    assert all(ours[f"map_{name}"] > 0 for name in AREAS)
+
+
+def test_coco_default_sizes_put_small_scenes_in_small():
+    """COCO's own ranges: every object of a 64 x 64 scene is "small" (< 32^2 pixels)."""
+    dataset = ShapesDataset(8, image_size=64, max_objects=3, seed=3)
+    targets = [dataset[i][1] for i in range(len(dataset))]
+    predictions = [{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]}
+                   for t in targets]
+    result = evaluate_detections(predictions, targets)
+    assert result["map"] == result["map_small"] == 1.0
+    assert result["map_medium"] == result["map_large"] == -1.0
+
+
+@pytest.mark.parametrize("ranges, match", [
+    ({"all": (0, 10)}, "not 'all'"), ({"small": (10, 5)}, "low <= high"), ({"small": (0,)}, "pairs"),
+    ({"small": (-1, 5)}, "area_ranges"), ([(0, 5)], "dict"),
+])
+def test_bad_area_ranges(ranges, match):
+    target = {"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1])}
+    with pytest.raises((ValueError, TypeError), match=match):
+        evaluate_detections([{**target, "scores": torch.ones(1)}], [target], area_ranges=ranges)
+
+
+SIGMAS = torch.tensor([0.3, 0.5, 0.8, 1.0, 0.6]) / 10  # 5 keypoints, e.g. a shape's corners and centre
+
+
+def _keypoint_scenes(g: torch.Generator, num_images: int = 12):
+    """Objects with 5 keypoints (some unlabelled, some objects with none) and detections near
+    them (jittered, duplicated, missed) plus false ones."""
+    targets, predictions = [], []
+    for _ in range(num_images):
+        n = int(torch.randint(0, 5, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 60
+        side = torch.tensor([10.0, 30.0, 50.0, 120.0])[torch.randint(0, 4, (n,), generator=g)]
+        boxes = torch.cat([xy, xy + side[:, None]], 1)
+        points = boxes[:, None, :2] + torch.rand(n, 5, 2, generator=g) * side[:, None, None]
+        visibility = (torch.rand(n, 5, generator=g) < 0.8).float() * 2
+        visibility[torch.rand(n, generator=g) < 0.15] = 0  # an object without labelled keypoints
+        labels = torch.randint(1, 3, (n,), generator=g)
+        keypoints = torch.cat([points, visibility[..., None]], 2)
+        targets.append({"boxes": boxes, "labels": labels, "keypoints": keypoints, "area": side**2 * 0.8})
+        found = torch.rand(n, generator=g) < 0.85
+        jitter = torch.randn(int(found.sum()), 5, 2, generator=g) * side[found, None, None] * 0.08
+        extra = int(torch.randint(0, 3, (1,), generator=g))
+        guesses = torch.cat([points[found] + jitter, torch.rand(extra, 5, 2, generator=g) * 100])
+        scores = torch.rand(len(guesses), 5, 1, generator=g)
+        predictions.append({"keypoints": torch.cat([guesses, scores], 2),
+                            "scores": torch.rand(len(guesses), generator=g),
+                            "labels": torch.cat([labels[found], torch.randint(1, 3, (extra,), generator=g)])})
+    return predictions, targets
+
+
+def _keypoints_reference(predictions, targets):
+    images, annotations, results = [], [], []
+    for i, (p, t) in enumerate(zip(predictions, targets)):
+        images.append({"id": i, "width": 200, "height": 200})
+        for box, label, keypoints, area in zip(t["boxes"], t["labels"], t["keypoints"], t["area"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                "bbox": _xywh(box), "area": float(area), "iscrowd": 0,
+                                "keypoints": keypoints.flatten().tolist(),
+                                "num_keypoints": int((keypoints[:, 2] > 0).sum())})
+        for keypoints, score, label in zip(p["keypoints"], p["scores"], p["labels"]):
+            results.append({"image_id": i, "category_id": int(label), "score": float(score),
+                            "keypoints": keypoints.flatten().tolist()})
+    categories = [{"id": c, "name": str(c)} for c in (1, 2)]
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints")
+        evaluator.params.kpt_oks_sigmas = SIGMAS.double().numpy()
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keypoint_ap_matches_cocoeval(seed):
+    predictions, targets = _keypoint_scenes(torch.Generator().manual_seed(seed))
+    ours = evaluate_detections(predictions, targets, "keypoints", max_detections=20, sigmas=SIGMAS)
+    ref = _keypoints_reference(predictions, targets)
+    # COCO's keypoint summary: AP, AP50, AP75, AP medium, AP large (its ranges have no "small")
+    for key, stat in (("map", 0), ("map_50", 1), ("map_75", 2), ("map_medium", 3), ("map_large", 4)):
+        assert ours[key] == pytest.approx(ref.stats[stat], abs=TOL), key
+    np.testing.assert_allclose(ours["precision"].numpy(), ref.eval["precision"][:, :, :, 0, -1], atol=TOL)
+    assert 0 < ours["map"] < 1
+
+
+def test_object_keypoint_similarity_by_hand():
+    from cvlib.metrics import object_keypoint_similarity
+
+    true = torch.tensor([[[10.0, 10, 2], [20, 20, 2], [0, 0, 0]]])  # the third is unlabelled
+    box, area, sigmas = torch.tensor([[5.0, 5, 25, 25]]), torch.tensor([100.0]), torch.tensor([0.1, 0.1, 0.1])
+    exact = object_keypoint_similarity(true, true, box, area, sigmas)
+    assert exact.item() == pytest.approx(1.0)
+    off = true.clone()
+    off[0, 0, 0] += 2.0  # d^2 = 4, 2 s^2 k^2 = 2 * 100 * 0.04 = 8: exp(-0.5) for that keypoint
+    half = (np.exp(-0.5) + 1) / 2
+    assert object_keypoint_similarity(off, true, box, area, sigmas).item() == pytest.approx(half)
+    label = torch.ones(1, dtype=torch.long)
+    with pytest.raises(ValueError, match="sigmas"):  # 3 keypoints: COCO's 17 person sigmas do not fit
+        evaluate_detections([{"keypoints": true, "scores": torch.ones(1), "labels": label}],
+                            [{"keypoints": true, "boxes": box, "labels": label}], "keypoints")

@@ -1,5 +1,7 @@
-"""Datasets: deterministic synthetic shapes scenes (``cvlib.data.shapes``)."""
+"""Datasets: deterministic synthetic shapes scenes (``cvlib.data.shapes``) and any COCO-format
+folder with the same targets (``cvlib.data.coco``)."""
 
+from cvlib.data.coco import CocoDetection, export_coco
 from cvlib.data.shapes import (
     CLASSES,
     ShapesClassification,
@@ -14,6 +16,7 @@ from cvlib.data.shapes import (
 
 __all__ = [
     "CLASSES",
+    "CocoDetection",
     "ShapesClassification",
     "ShapesDataset",
     "SingleObjectDataset",
@@ -21,5 +24,6 @@ __all__ = [
     "collate_detection",
     "collate_segmentation",
     "collate_single_object",
+    "export_coco",
     "to_coco",
 ]

@@ -96,3 +96,20 @@ def max_activating_patches(
             ys, xs = torch.nonzero(grad[0].abs().sum(dim=0) > 0, as_tuple=True)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     return index, torch.tensor(boxes, dtype=torch.float32), values
+
+
+def neighbour_agreement(points: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Fraction of the ``k`` nearest neighbours (Euclidean, itself excluded) of each point of
+    ``points`` ``[N, D]`` that share its label ``labels`` ``[N]``: how well an embedding (a
+    2-D PCA or t-SNE, the raw features) keeps the classes together."""
+    if not isinstance(points, torch.Tensor) or points.ndim != 2 or len(points) < 2:
+        got = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise ValueError(f"points must be a [N, D] tensor with N >= 2, got {got}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != points.shape[:1]:
+        raise ValueError(f"labels must be a tensor [N] = [{len(points)}]")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(points):
+        raise ValueError(f"k must be an int in [1, {len(points) - 1}], got {k!r}")
+    distances = torch.cdist(points.float(), points.float())
+    distances.fill_diagonal_(float("inf"))
+    neighbours = distances.topk(k, largest=False).indices  # [N, k]
+    return (labels[neighbours] == labels[:, None]).float().mean().item()

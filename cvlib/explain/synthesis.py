@@ -103,17 +103,22 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03) -> t
 
 def iterative_attack(
     model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03, step_size: float = 0.005,
-    steps: int = 10, target=None,
+    steps: int = 10, target=None, return_path: bool = False,
 ) -> torch.Tensor:
     """Iterative FGSM / PGD (Kurakin et al. 2017): ``steps`` sign steps of ``step_size``, each
     projected back to ``||I' - I||_inf <= eps`` and ``[0, 1]``. Untargeted (raise the loss of
-    ``labels``) or, with ``target`` a class, a fooling image (lower the loss of ``target``)."""
+    ``labels``) or, with ``target`` a class, a fooling image (lower the loss of ``target``).
+
+    ``[B, 3, H, W]`` -> the adversarial images, same shape; with ``return_path=True`` every
+    iterate instead, ``[steps + 1, B, 3, H, W]`` (index 0 is the input): one run shows the
+    attack step by step (the first k steps of a run are the run with ``steps=k``)."""
     images = check_images(images, model=_checks.module(model))
     _checks.number(eps, "eps", low=0)
     _checks.number(step_size, "step_size", low=0, low_open=True)
     _checks.integer(steps, "steps", low=0)
     labels = _labels(labels, images)
     adversarial = images.clone()
+    path = [adversarial]
     with prepared(model):
         goal = labels if target is None else _labels(target, images, "target")
         direction = 1.0 if target is None else -1.0
@@ -121,4 +126,5 @@ def iterative_attack(
             grad = _loss_gradient(model, adversarial, goal, "labels" if target is None else "target")
             adversarial = adversarial + direction * step_size * grad.sign()
             adversarial = (images + (adversarial - images).clamp(-eps, eps)).clamp(0, 1)
-    return adversarial
+            path.append(adversarial)
+    return torch.stack(path) if return_path else adversarial

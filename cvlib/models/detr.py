@@ -298,12 +298,15 @@ class DETR(nn.Module):
     auxiliary ``*_0``, ``*_1``... of earlier decoder layers when ``aux_loss``). Eval mode:
     ``model(images)`` -> per image ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``: every query
     whose best object class scores above ``score_thresh``, highest first; no NMS.
+    ``backbone``: any module with an ``out_channels`` attribute (any stride, e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``.
     """
 
     def __init__(self, num_classes: int = 3, width: int = 16, d_model: int = 128, num_heads: int = 4,
                  num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 256,
                  num_queries: int = 10, dropout: float = 0.0, aux_loss: bool = True,
-                 score_thresh: float = 0.05, criterion: SetCriterion | None = None):
+                 score_thresh: float = 0.05, criterion: SetCriterion | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
         counts(num_classes=num_classes, width=width, d_model=d_model, num_heads=num_heads,
                num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
@@ -311,7 +314,7 @@ class DETR(nn.Module):
         number(dropout, "dropout", low=0, high=1, high_open=True)
         number(score_thresh, "score_thresh", low=0, high=1)
         self.num_classes, self.aux_loss, self.score_thresh = num_classes, aux_loss, score_thresh
-        self.backbone = Backbone(width)
+        self.backbone = backbone if backbone is not None else Backbone(width)
         self.input_proj = nn.Conv2d(self.backbone.out_channels, d_model, 1)
         self.encoder = nn.ModuleList(
             EncoderLayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_encoder_layers))

@@ -71,23 +71,30 @@ class FCN(nn.Module):
     """``[B, 3, H, W]`` -> ``[B, num_classes, H, W]``: features at 1/8 (``vgg_features``), a 1x1
     conv scores the classes, a transposed conv (kernel 16, stride 8, padding 4) initialised to
     bilinear interpolation brings them back to full resolution. Any ``H, W``: the input is
-    padded to a multiple of 8 and the output cropped."""
+    padded to a multiple of 8 and the output cropped.
 
-    def __init__(self, num_classes: int = 4, width: int = 16):
+    ``backbone``: any module with ``out_channels`` and ``stride`` attributes instead (e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`, stride 16): the upsampling then has
+    kernel ``2 * stride``, stride ``stride``, padding ``stride / 2``."""
+
+    def __init__(self, num_classes: int = 4, width: int = 16, backbone: nn.Module | None = None):
         super().__init__()
         counts(num_classes=num_classes, width=width)
-        self.features = vgg_features(width)
-        self.score = nn.Conv2d(8 * width, num_classes, 1)
-        self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, padding=4, bias=False)
+        self.features = backbone if backbone is not None else vgg_features(width)
+        self.stride = backbone.stride if backbone is not None else 8
+        channels = backbone.out_channels if backbone is not None else 8 * width
+        self.score = nn.Conv2d(channels, num_classes, 1)
+        s = self.stride  # kernel 2s, stride s, padding s / 2: bilinear upsampling by s
+        self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 2 * s, s, padding=s // 2, bias=False)
         with torch.no_grad():  # class c upsamples only class c, bilinearly; training may change it
             self.upsample.weight.zero_()
             for c in range(num_classes):
-                self.upsample.weight[c, c] = bilinear_kernel(16)
+                self.upsample.weight[c, c] = bilinear_kernel(2 * s)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, like=self)
         height, width = images.shape[-2:]
-        x = F.pad(images, (0, -width % 8, 0, -height % 8))
+        x = F.pad(images, (0, -width % self.stride, 0, -height % self.stride))
         return self.upsample(self.score(self.features(x)))[..., :height, :width]
 
 

@@ -30,7 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import choice, counts, describe, integer, module, number, pair, sequence, tensor
+from cvlib._checks import (
+    all_finite,
+    choice,
+    counts,
+    describe,
+    integer,
+    module,
+    number,
+    pair,
+    sequence,
+    tensor,
+)
 from cvlib.models.blocks import vgg_features
 from cvlib.ops import (
     batched_nms,
@@ -252,9 +263,11 @@ def box_losses(class_logits, box_deltas, labels, regression_targets) -> tuple[to
     tensor(labels, "labels", shape=(num_rois,), dtype="int")
     if num_rois and (labels.min() < 0 or labels.max() >= num_scores):
         raise ValueError(f"labels must lie in 0..{num_scores - 1} (0 is background), got {labels.tolist()}")
-    tensor(regression_targets, "regression_targets", shape=(num_rois, 4), dtype="float", finite=True)
+    tensor(regression_targets, "regression_targets", shape=(num_rois, 4), dtype="float")
     classification = F.cross_entropy(class_logits, labels)
     positive = torch.nonzero(labels > 0).flatten()
+    # a background RoI of zero width has an inf target, never used: only the objects' must be finite
+    all_finite(regression_targets[positive], "regression_targets")
     deltas = box_deltas.reshape(len(labels), -1, 4)[positive, labels[positive]]
     box = F.smooth_l1_loss(deltas, regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="sum")
     return classification, box / max(len(labels), 1)
@@ -622,7 +635,9 @@ class FasterRCNN(nn.Module):
     """Faster R-CNN: backbone -> RPN proposals -> RoI heads, trained jointly with the four
     losses ``loss_objectness``, ``loss_rpn_box_reg`` (RPN) and ``loss_classifier``,
     ``loss_box_reg`` (head). ``rpn_args`` go to :class:`RegionProposalNetwork`,
-    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own)."""
+    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own).
+    ``backbone``: any module with ``out_channels`` and ``stride`` attributes (e.g.
+    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``."""
 
     heads = RoIHeads
 
@@ -637,13 +652,14 @@ class FasterRCNN(nn.Module):
         hidden: int = 128,
         rpn_args: dict | None = None,
         head_args: dict | None = None,
+        backbone: nn.Module | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.backbone = Backbone(width)
-        channels = self.backbone.out_channels
-        self.rpn = RegionProposalNetwork(channels, Backbone.stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = self.heads(channels, num_classes, 1 / Backbone.stride, pooler, output_size,
+        self.backbone = backbone if backbone is not None else Backbone(width)
+        channels, stride = self.backbone.out_channels, self.backbone.stride
+        self.rpn = RegionProposalNetwork(channels, stride, scales, aspect_ratios, **(rpn_args or {}))
+        self.roi_heads = self.heads(channels, num_classes, 1 / stride, pooler, output_size,
                                     hidden=hidden, **(head_args or {}))
 
     def check_inputs(self, images, targets) -> None:

@@ -6,9 +6,11 @@ lectures and checked against ``torchvision.ops`` (same signatures, same numbers)
 - ``anchors``: anchors over a feature map, their labels, balanced sampling
 - ``roi``: RoI Pool and RoI Align
 - ``upsample``: nearest, bed of nails, max unpooling, bilinear, transposed convolution
+- ``reference``: NMS, RoI Pool and RoI Align as the lecture's loops, one box at a time (read
+  these first; the fast versions above give the same numbers)
 """
 
-from cvlib.ops import upsample
+from cvlib.ops import reference, upsample
 from cvlib.ops.anchors import generate_anchors, label_anchors, sample_anchors
 from cvlib.ops.boxes import (
     box_area,
@@ -22,6 +24,7 @@ from cvlib.ops.nms import batched_nms, nms
 from cvlib.ops.roi import roi_align, roi_pool
 
 __all__ = [
+    "reference",
     "upsample",
     "box_area",
     "box_convert",

@@ -20,7 +20,7 @@ import torch
 from cvlib._checks import integer, number, tensor
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["roi_pool", "roi_align", "rois_from_boxes"]
+__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels"]
 
 CHUNK = 256  # RoIs gathered at once (bounds memory)
 
@@ -231,3 +231,24 @@ def _corners(coords, limit):
     frac = torch.where(at_edge, torch.zeros_like(coords), coords - low.to(coords.dtype))
     weights = torch.stack([1 - frac, frac], -1) * valid[..., None].to(coords.dtype)
     return torch.stack([low, high], -1), weights
+
+
+def roi_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: float = 224.0,
+               canonical_level: int = 4) -> torch.Tensor:
+    """The pyramid level each RoI is pooled from (FPN, Lin et al. 2017, eq. 1): ``[K]`` int64,
+    counted from ``k_min`` (0 is level ``k_min``, the finest map).
+
+    ``k = floor(k0 + log2(sqrt(w h) / 224))``, clamped to ``[k_min, k_max]``: a 224 x 224 box
+    (an ImageNet image) goes to level ``k0 = 4``; a box half as large goes one level finer, to a
+    map with twice the resolution. Same as torchvision's ``MultiScaleRoIAlign`` level mapper
+    (including its ``1e-6`` that puts an exact power of two on the coarser level).
+    """
+    _check_boxes(boxes)
+    if not (isinstance(k_min, int) and isinstance(k_max, int) and k_min <= k_max):
+        raise ValueError(f"k_min and k_max must be ints with k_min <= k_max, got {k_min!r}, {k_max!r}")
+    if not canonical_scale > 0:
+        raise ValueError(f"canonical_scale must be > 0, got {canonical_scale!r}")
+    size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    eps = torch.tensor(1e-6, dtype=size.dtype)
+    level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
+    return level.clamp(min=k_min, max=k_max).to(torch.int64) - k_min

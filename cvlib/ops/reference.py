@@ -1,0 +1,132 @@
+"""The lecture's algorithms as the lecture says them: NMS, RoI Pool and RoI Align, one box at a
+time. Read these first.
+
+``cvlib.ops.nms``, ``roi_pool`` and ``roi_align`` compute the same numbers fast (blocks of IoUs,
+range-maximum tables, interpolation matrices), which hides the algorithm. These versions are
+written for reading, as torchvision keeps a slow pure-Python ``_roi_align`` beside its kernel:
+a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box. The
+tests check that they give the same results as the fast versions and as ``torchvision.ops``;
+``bench/ops.py`` times them (they stay within about 20x of torchvision at 100 boxes, so a
+notebook can call them).
+
+They take the inputs the fast versions take, already checked: ``boxes [N, 4]`` xyxy floats,
+``rois [K, 5]`` ``(batch_index, x1, y1, x2, y2)``, features ``[N, C, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cvlib.ops.boxes import box_iou
+
+__all__ = ["nms_loop", "roi_pool_loop", "roi_align_loop"]
+
+
+def nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression, the lecture's loop. Returns the kept indices ``[K]``
+    (int64) in decreasing order of score, like :func:`cvlib.ops.nms`.
+
+    1. sort the boxes by score (equal scores in index order);
+    2. the best box not yet suppressed is a detection: keep it;
+    3. suppress every box whose IoU with it is ``> iou_threshold``;
+    4. repeat with the next box in score order.
+
+    The IoU of every pair is computed once, ``[N, N]`` (in double, as torchvision compares):
+    fine for the hundreds of boxes of a lecture, not for 10,000.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices  # 1.
+    iou = box_iou(boxes, boxes).double().cpu().numpy()
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)  # 2.
+        suppressed |= iou[i] > iou_threshold  # 3. (NaN, for two empty boxes, is not > t)
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _round_half_away(x: float) -> int:
+    """C's ``round``, which torchvision's RoI Pool uses: halves go away from zero."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0):
+    """RoI Pool (Fast R-CNN), RoI by RoI: ``[K, C, PH, PW]``, like :func:`cvlib.ops.roi_pool`.
+
+    1. scale the box to the feature map and **round** it to whole cells (at least one);
+    2. cut it into ``PH x PW`` bins, also rounded: bin ``p`` covers rows
+       ``floor(p * h / PH)`` to ``ceil((p + 1) * h / PH)`` of the box, clipped to the map;
+    3. each output value is the **max** over its bin's cells (0 for a bin outside the map).
+    """
+    ph, pw = _pair(output_size)
+    height, width = input.shape[-2:]
+    out = input.new_zeros((len(rois), input.shape[1], ph, pw))
+    for k, (n, *box) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (_round_half_away(v * spatial_scale) for v in box)  # 1.
+        h, w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+        rows = [(min(max(y1 + math.floor(p * h / ph), 0), height),  # 2.
+                 min(max(y1 + math.ceil((p + 1) * h / ph), 0), height)) for p in range(ph)]
+        cols = [(min(max(x1 + math.floor(q * w / pw), 0), width),
+                 min(max(x1 + math.ceil((q + 1) * w / pw), 0), width)) for q in range(pw)]
+        for p, (r0, r1) in enumerate(rows):
+            for q, (c0, c1) in enumerate(cols):
+                if r1 > r0 and c1 > c0:
+                    out[k, :, p, q] = input[int(n), :, r0:r1, c0:c1].amax(dim=(1, 2))  # 3.
+    return out
+
+
+def bilinear_sample(feature: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """``feature`` ``[C, H, W]`` at every point of the grid ``ys [P] x xs [Q]``: ``[C, P, Q]``.
+
+    A point is the weighted mean of its four neighbouring cells, weights ``(1 - dy)(1 - dx)``,
+    ``(1 - dy) dx``, ``dy (1 - dx)``, ``dy dx``. As in torchvision, a point more than one cell
+    outside the map is 0, and a point just outside takes the value at the border.
+    """
+    def corners(coords: torch.Tensor, size: int):
+        inside = (coords >= -1) & (coords <= size)
+        coords = coords.clamp(0, size - 1)
+        low = coords.floor().long().clamp(max=size - 1)
+        high = (low + 1).clamp(max=size - 1)
+        frac = coords - low
+        return low, high, frac * inside, (1 - frac) * inside
+
+    y0, y1, dy, wy0 = corners(ys, feature.shape[-2])
+    x0, x1, dx, wx0 = corners(xs, feature.shape[-1])
+    rows = [(y0, wy0), (y1, dy)]  # the upper and lower neighbour of each y, with its weight
+    cols = [(x0, wx0), (x1, dx)]
+    return sum(feature[:, r][:, :, c] * (wr[:, None] * wc[None, :]) for r, wr in rows for c, wc in cols)
+
+
+def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0,
+                   sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
+    """RoI Align (Mask R-CNN), RoI by RoI: ``[K, C, PH, PW]``, like :func:`cvlib.ops.roi_align`.
+
+    1. scale the box to the feature map **without rounding** (shifted by half a cell when
+       ``aligned``, so that cell centres line up; legacy boxes are at least one cell);
+    2. cut it into ``PH x PW`` equal bins and place ``g x g`` sample points at the centres of a
+       regular sub-grid of each bin (``g = sampling_ratio``, or ``ceil(bin size)`` when <= 0);
+    3. read each point by **bilinear interpolation**; a bin's value is the mean of its points.
+    """
+    ph, pw = _pair(output_size)
+    out = input.new_zeros((len(rois), input.shape[1], ph, pw))
+    offset = 0.5 if aligned else 0.0
+    for k, (n, *box) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (v * spatial_scale - offset for v in box)  # 1.
+        h, w = (y2 - y1, x2 - x1) if aligned else (max(y2 - y1, 1.0), max(x2 - x1, 1.0))
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(h / ph)  # 2.
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(w / pw)
+        if gh == 0 or gw == 0:
+            continue  # an empty box has no sample points: its bins stay 0
+        ys = y1 + (torch.arange(ph * gh, dtype=input.dtype) + 0.5) * (h / ph / gh)  # [PH * gh]
+        xs = x1 + (torch.arange(pw * gw, dtype=input.dtype) + 0.5) * (w / pw / gw)  # [PW * gw]
+        samples = bilinear_sample(input[int(n)], ys.to(input.device), xs.to(input.device))  # 3.
+        out[k] = samples.view(-1, ph, gh, pw, gw).mean(dim=(2, 4))
+    return out

@@ -1,0 +1,76 @@
+"""cvlib.ops.reference (the lecture's loops) gives the same results as the fast cvlib.ops and as
+torchvision.ops: random boxes (outside the image, zero-area, duplicated), equal scores, the
+thresholds of test_ops_nms; random RoIs, scales, sampling ratios, aligned; empty inputs."""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_ops_boxes import box_sets
+from test_ops_nms import THRESHOLDS, _scores
+from test_ops_roi import _rois
+
+from cvlib import ops
+from cvlib.ops import reference
+
+
+@given(box_sets(), st.sampled_from(THRESHOLDS), st.booleans())
+def test_nms_loop_equals_nms(boxes, iou_threshold, ties):
+    scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
+    keep = reference.nms_loop(boxes, scores, iou_threshold)
+    assert keep.dtype == torch.int64
+    assert torch.equal(keep, ops.nms(boxes, scores, iou_threshold))
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
+
+
+@settings(max_examples=25)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 12),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+)
+def test_roi_pool_loop_equals_roi_pool(seed, n, output_size, spatial_scale):
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    ours = reference.roi_pool_loop(x, rois, output_size, spatial_scale)
+    torch.testing.assert_close(ours, ops.roi_pool(x, rois, output_size, spatial_scale))
+    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size, spatial_scale))
+
+
+@settings(max_examples=25)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 12),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+    sampling_ratio=st.sampled_from([-1, 0, 1, 2, 3]),
+    aligned=st.booleans(),
+)
+def test_roi_align_loop_equals_roi_align(seed, n, output_size, spatial_scale, sampling_ratio, aligned):
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    ours = reference.roi_align_loop(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    args = (x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    torch.testing.assert_close(ours, ops.roi_align(*args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, torchvision.ops.roi_align(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_roi_loops_have_gradients_like_the_fast_ops():
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 1.2, 6.3, 5.0], [0, 2.0, 2.0, 2.0, 7.5]])
+    for loop, fast in [(reference.roi_align_loop, ops.roi_align), (reference.roi_pool_loop, ops.roi_pool)]:
+        (grad_loop,) = torch.autograd.grad(loop(x, rois, 3, 0.9).square().sum(), x)
+        (grad_fast,) = torch.autograd.grad(fast(x, rois, 3, 0.9).square().sum(), x)
+        torch.testing.assert_close(grad_loop, grad_fast, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("loop", [reference.roi_pool_loop, reference.roi_align_loop])
+def test_roi_loops_on_no_rois(loop):
+    assert loop(torch.rand(1, 4, 6, 6), torch.zeros(0, 5), (2, 3)).shape == (0, 4, 2, 3)
+
+
+def test_nms_loop_on_no_boxes_and_one_box():
+    assert reference.nms_loop(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+    assert reference.nms_loop(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
