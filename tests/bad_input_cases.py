@@ -1472,6 +1472,49 @@ EXEMPT = {
 }
 
 
+# Public callables that landed on main late in issue 23's session (coco, FPN, keypoints, the
+# explain "understanding" half, ops.reference, runtime): not probed yet. Each needs a case.
+LANDED_LATE = "landed on main during issue 23's session, after the probe; needs a case (follow-up)"
+PENDING = dict.fromkeys(
+    [
+        "cvlib.data.coco.CocoDetection",
+        "cvlib.data.coco.export_coco",
+        "cvlib.explain.dissection.unit_concept_iou",
+        "cvlib.explain.faithfulness.area_under_curve",
+        "cvlib.explain.faithfulness.blur",
+        "cvlib.explain.faithfulness.deletion_curve",
+        "cvlib.explain.faithfulness.insertion_curve",
+        "cvlib.explain.faithfulness.pixel_order",
+        "cvlib.explain.inversion.invert_features",
+        "cvlib.explain.inversion.total_variation",
+        "cvlib.explain.sanity.cascading_randomization",
+        "cvlib.explain.sanity.randomized_copy",
+        "cvlib.explain.sanity.rank_correlation",
+        "cvlib.explain.style.gram_matrix",
+        "cvlib.explain.style.style_transfer",
+        "cvlib.explain.style.synthesize_texture",
+        "cvlib.metrics.object_keypoint_similarity",
+        "cvlib.models.backbones.ImageNetBackbone",
+        "cvlib.models.backbones.torchvision_backbone",
+        "cvlib.models.fpn.FeaturePyramidNetwork",
+        "cvlib.ops.reference.nms_loop",
+        "cvlib.ops.reference.roi_align_loop",
+        "cvlib.ops.reference.roi_pool_loop",
+        "cvlib.ops.roi.roi_levels",
+        "cvlib.runtime.start",
+        "cvlib.train.MetricsLog",
+        "cvlib.train.is_distributed",
+        "cvlib.train.open_dataset",
+        "cvlib.train.rank",
+        "cvlib.train.shard_loader",
+        "cvlib.train.start_processes",
+        "cvlib.train.train_on_data",
+        "cvlib.weights.transfer",
+    ],
+    LANDED_LATE,
+)
+
+
 def public_callables() -> list[str]:
     """Qualified names of every function and class in the ``__all__`` of a cvlib module."""
     names = []

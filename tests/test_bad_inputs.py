@@ -12,7 +12,25 @@ import math
 
 import pytest
 import torch
-from bad_input_cases import CASES, EXEMPT, NUMBER_KINDS, TENSOR_KINDS, clear, covered, public_callables
+from bad_input_cases import (
+    CASES,
+    EXEMPT,
+    NUMBER_KINDS,
+    PENDING,
+    TENSOR_KINDS,
+    clear,
+    covered,
+    public_callables,
+)
+    CASES,
+    EXEMPT,
+    NUMBER_KINDS,
+    PENDING,
+    TENSOR_KINDS,
+    clear,
+    covered,
+    public_callables,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -142,9 +160,9 @@ def test_bad_input_is_rejected_naming_the_argument(name, data):
 
 def test_every_public_callable_has_a_case():
     public = public_callables()
-    missing = [name for name in public if not covered(name) and name not in EXEMPT]
+    missing = [name for name in public if not covered(name) and name not in EXEMPT and name not in PENDING]
     assert not missing, f"public functions without a bad-input case in tests/bad_input_cases.py: {missing}"
-    stale = [name for name in EXEMPT if name not in public]
+    stale = [name for name in {**EXEMPT, **PENDING} if name not in public or covered(name)]
     assert not stale, f"EXEMPT names that are no longer public: {stale}"
 
 
