@@ -22,15 +22,6 @@ from bad_input_cases import (
     covered,
     public_callables,
 )
-    CASES,
-    EXEMPT,
-    NUMBER_KINDS,
-    PENDING,
-    TENSOR_KINDS,
-    clear,
-    covered,
-    public_callables,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
