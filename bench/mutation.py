@@ -187,18 +187,25 @@ def main() -> None:
                 print(f"{name}:{line} {kind:8s} {status}", flush=True)
             (workdir / name).write_text(original)
             report["files"][name] = outcome
+            write(report, args.out)  # after each file: a stopped run keeps what it found
             survived = len(outcome["survived"])
             print(
                 f"== {name}: {outcome['tried']} of {len(candidates)} mutants, {survived} survived", flush=True
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    total = write(report, args.out)
+    print(f"{total['tried']} mutants, {total['survived']} survived; written to {args.out}")
+
+
+def write(report: dict, out: str) -> dict:
+    """Write ``report`` with its totals to ``out``; return the totals."""
     tried = sum(f["tried"] for f in report["files"].values())
     survivors = sum(len(f["survived"]) for f in report["files"].values())
     report["total"] = {"tried": tried, "survived": survivors}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{tried} mutants, {survivors} survived; written to {args.out}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    return report["total"]
 
 
 if __name__ == "__main__":
