@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check colab-url notebooks bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check colab-url notebooks assignments bench weights lint clean
 
 install: $(STAMP)
 
@@ -38,8 +38,10 @@ test: test-unit test-notebooks
 test-unit: $(TEST_STAMP)
 	$(PY) -m pytest
 
+# CVLIB_NO_DOWNLOAD=1: the notebooks use only pretrained weights already cached (cvlib.pretrained),
+# so a CI machine with a network does not fetch 645 MB and the outputs match the committed ones.
 test-notebooks: install
-	$(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+	CVLIB_NO_DOWNLOAD=1 $(PY) -m pytest $(NBVAL_FLAGS) notebooks/
 
 # Mutation testing of cvlib/ops, cvlib/metrics.py and cvlib/weights.py (not part of `make test`):
 # do their tests fail when the code changes? Survivors go to bench/results/mutation.json.
@@ -58,7 +60,7 @@ browser-test: install
 	  if [ "$$(id -u)" != 0 ]; then echo "browser-test needs /usr/bin/chromium: run as root, or 'sudo apt-get install --no-install-recommends chromium' first"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	$(PY) -m pip install -q "playwright>=1.40"
-	CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
+	CVLIB_NO_DOWNLOAD=1 CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
 
 # The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
 # torchvision 0.26, ipywidgets 7.7) and Colab's Python, 3.13, in .venv-colab. It says which
@@ -82,7 +84,7 @@ notebooks: install
 	@set -e; for py in notebooks/$(NB).py; do \
 	  nb=$${py%.py}.ipynb; echo "== $$nb"; \
 	  if [ -f $$nb ]; then $(VENV)/bin/jupytext -q --to ipynb --update $$py; else $(VENV)/bin/jupytext -q --to ipynb $$py; fi; \
-	  TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  CVLIB_NO_DOWNLOAD=1 TQDM_DISABLE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=600 $$nb; \
 	  $(PY) tools/strip_widget_state.py $$nb; \
 	  $(VENV)/bin/jupytext -q --to py:percent $$nb; \
@@ -92,6 +94,12 @@ notebooks: install
 colab-url:
 	@test -n "$(URL)" || { echo "usage: make colab-url URL=https://github.com/OWNER/NAME"; exit 1; }
 	python3 tools/set_repository.py $(URL)
+
+# Student versions of the notebooks: assignments/NN_topic.ipynb (+ .py twin), each solution
+# between "### BEGIN SOLUTION" and "### END SOLUTION" replaced by a stub raising
+# NotImplementedError, outputs cleared (tools/make_assignments.py; nbgrader is not needed).
+assignments: install
+	$(PY) tools/make_assignments.py
 
 # Speed and quality benchmarks (not part of `make test`); each writes bench/results/NAME.json,
 # and the last `make browser-test`'s round trips are copied there too.

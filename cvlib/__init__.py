@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "ops", "models", "losses", "metrics", "explain",
-    "train", "recipes", "weights", "viz", "widgets", "runtime",
+    "train", "recipes", "weights", "viz", "widgets", "runtime", "exercises",
 )
 __all__ = list(_SUBMODULES)
 

@@ -54,6 +54,7 @@ __all__ = [
     "average_precision_all_points",
     "average_precision_coco",
     "evaluate_detections",
+    "panoptic_quality",
 ]
 
 # COCO's thresholds, made with np.linspace as in pycocotools: torch.linspace rounds some of them
@@ -784,3 +785,103 @@ def _accumulate(images: list[dict], classes: list[int], area_range: str):
         precision[:, :, k] = interpolated_precision(rec, prec, RECALL_THRESHOLDS)
         recall[:, k] = rec[:, -1] if len(scores) else 0.0
     return precision, recall, has_gt
+
+
+# ----------------------------------------------------------------------------------------------
+# Panoptic segmentation: panoptic quality (Kirillov et al. 2019)
+# ----------------------------------------------------------------------------------------------
+
+
+def _panoptic_segments(output: dict, name: str, stuff: set[int], shape=None):
+    """Segment id per pixel ``[H * W]`` (int64) and each segment's class: a segment is one
+    (class, instance) pair; the instance of a stuff class does not count (one segment)."""
+    if not isinstance(output, dict) or not {"classes", "instances"} <= output.keys():
+        raise TypeError(f"{name} must be a dict with 'classes' and 'instances' [H, W], "
+                        f"got {describe(output)}")
+    classes = tensor(output["classes"], f"{name}['classes']", ndim=2, dtype="int", shape=shape)
+    instances = tensor(output["instances"], f"{name}['instances']", shape=tuple(classes.shape), dtype="int")
+    is_stuff = torch.isin(classes, torch.tensor(sorted(stuff), dtype=classes.dtype))
+    pairs = torch.stack([classes.flatten(), torch.where(is_stuff, 0, instances).flatten()], 1)
+    keys, segment = torch.unique(pairs, dim=0, return_inverse=True)
+    return segment, keys[:, 0]
+
+
+def panoptic_quality(
+    predictions: Sequence[dict], targets: Sequence[dict], things: Sequence[int], stuff: Sequence[int],
+    void: int = -1,
+) -> dict:
+    """Panoptic quality ``PQ = SQ x RQ`` over a data set, per class and averaged.
+
+    A panoptic segmentation gives every pixel a class and, for *things* (countable objects),
+    an instance: a **segment** is one (class, instance) pair; each *stuff* class (sky, road) is
+    one segment per image. A predicted and a true segment of the same class **match** when
+    their IoU is > 0.5 (then the match is unique). Per class, over all images,
+
+        PQ = sum_TP IoU / (|TP| + |FP| / 2 + |FN| / 2) = SQ x RQ,
+        SQ = sum_TP IoU / |TP|   (segmentation quality: how well matched segments overlap),
+        RQ = |TP| / (|TP| + |FP| / 2 + |FN| / 2)   (recognition quality: an F1 score).
+
+    Pixels whose true class is ``void`` are left out: they count in no true segment and not in
+    the union of a match, and an unmatched prediction with more than half of its pixels on void
+    is not a false positive (as the reference implementation, panopticapi; crowd regions are
+    not supported).
+
+    Args:
+        predictions, targets: one dict per image with ``classes`` and ``instances``, int
+            ``[H, W]`` each (the instance id of a stuff pixel is ignored).
+        things, stuff: the class ids of each kind (disjoint).
+        void: the true class of unlabelled pixels.
+
+    Returns:
+        ``{"pq", "sq", "rq"}`` (floats, the means over the classes that appear, predicted or
+        true; -1 when none), the same for ``"things"`` and ``"stuff"`` (dicts), and
+        ``"per_class"``: ``{class: {"pq", "sq", "rq", "tp", "fp", "fn"}}``.
+    """
+    sequence(predictions, "predictions")
+    sequence(targets, "targets")
+    if len(predictions) != len(targets):
+        raise ValueError(f"predictions and targets must have one dict per image each, got "
+                         f"{len(predictions)} and {len(targets)}")
+    things, stuff = set(sequence(things, "things")), set(sequence(stuff, "stuff"))
+    if things & stuff:
+        raise ValueError(f"things and stuff must be disjoint, both hold {sorted(things & stuff)}")
+    counts: dict[int, list[float]] = {}  # class -> [tp, fp, fn, sum of matched IoUs]
+    for i, (prediction, target) in enumerate(zip(predictions, targets)):
+        true_segment, true_class = _panoptic_segments(target, f"targets[{i}]", stuff)
+        shape = tuple(torch.as_tensor(target["classes"]).shape)
+        pred_segment, pred_class = _panoptic_segments(prediction, f"predictions[{i}]", stuff, shape)
+        # intersections of every (true, predicted) pair of segments, counted in one bincount
+        pairs = true_segment * len(pred_class) + pred_segment
+        inter = torch.bincount(pairs, minlength=len(true_class) * len(pred_class)).view(len(true_class), -1)
+        pred_area = inter.sum(0)  # all its pixels, void included
+        pred_on_void = inter[true_class == void].sum(0)
+        true_area = inter.sum(1)
+        union = pred_area[None, :] + true_area[:, None] - inter - pred_on_void[None, :]
+        iou = inter.double() / union.clamp(min=1).double()
+        same = true_class[:, None] == pred_class[None, :]
+        match = same & (iou > 0.5) & (true_class != void)[:, None]  # [T, P]: one per row and column
+        classes = torch.cat([true_class, pred_class]).unique()
+        for c in classes[classes != void].tolist():  # a prediction of "void" is no prediction
+            tp_iou = iou[match & (true_class == c)[:, None]]
+            matched_pred = match.any(0)
+            fp = ((pred_class == c) & ~matched_pred & (pred_on_void * 2 <= pred_area)).sum().item()
+            fn = ((true_class == c) & ~match.any(1)).sum().item()
+            row = counts.setdefault(c, [0, 0, 0, 0.0])
+            row[0] += len(tp_iou)
+            row[1] += fp
+            row[2] += fn
+            row[3] += tp_iou.sum().item()
+    per_class = {}
+    for c, (tp, fp, fn, iou_sum) in sorted(counts.items()):
+        if tp + fp + fn == 0:
+            continue
+        sq = iou_sum / tp if tp else 0.0
+        rq = tp / (tp + fp / 2 + fn / 2)
+        per_class[c] = {"pq": sq * rq, "sq": sq, "rq": rq, "tp": tp, "fp": fp, "fn": fn}
+
+    def average(classes) -> dict:
+        rows = [per_class[c] for c in per_class if c in classes]
+        return {k: float(np.mean([r[k] for r in rows])) if rows else -1.0 for k in ("pq", "sq", "rq")}
+
+    return {**average(set(per_class)), "things": average(things), "stuff": average(stuff),
+            "per_class": per_class}

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -523,3 +523,105 @@ print(f"median slider step: {1000 * statistics.median(step_seconds):.0f} ms")
 #    output_padding=1`. What filter does it learn, and how small does the loss get?
 # 5. `F.max_unpool2d` with overlapping pooling windows (`kernel_size=3, stride=2`): what happens
 #    when two windows pick the same maximum?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the upsampling layers of this notebook yourself: `max_unpool`, `bilinear` (the half-pixel
+# convention of `align_corners=False`) and `conv_transpose2d_scatter` (the transposed convolution
+# as summed filter copies). Each function has cvlib's signature and docstring; `check(name, fn)`
+# runs it against cvlib's version on hand-picked edge cases (empty inputs, ties, thresholds at
+# the boundary, non-contiguous tensors) and on seeded random cases, gradients included where the
+# function is trained through. It prints `NAME: N cases passed`, or raises an `AssertionError`
+# with the smallest failing input, the expected and the actual output and, when it recognises
+# one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
+# implemented yet`.
+#
+# In `notebooks/02_upsampling.ipynb` the solutions are filled in;
+# `assignments/02_upsampling.ipynb` (written by `make assignments`) has a stub in their place.
+# Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "max_unpool", "locked": false, "schema_version": 3, "solution": true}
+def max_unpool(x, indices, output_size):
+    """Max unpooling: put each value of ``x [N, C, h, w]`` back at the position ``indices``
+    ``[N, C, h, w]`` (flat ``row * W + col`` in one ``H x W`` plane, from
+    ``F.max_pool2d(..., return_indices=True)``), zeros elsewhere: ``[N, C, H, W]``, with
+    ``(H, W) = output_size``."""
+    ### BEGIN SOLUTION
+    height, width = output_size
+    n, c = x.shape[:2]
+    out = x.new_zeros(n, c, height * width)  # one flat plane per image and channel
+    out = out.scatter(2, indices.flatten(2), x.flatten(2))
+    return out.view(n, c, height, width)
+    ### END SOLUTION
+
+
+# %%
+check("max_unpool", max_unpool)
+
+
+# %% nbgrader={"grade": false, "grade_id": "bilinear", "locked": false, "schema_version": 3, "solution": true}
+def bilinear(x, scale=None, size=None, align_corners=False):
+    """Bilinear resize of ``x [N, C, H, W]`` to ``size = (H_out, W_out)`` or by ``scale``
+    (``H_out = floor(H * scale)``): interpolate along the rows, then along the columns. Equals
+    ``F.interpolate(..., mode="bilinear", align_corners=align_corners)``."""
+    ### BEGIN SOLUTION
+    height, width = x.shape[2:]
+    out_h, out_w = size if size is not None else (math.floor(height * scale), math.floor(width * scale))
+
+    def taps(n_in, n_out):
+        """For each output position: the two input positions around it and the weight of the second."""
+        dst = torch.arange(n_out, dtype=torch.float64)
+        if align_corners:  # corner pixel centres coincide
+            src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        else:  # pixel centres: half a pixel in, PyTorch steps by 1 / scale when scale is given
+            step = 1 / scale if scale is not None else n_in / n_out
+            src = ((dst + 0.5) * step - 0.5).clamp(min=0)
+        i0 = src.floor().long().clamp(max=n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        return i0, i1, (src - i0).to(x.dtype)
+
+    y0, y1, ty = taps(height, out_h)
+    x0, x1, tx = taps(width, out_w)
+    rows = x[:, :, y0] * (1 - ty[:, None]) + x[:, :, y1] * ty[:, None]  # [N, C, H_out, W]
+    return rows[..., x0] * (1 - tx) + rows[..., x1] * tx
+    ### END SOLUTION
+
+
+# %%
+check("bilinear", bilinear)
+
+
+# %% nbgrader={"grade": false, "grade_id": "conv_transpose2d_scatter", "locked": false, "schema_version": 3, "solution": true}
+def conv_transpose2d_scatter(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+    """Transposed convolution ``x [N, C_in, H, W]``, ``weight [C_in, C_out, kH, kW]``,
+    ``bias [C_out]`` -> ``[N, C_out, H_out, W_out]``: every input pixel places a copy of the
+    filter, weighted by its value, ``stride`` pixels apart in the output; overlaps are summed,
+    then ``padding`` pixels are cropped from each side. Equals ``F.conv_transpose2d``."""
+    ### BEGIN SOLUTION
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    (sh, sw), (ph, pw), (oh, ow), (dh, dw) = map(pair, (stride, padding, output_padding, dilation))
+    n, _, h, w = x.shape
+    c_out, kh, kw = weight.shape[1:]
+    full_h, full_w = (h - 1) * sh + dh * (kh - 1) + 1 + oh, (w - 1) * sw + dw * (kw - 1) + 1 + ow
+    canvas = x.new_zeros(n, c_out, full_h, full_w)
+    for r in range(h):
+        for c in range(w):
+            copy = torch.einsum("ni,iokl->nokl", x[:, :, r, c], weight)  # the weighted filter
+            canvas[:, :, r * sh:r * sh + dh * (kh - 1) + 1:dh, c * sw:c * sw + dw * (kw - 1) + 1:dw] += copy
+    out = canvas[:, :, ph:full_h - ph, pw:full_w - pw]
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    ### END SOLUTION
+
+
+# %%
+check("conv_transpose2d_scatter", conv_transpose2d_scatter)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -258,6 +258,95 @@ else:
     assert last < 0.8 * first
 
 # %% [markdown]
+# ## On real photographs
+#
+# **Upsampling needs no learned weights**, so it runs on real photos in every case. A photo of
+# scikit-image (`cvlib.data.photos`) is shrunk 4x by average pooling and brought back with
+# `cvlib.ops.upsample`: nearest and bilinear (equal to `F.interpolate`), and the transposed
+# convolution (equal to `F.conv_transpose2d`). With stride 2 a 3x3 filter covers some output
+# pixels four times and others once: on a real image that uneven overlap is the
+# **checkerboard**; a 4x4 filter (stride divides the kernel) covers every pixel equally.
+
+# %%
+from cvlib.data import photos
+from cvlib.ops import upsample
+
+coffee = photos.load("coffee", max_side=240)  # [3, 160, 240]
+small = F.avg_pool2d(coffee[None], 4)  # [1, 3, 40, 60]
+up_nearest, up_bilinear = upsample.nearest(small, 4), upsample.bilinear(small, scale=4)
+assert torch.equal(up_nearest, F.interpolate(small, scale_factor=4, mode="nearest"))
+assert torch.allclose(up_bilinear, F.interpolate(small, scale_factor=4, mode="bilinear"), atol=1e-6)
+
+
+def per_channel(kernel):
+    """[k, k] filter -> transposed-conv weight [3, 3, k, k] that filters each colour on its own."""
+    return torch.eye(3)[:, :, None, None] * kernel
+
+
+uneven = upsample.conv_transpose2d_scatter(small, per_channel(torch.ones(3, 3)), stride=2)
+even = upsample.conv_transpose2d_scatter(small, per_channel(upsample.bilinear_kernel(4)), stride=2, padding=1)
+assert torch.allclose(uneven, F.conv_transpose2d(small, per_channel(torch.ones(3, 3)), stride=2), atol=1e-5)
+
+
+def corner_ratio(out):
+    """Mean of the output pixels on even rows and columns / mean on odd ones (interior)."""
+    inner = out[..., 4:-4, 4:-4]
+    return (inner[..., 0::2, 0::2].mean() / inner[..., 1::2, 1::2].mean()).item()
+
+
+print(f"even/odd pixel ratio: 3x3 stride 2 {corner_ratio(uneven):.2f}, 4x4 bilinear stride 2 {corner_ratio(even):.2f}")
+assert corner_ratio(uneven) > 2 and abs(corner_ratio(even) - 1) < 0.05
+crop = (slice(None), slice(10, 42), slice(40, 72))  # the same 32x32 patch (the cup's rim) of each 2x result
+fig, axes = plt.subplots(1, 5, figsize=(10, 2.2), dpi=100)
+for ax, (title, image) in zip(axes, [("40x60 input", small[0]), ("nearest x4", up_nearest[0]),
+                                     ("bilinear x4", up_bilinear[0]), ("3x3 stride 2 (zoom)", uneven[0] / 4),
+                                     ("4x4 bilinear stride 2 (zoom)", even[0])]):
+    viz.show_image(ax, image if "zoom" not in title else image[crop], title)
+plt.show()
+
+# %% [markdown]
+# **A real segmenter**: torchvision's LR-ASPP MobileNetV3 (12.5 MB download, 21 Pascal VOC
+# classes, via `cvlib.pretrained`). It predicts at 1/8 of the input resolution and upsamples its
+# logits bilinearly at the end; `cvlib.ops.upsample.bilinear` on the same low-resolution logits
+# (caught with a forward hook on `model.classifier`) gives exactly its output, for any weights.
+# That "cat" and "person" win on the cat and the astronaut needs the trained weights: asserted
+# only when they are genuine.
+
+# %%
+import torchvision.transforms.functional as TF
+
+from cvlib import pretrained
+
+segmenter, segmenter_genuine, _ = pretrained.load("lraspp_mobilenet_v3_large")
+if segmenter is not None:
+    segmenter = segmenter.to(device)
+    seg_weights = pretrained.weights_of("lraspp_mobilenet_v3_large")
+    voc = seg_weights.meta["categories"]
+    seg_photos = {name: photos.load(name, max_side=320) for name in ("chelsea", "astronaut")}
+    caught = {}
+    hook = segmenter.classifier.register_forward_hook(lambda module, inputs, output: caught.update(low=output))
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.4), dpi=100)
+    for (name, photo), ax_photo, ax_seg in zip(seg_photos.items(), axes[0::2], axes[1::2]):
+        x = TF.normalize(photo, seg_weights.transforms().mean, seg_weights.transforms().std)[None].to(device)
+        with torch.no_grad():
+            out = segmenter(x)["out"]  # [1, 21, H, W]
+        ours = upsample.bilinear(caught["low"], size=tuple(x.shape[-2:]))
+        gap = (ours - out).abs().max().item()
+        labels = out.argmax(dim=1)[0].cpu()
+        found = [voc[c] for c in torch.bincount(labels.flatten(), minlength=21)[1:].argsort(descending=True)[:2] + 1]
+        print(f"{name}: logits {tuple(caught['low'].shape[-2:])} -> {tuple(out.shape[-2:])}, "
+              f"max |cvlib bilinear - model| = {gap:.1e}; largest classes: {found}")
+        assert gap < 1e-4
+        if segmenter_genuine:
+            assert found[0] == {"chelsea": "cat", "astronaut": "person"}[name]
+        viz.show_image(ax_photo, photo, name)
+        viz.show_image(ax_seg, viz.colorize_semantic(labels), f"LR-ASPP: {', '.join(found)}")
+    hook.remove()
+    plt.show()
+    if not segmenter_genuine:
+        print("weights not genuine: 'cat' and 'person' are not asserted")
+
+# %% [markdown]
 # ## Summary
 #
 # - Segmentation is per-pixel classification with a per-pixel cross-entropy; mIoU is the
@@ -277,3 +366,61 @@ else:
 #    one do better?
 # 3. Train U-Net with depth 2 and depth 4 for the same budget. Which boundary F-score is best?
 # 4. Where does the U-Net without skips make its errors? Use the explorer's error map.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the segmentation metrics yourself: `confusion_matrix` and `mean_iou` (which classes count
+# in the mean?). Each function has cvlib's signature and docstring; `check(name, fn)` runs it
+# against cvlib's version on hand-picked edge cases (empty inputs, ties, thresholds at the
+# boundary, non-contiguous tensors) and on seeded random cases, gradients included where the
+# function is trained through. It prints `NAME: N cases passed`, or raises an `AssertionError`
+# with the smallest failing input, the expected and the actual output and, when it recognises
+# one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
+# implemented yet`.
+#
+# In `notebooks/03_semantic_segmentation.ipynb` the solutions are filled in;
+# `assignments/03_semantic_segmentation.ipynb` (written by `make assignments`) has a stub in
+# their place. Nothing above uses these cells.
+
+# %%
+import torch
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "confusion_matrix", "locked": false, "schema_version": 3, "solution": true}
+def confusion_matrix(pred, target, num_classes, ignore_index=None):
+    """Pixel counts ``[C, C]`` (int64): entry ``[i, j]`` counts the pixels of true class ``i``
+    predicted as ``j``. ``pred`` and ``target`` are integer maps of one shape; pixels whose
+    target is ``ignore_index`` are not counted."""
+    ### BEGIN SOLUTION
+    pred, target = pred.flatten(), target.flatten()
+    if ignore_index is not None:
+        counted = target != ignore_index
+        pred, target = pred[counted], target[counted]
+    pairs = target * num_classes + pred  # one number per (true, predicted) pair
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+    ### END SOLUTION
+
+
+# %%
+check("confusion_matrix", confusion_matrix)
+
+
+# %% nbgrader={"grade": false, "grade_id": "mean_iou", "locked": false, "schema_version": 3, "solution": true}
+def mean_iou(confusion):
+    """Mean IoU (a float) of a confusion matrix ``[C, C]`` (rows = truth):
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, averaged over the classes present in the truth or
+    the prediction."""
+    ### BEGIN SOLUTION
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp  # predicted + true - both
+    present = union > 0
+    return (tp[present] / union[present]).mean().item()
+    ### END SOLUTION
+
+
+# %%
+check("mean_iou", mean_iou)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -383,3 +383,117 @@ assert (ap_by_threshold[:-1] >= ap_by_threshold[1:]).all()  # stricter matching 
 #    class start to lose one of their boxes.
 # 3. Compute the VOC 11-point and all-point AP for every class. When do they differ most?
 # 4. Make the simulated detector worse (more jitter) and watch AP50 and AP75 move apart.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the detection basics yourself: `box_iou`, `nms` (greedy, highest score first),
+# `average_precision_all_points`, `average_precision_coco` (both on the precision envelope) and
+# `smooth_l1`. Each function has cvlib's signature and docstring; `check(name, fn)` runs it
+# against cvlib's version on hand-picked edge cases (empty inputs, ties, thresholds at the
+# boundary, non-contiguous tensors) and on seeded random cases, gradients included where the
+# function is trained through. It prints `NAME: N cases passed`, or raises an `AssertionError`
+# with the smallest failing input, the expected and the actual output and, when it recognises
+# one, the classic mistake. A function that still raises `NotImplementedError` gets `NAME: not
+# implemented yet`.
+#
+# In `notebooks/04_detection_basics.ipynb` the solutions are filled in;
+# `assignments/04_detection_basics.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import numpy as np
+import torch
+
+from cvlib import ops
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "box_iou", "locked": false, "schema_version": 3, "solution": true}
+def box_iou(boxes1, boxes2):
+    """IoU ``[N, M]`` of every box of ``boxes1 [N, 4]`` with every box of ``boxes2 [M, 4]``
+    (xyxy, continuous coordinates: a box is ``x2 - x1`` wide)."""
+    ### BEGIN SOLUTION
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)  # no overlap: 0, not negative
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+    ### END SOLUTION
+
+
+# %%
+check("box_iou", box_iou)
+
+
+# %% nbgrader={"grade": false, "grade_id": "nms", "locked": false, "schema_version": 3, "solution": true}
+def nms(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression: indices (int64) of the kept ``boxes [N, 4]``, in
+    decreasing order of ``scores [N]`` (equal scores in index order). A box is dropped when
+    its IoU with a kept, better-scoring box is ``> iou_threshold``."""
+    ### BEGIN SOLUTION
+    order = torch.sort(scores, descending=True, stable=True).indices
+    iou = ops.box_iou(boxes, boxes)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= iou[i] > iou_threshold  # only kept boxes suppress
+    return torch.tensor(keep, dtype=torch.int64)
+    ### END SOLUTION
+
+
+# %%
+check("nms", nms)
+
+
+# %% nbgrader={"grade": false, "grade_id": "average_precision_all_points", "locked": false, "schema_version": 3, "solution": true}
+def average_precision_all_points(recall, precision):
+    """The area under the precision envelope, ``sum_k (r_k - r_{k-1}) p_interp(r_k)`` with
+    ``r_0 = 0``, of curves ``recall, precision [..., D]``: float64 ``[...]``."""
+    ### BEGIN SOLUTION
+    recall, precision = recall.double(), precision.double()
+    envelope = precision.flip(-1).cummax(-1).values.flip(-1)  # best precision at >= this recall
+    steps = recall.diff(dim=-1, prepend=torch.zeros_like(recall[..., :1]))
+    return (steps * envelope).sum(-1)
+    ### END SOLUTION
+
+
+# %%
+check("average_precision_all_points", average_precision_all_points)
+
+
+# %% nbgrader={"grade": false, "grade_id": "average_precision_coco", "locked": false, "schema_version": 3, "solution": true}
+def average_precision_coco(recall, precision):
+    """COCO's AP of curves ``recall, precision [..., D]``: the mean of the precision envelope
+    sampled at the 101 recalls ``np.linspace(0, 1, 101)`` (at the first point with
+    ``recall >= r``; 0 where the recall never reaches ``r``): float64 ``[...]``."""
+    ### BEGIN SOLUTION
+    recall, precision = recall.double().contiguous(), precision.double()
+    envelope = precision.flip(-1).cummax(-1).values.flip(-1)
+    envelope = torch.cat([envelope, torch.zeros_like(envelope[..., :1])], dim=-1)  # 0 beyond the end
+    thresholds = torch.from_numpy(np.linspace(0, 1, 101)).expand(*recall.shape[:-1], -1).contiguous()
+    first = torch.searchsorted(recall, thresholds)  # first point with recall >= r
+    return envelope.gather(-1, first).mean(-1)
+    ### END SOLUTION
+
+
+# %%
+check("average_precision_coco", average_precision_coco)
+
+
+# %% nbgrader={"grade": false, "grade_id": "smooth_l1", "locked": false, "schema_version": 3, "solution": true}
+def smooth_l1(input, target, beta=1.0):
+    """Mean smooth L1 loss: ``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``,
+    with ``d = input - target``."""
+    ### BEGIN SOLUTION
+    d = (input - target).abs()
+    return torch.where(d < beta, 0.5 * d**2 / beta, d - 0.5 * beta).mean()
+    ### END SOLUTION
+
+
+# %%
+check("smooth_l1", smooth_l1)

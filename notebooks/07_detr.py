@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -430,3 +430,89 @@ _ = widgets.explore(fig_att, show_attention, scene=widgets.int_slider("scene", 0
 # 3. Replace the Hungarian matching by a fixed assignment (object $j$ to query $j$, objects
 #    sorted by $x$): do duplicates come back?
 # 4. Remove the positional encoding (pass zeros): can the boxes still be found?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write DETR's matching yourself: `generalized_box_iou` (a term of the set loss) and
+# `hungarian_assignment` (the Hungarian algorithm itself, not a call to SciPy). Each function has
+# cvlib's signature and docstring; `check(name, fn)` runs it against cvlib's version on hand-
+# picked edge cases (empty inputs, ties, thresholds at the boundary, non-contiguous tensors) and
+# on seeded random cases, gradients included where the function is trained through. It prints
+# `NAME: N cases passed`, or raises an `AssertionError` with the smallest failing input, the
+# expected and the actual output and, when it recognises one, the classic mistake. A function
+# that still raises `NotImplementedError` gets `NAME: not implemented yet`.
+#
+# In `notebooks/07_detr.ipynb` the solutions are filled in; `assignments/07_detr.ipynb` (written
+# by `make assignments`) has a stub in their place. Nothing above uses these cells.
+
+# %%
+import torch
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "generalized_box_iou", "locked": false, "schema_version": 3, "solution": true}
+def generalized_box_iou(boxes1, boxes2):
+    """Generalized IoU ``[N, M]`` of xyxy ``boxes1 [N, 4]`` and ``boxes2 [M, 4]``:
+    ``IoU - (C - union) / C`` with ``C`` the area of the smallest box enclosing both."""
+    ### BEGIN SOLUTION
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    overlap = (torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+               - torch.max(boxes1[:, None, :2], boxes2[None, :, :2])).clamp(min=0)  # [N, M, 2]
+    inter = overlap[..., 0] * overlap[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    hull = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:]) - torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    enclosing = hull[..., 0] * hull[..., 1]
+    return inter / union - (enclosing - union) / enclosing
+    ### END SOLUTION
+
+
+# %%
+check("generalized_box_iou", generalized_box_iou)
+
+
+# %% nbgrader={"grade": false, "grade_id": "hungarian_assignment", "locked": false, "schema_version": 3, "solution": true}
+def hungarian_assignment(cost):
+    """The one-to-one assignment of minimum total cost of a cost matrix ``[N, M]``, ``N >= M``
+    (rows = predictions, columns = objects): int64 ``rows [M]`` and ``cols [M]``, sorted by
+    row. The Hungarian algorithm (shortest augmenting paths with potentials), ``O(N^2 M)``."""
+    ### BEGIN SOLUTION
+    n, m = cost.shape
+    a = cost.double().t().tolist()  # a[i][j]: object i, prediction j
+    u, v = [0.0] * (m + 1), [0.0] * (n + 1)  # potentials (1-based; 0 is a virtual start)
+    owner = [0] * (n + 1)  # owner[j]: the object (1-based) that holds prediction j, 0 if free
+    for i in range(1, m + 1):  # add objects one at a time
+        owner[0], j0 = i, 0
+        reduced = [float("inf")] * (n + 1)
+        came_from, used = [0] * (n + 1), [False] * (n + 1)
+        while owner[j0]:  # grow a tree of tight edges until a free prediction is reached
+            used[j0] = True
+            i0, delta, j1 = owner[j0], float("inf"), 0
+            for j in range(1, n + 1):
+                if not used[j]:
+                    slack = a[i0 - 1][j - 1] - u[i0] - v[j]
+                    if slack < reduced[j]:
+                        reduced[j], came_from[j] = slack, j0
+                    if reduced[j] < delta:
+                        delta, j1 = reduced[j], j
+            for j in range(n + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    reduced[j] -= delta
+            j0 = j1
+        while j0:  # flip the augmenting path
+            j1 = came_from[j0]
+            owner[j0], j0 = owner[j1], j1
+    pairs = sorted((j - 1, owner[j] - 1) for j in range(1, n + 1) if owner[j])
+    rows = torch.tensor([r for r, _ in pairs], dtype=torch.int64)
+    cols = torch.tensor([c for _, c in pairs], dtype=torch.int64)
+    return rows, cols
+    ### END SOLUTION
+
+
+# %%
+check("hungarian_assignment", hungarian_assignment)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: nbgrader,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
@@ -451,6 +451,112 @@ print(f"IoU with the object mask: attention rollout {rollout_iou:.3f}, CAM {cam_
 assert rollout_iou > cam_iou
 
 # %% [markdown]
+# ## On real photographs
+#
+# The same `cvlib.explain` functions on torchvision's **ResNet-18 trained on ImageNet**
+# (loaded by `cvlib.pretrained`: a 44.7 MB download, cached afterwards) and scikit-image's
+# photo of Chelsea the cat (`cvlib.data.photos`, with a hand-drawn box around the cat). A
+# ResNet ends with global average pooling and one linear layer, so CAM applies, and Grad-CAM at
+# `layer4` must equal ReLU(CAM) / Z for any weights: that identity, and the equality with the
+# `pytorch-grad-cam` package when it is installed, are asserted always. What needs the trained
+# weights ("tiger cat" is among the top classes; Grad-CAM peaks inside the cat's box) is asserted
+# only when the cached file is the genuine one, and printed otherwise. Offline, one line says
+# why the model part is skipped.
+
+# %%
+import torchvision.transforms.functional as TF
+
+from cvlib import pretrained
+from cvlib.data import photos
+
+cat_photo = photos.load("chelsea", max_side=224).to(device)  # [3, 149, 224] in [0, 1]
+cat_box = photos.target("chelsea", max_side=224)["boxes"][0].tolist()
+resnet, resnet_genuine, _ = pretrained.load("resnet18")
+if resnet is not None:
+    resnet = resnet.to(device)
+    resnet_weights = pretrained.weights_of("resnet18")
+    imagenet = resnet_weights.meta["categories"]
+    TIGER_CAT = imagenet.index("tiger cat")
+    preprocess = resnet_weights.transforms()
+    cat_input = TF.normalize(cat_photo, preprocess.mean, preprocess.std)[None]  # [1, 3, 149, 224]
+    with torch.no_grad():
+        cat_probs = resnet(cat_input).softmax(dim=1)[0]
+    top5 = cat_probs.topk(5).indices.tolist()
+    print("top-5:", ", ".join(f"{imagenet[i]} {cat_probs[i]:.2f}" for i in top5))
+    if resnet_genuine:
+        assert TIGER_CAT in top5
+    else:
+        print("weights not genuine: 'tiger cat in the top-5' is not asserted")
+
+# %% [markdown]
+# Five maps of the class "tiger cat" (occlusion: a 40-pixel grey patch every 24 pixels), and the
+# 64 first-layer filters, 7x7 in colour: the lecture's oriented edges and colour blobs appear
+# only with trained weights.
+
+# %%
+if resnet is not None:
+    real_maps = {
+        "saliency": explain.saliency(resnet, cat_input, TIGER_CAT),
+        "occlusion": explain.occlusion(resnet, cat_input, TIGER_CAT, patch=40, stride=24, fill=0.0),
+        "CAM": explain.cam(resnet, cat_input, TIGER_CAT, features="layer4", fc="fc"),
+        "Grad-CAM": explain.grad_cam(resnet, cat_input, TIGER_CAT, layer="layer4"),
+        "guided Grad-CAM": explain.guided_grad_cam(resnet, cat_input, TIGER_CAT, layer="layer4").abs().amax(dim=1),
+    }
+    fig, axes = plt.subplots(1, 6, figsize=(12, 1.9), dpi=100)
+    viz.show_image(axes[0], cat_photo.cpu(), "chelsea, box drawn by hand")
+    viz.draw_boxes(axes[0], torch.tensor([cat_box]), color="white")
+    for ax, (name, m) in zip(axes[1:], real_maps.items()):
+        viz.show_image(ax, m[0].cpu(), name, cmap="viridis")
+    plt.show()
+    fig, _ = viz.image_grid(list(explain.first_layer_filters(resnet).cpu()), ncols=16, size=0.45)
+    fig.suptitle("ResNet-18 conv1: 64 filters, 7x7 RGB", fontsize=9, y=1.05)
+    plt.show()
+
+# %% [markdown]
+# The identity, measured on this model: at `layer4` (a $7 \times 5$ map here, $Z = 35$) Grad-CAM
+# times $Z$ is ReLU(CAM). And the peak of Grad-CAM against the cat's box.
+
+# %%
+if resnet is not None:
+    small_cam = explain.cam(resnet, cat_input, TIGER_CAT, features="layer4", fc="fc", upsample=False)
+    small_grad_cam = explain.grad_cam(resnet, cat_input, TIGER_CAT, layer="layer4", upsample=False)
+    Z = small_cam[0].numel()
+    gap = (small_grad_cam * Z - small_cam.relu()).abs().max().item() / small_cam.abs().max().item()
+    print(f"layer4 map {tuple(small_cam.shape[1:])}, Z = {Z}: max |Grad-CAM * Z - ReLU(CAM)| / max |CAM| = {gap:.1e}")
+    assert gap < 1e-4
+    y, x = divmod(real_maps["Grad-CAM"][0].argmax().item(), cat_photo.shape[2])
+    inside = cat_box[0] <= x < cat_box[2] and cat_box[1] <= y < cat_box[3]
+    print(f"Grad-CAM peak at (x={x}, y={y}): {'inside' if inside else 'outside'} the cat's box")
+    if resnet_genuine:
+        assert inside
+    else:
+        print("weights not genuine: 'the peak is inside the box' is not asserted")
+
+# %% [markdown]
+# The reference implementation, `pytorch-grad-cam` (if installed: `pip install grad-cam`), scales
+# each map to $[0, 1]$ at the layer's resolution, resizes it bilinearly and scales it to
+# $[0, 1]$ again; cvlib's map scaled the same way matches it.
+
+# %%
+try:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError:
+    GradCAM = None
+    print("pytorch-grad-cam is not installed: comparison skipped (pip install grad-cam)")
+if resnet is not None and GradCAM is not None:
+    with GradCAM(model=resnet, target_layers=[resnet.layer4]) as reference:
+        theirs = torch.from_numpy(reference(input_tensor=cat_input, targets=[ClassifierOutputTarget(TIGER_CAT)]))
+    def to_unit(m):  # pytorch-grad-cam's scaling: m - min, then / max
+        m = m - m.amin()
+        return m / (m.amax() + 1e-7)
+
+    ours = to_unit(explain.upsample_map(to_unit(small_grad_cam), cat_photo.shape[1:])).cpu()
+    difference = (ours - theirs).abs().max().item()
+    print(f"max |cvlib - pytorch-grad-cam| = {difference:.1e} (maps in [0, 1])")
+    assert difference < 1e-2
+
+# %% [markdown]
 # ## Summary
 #
 # - Filters, nearest neighbours and PCA show that the feature space groups scenes by class
@@ -473,3 +579,117 @@ assert rollout_iou > cam_iou
 # 4. Occlusion with patch 32: why does the map become almost uniform?
 # 5. Train `SmallCNN` a few steps on FGSM images (adversarial training) and measure the accuracy
 #    under attack again.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the visualizations yourself: `saliency`, `cam`, `grad_cam` and `attention_rollout`. Each
+# function has cvlib's signature and docstring; `check(name, fn)` runs it against cvlib's version
+# on hand-picked edge cases (empty inputs, ties, thresholds at the boundary, non-contiguous
+# tensors) and on seeded random cases, gradients included where the function is trained through.
+# It prints `NAME: N cases passed`, or raises an `AssertionError` with the smallest failing
+# input, the expected and the actual output and, when it recognises one, the classic mistake. A
+# function that still raises `NotImplementedError` gets `NAME: not implemented yet`.
+#
+# In `notebooks/09_visualizing_cnns.ipynb` the solutions are filled in;
+# `assignments/09_visualizing_cnns.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "saliency", "locked": false, "schema_version": 3, "solution": true}
+def saliency(model, images, target=None):
+    """Vanilla saliency ``M = max_c |dS / dI_c|`` of the class score (logit) ``S`` of ``target``
+    (the predicted class when None; an int or one class per image), with the model in eval
+    mode: ``images [B, 3, H, W]`` -> ``[B, H, W]``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    images = images.clone().requires_grad_(True)
+    logits = model(images)
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), images)
+    return grad.abs().amax(dim=1)
+    ### END SOLUTION
+
+
+# %%
+check("saliency", saliency)
+
+
+# %% nbgrader={"grade": false, "grade_id": "cam", "locked": false, "schema_version": 3, "solution": true}
+def cam(model, images, target=None, features="features", fc="fc", upsample=True):
+    """CAM ``M = sum_k w_k^c A^k`` (signed) of a GAP + FC network in eval mode: ``A [B, K, h, w]``
+    is the output of the submodule named ``features``, ``w^c`` the row of the linear layer
+    ``fc`` for class ``c = target`` (predicted when None). ``[B, 3, H, W]`` -> ``[B, H, W]``,
+    resized bilinearly (``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    store = {}
+    hook = model.get_submodule(features).register_forward_hook(lambda m, i, out: store.update(A=out))
+    with torch.no_grad():
+        logits = model(images)
+    hook.remove()
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    weights = model.get_submodule(fc).weight[target].detach()  # [B, K]
+    maps = torch.einsum("bk,bkhw->bhw", weights, store["A"])
+    if upsample:
+        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return maps
+    ### END SOLUTION
+
+
+# %%
+check("cam", cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "grad_cam", "locked": false, "schema_version": 3, "solution": true}
+def grad_cam(model, images, target=None, layer="features", upsample=True):
+    """Grad-CAM ``ReLU(sum_k alpha_k A^k)`` with ``alpha_k`` the spatial mean of ``dS / dA^k``,
+    ``A`` the output of the submodule named ``layer`` and ``S`` the logit of ``target``
+    (predicted when None), model in eval mode. ``[B, 3, H, W]`` -> ``[B, H, W]`` (bilinear,
+    ``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    ### BEGIN SOLUTION
+    model.eval()
+    store = {}
+    hook = model.get_submodule(layer).register_forward_hook(lambda m, i, out: store.update(A=out))
+    logits = model(images)
+    hook.remove()
+    target = logits.argmax(dim=1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(images))
+    (grads,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["A"])
+    alpha = grads.mean(dim=(2, 3))  # [B, K]
+    maps = torch.einsum("bk,bkhw->bhw", alpha, store["A"].detach()).relu()
+    if upsample:
+        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return maps
+    ### END SOLUTION
+
+
+# %%
+check("grad_cam", grad_cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "attention_rollout", "locked": false, "schema_version": 3, "solution": true}
+def attention_rollout(attentions, residual=0.5, head_fusion="mean"):
+    """Attention rollout ``[B, T, T]`` of a list of attentions ``[B, heads, T, T]``, one per
+    layer: fuse the heads (``"mean"`` or ``"max"``), add the residual,
+    ``residual * I + (1 - residual) * A``, renormalise the rows, and multiply the layers, each
+    new one on the left: ``R = A_L ... A_2 A_1``."""
+    ### BEGIN SOLUTION
+    tokens = attentions[0].shape[-1]
+    eye = torch.eye(tokens, dtype=attentions[0].dtype)
+    rollout = eye
+    for a in attentions:
+        fused = a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1)  # [B, T, T]
+        layer = residual * eye + (1 - residual) * fused
+        rollout = (layer / layer.sum(dim=-1, keepdim=True)) @ rollout
+    return rollout
+    ### END SOLUTION
+
+
+# %%
+check("attention_rollout", attention_rollout)

@@ -17,6 +17,7 @@ or a mixture of experts (top-k routing) as its feed-forward layer.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from cvlib._checks import images as check_images
 __all__ = [
     "scaled_dot_product_attention", "causal_mask", "self_attention", "MultiHeadAttention",
     "RMSNorm", "MLP", "SwiGLU", "MixtureOfExperts", "Block", "PatchEmbedding", "ViT", "vit_cost",
+    "torchvision_key", "from_torchvision",
 ]
 
 
@@ -170,10 +172,12 @@ class MixtureOfExperts(nn.Module):
         return out.reshape(x.shape)
 
 
-def _norm(kind: str, dim: int) -> nn.Module:
+def _norm(kind: str, dim: int, eps: float | None = None) -> nn.Module:
+    """LayerNorm (default eps 1e-5) or RMSNorm (default eps 1e-6); ``eps`` overrides the default."""
     if kind not in ("layer", "rms"):
         raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
-    return nn.LayerNorm(dim) if kind == "layer" else RMSNorm(dim)
+    options = {} if eps is None else {"eps": eps}
+    return nn.LayerNorm(dim, **options) if kind == "layer" else RMSNorm(dim, **options)
 
 
 def _feed_forward(kind: str, dim: int, hidden: int, experts: int, top_k: int) -> nn.Module:
@@ -195,10 +199,10 @@ class Block(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, norm_first: bool = True, norm: str = "layer",
-                 mlp: str = "mlp", experts: int = 4, top_k: int = 2):
+                 mlp: str = "mlp", experts: int = 4, top_k: int = 2, norm_eps: float | None = None):
         super().__init__()
         self.norm_first = norm_first
-        self.norm1, self.norm2 = _norm(norm, dim), _norm(norm, dim)
+        self.norm1, self.norm2 = _norm(norm, dim, norm_eps), _norm(norm, dim, norm_eps)
         self.attn = MultiHeadAttention(dim, heads)
         self.mlp = _feed_forward(mlp, dim, hidden, experts, top_k)
 
@@ -245,12 +249,15 @@ class ViT(nn.Module):
     patch tokens. ``forward(images, return_attention=True)`` also returns the attention weights,
     one ``[B, heads, T, T]`` tensor per block (``T`` = patches + 1 with a CLS token), the format of
     :mod:`cvlib.explain.attention`. ``pos_embed=False`` leaves out the positional embeddings.
+    ``norm_eps`` sets the normalization's epsilon (torchvision's ViTs use 1e-6; None keeps the
+    default of ``norm``). :func:`from_torchvision` copies a torchvision ViT into this class.
     """
 
     def __init__(self, image_size=64, patch_size: int = 8, num_classes: int = 3, dim: int = 64,
                  depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, pool: str = "cls",
                  norm_first: bool = True, norm: str = "layer", mlp: str = "mlp", experts: int = 4,
-                 top_k: int = 2, pos_embed: bool = True, patchify: str = "conv"):
+                 top_k: int = 2, pos_embed: bool = True, patchify: str = "conv",
+                 norm_eps: float | None = None):
         super().__init__()
         self.image_size = pair(image_size, "image_size")
         counts(patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth, heads=heads)
@@ -266,9 +273,10 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim)) if pos_embed else None
         hidden = int(mlp_ratio * dim)
         self.blocks = nn.ModuleList(
-            Block(dim, heads, hidden, norm_first, norm, mlp, experts, top_k) for _ in range(depth)
+            Block(dim, heads, hidden, norm_first, norm, mlp, experts, top_k, norm_eps) for _ in range(depth)
         )
-        self.norm = _norm(norm, dim) if norm_first else nn.Identity()  # Post-LN blocks end normalized
+        # Post-LN blocks end normalized
+        self.norm = _norm(norm, dim, norm_eps) if norm_first else nn.Identity()
         self.head = nn.Linear(dim, num_classes)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -308,3 +316,47 @@ def vit_cost(image_size: int, patch_size: int, dim: int, depth: int, heads: int,
     linear = depth * (4 * t * dim * dim + 2 * t * dim * int(mlp_ratio * dim))
     return {"tokens": t, "attention_macs": attention, "linear_macs": linear + embed,
             "attention_matrix_entries": depth * heads * t * t}
+
+
+# torchvision's VisionTransformer -> ViT: the parameter names differ, the layout does not
+# (``in_proj_weight`` of nn.MultiheadAttention is ``qkv.weight``: Q, K, V stacked, heads contiguous).
+_TORCHVISION_NAMES = [
+    (r"^conv_proj\.", "patches.proj."),
+    (r"^class_token$", "cls_token"),
+    (r"^encoder\.pos_embedding$", "pos_embed"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_1\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_2\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.", r"blocks.\1.mlp.fc2."),
+    (r"^encoder\.ln\.", "norm."),
+    (r"^heads\.head\.", "head."),
+]
+
+
+def torchvision_key(name: str) -> str:
+    """The :class:`ViT` parameter name of torchvision's ViT parameter ``name``
+    (``encoder.layers.encoder_layer_3.ln_1.weight`` -> ``blocks.3.norm1.weight``)."""
+    for pattern, replacement in _TORCHVISION_NAMES:
+        new, count = re.subn(pattern, replacement, name)
+        if count:
+            return new
+    raise ValueError(f"name {name!r} is not a parameter of torchvision's VisionTransformer "
+                     "(one classification head, no representation layer)")
+
+
+def from_torchvision(model: nn.Module) -> ViT:
+    """A :class:`ViT` with the architecture and weights of torchvision's ``VisionTransformer``
+    ``model`` (``vit_b_16`` and the rest): the same logits ``[B, num_classes]`` on the same
+    ``[B, 3, image_size, image_size]`` input (normalized as its weights expect)."""
+    for attribute in ("image_size", "patch_size", "hidden_dim", "mlp_dim", "num_classes", "encoder"):
+        if not hasattr(model, attribute):
+            raise TypeError(f"model must be a torchvision VisionTransformer, got {type(model).__name__}")
+    layers = list(model.encoder.layers)
+    vit = ViT(model.image_size, model.patch_size, model.num_classes, model.hidden_dim, len(layers),
+              layers[0].num_heads, mlp_ratio=model.mlp_dim / model.hidden_dim, pool="cls",
+              norm_eps=model.encoder.ln.eps)
+    state = {torchvision_key(k): v for k, v in model.state_dict().items()}
+    vit.load_state_dict(state)
+    return vit.to(next(model.parameters()).device).train(model.training)

@@ -1,5 +1,6 @@
 """Anchors: reference boxes of several scales and aspect ratios at every feature-map cell
-(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch.
+(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch; anchor
+shapes learnt from the training boxes by k-means with a 1 - IoU distance (YOLOv2).
 
 Same conventions and numbers as torchvision's ``AnchorGenerator`` (one feature map),
 ``Matcher(0.7, 0.3, allow_low_quality_matches=True)`` and ``BalancedPositiveNegativeSampler``.
@@ -14,7 +15,10 @@ import torch
 from cvlib._checks import integer, number, sequence, tensor
 from cvlib.ops.boxes import _check_boxes, box_iou
 
-__all__ = ["generate_anchors", "label_anchors", "sample_anchors", "POSITIVE", "NEGATIVE", "IGNORED"]
+__all__ = [
+    "generate_anchors", "label_anchors", "sample_anchors", "shape_iou", "kmeans_anchors",
+    "POSITIVE", "NEGATIVE", "IGNORED",
+]
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 
@@ -112,3 +116,40 @@ def sample_anchors(
     pick_pos = torch.randperm(len(positive), generator=generator, device=labels.device)[:num_pos]
     pick_neg = torch.randperm(len(negative), generator=generator, device=labels.device)[:num_neg]
     return positive[pick_pos], negative[pick_neg]
+
+
+def shape_iou(sizes1: torch.Tensor, sizes2: torch.Tensor) -> torch.Tensor:
+    """IoU ``[N, M]`` of box shapes ``[N, 2]`` and ``[M, 2]`` (width, height) placed on the same
+    centre: ``min(w) min(h) / (w1 h1 + w2 h2 - min(w) min(h))``. Only the shape counts."""
+    inter = (torch.minimum(sizes1[:, None, 0], sizes2[None, :, 0])
+             * torch.minimum(sizes1[:, None, 1], sizes2[None, :, 1]))
+    area1, area2 = sizes1.prod(1)[:, None], sizes2.prod(1)[None, :]
+    return inter / (area1 + area2 - inter)
+
+
+def kmeans_anchors(boxes: torch.Tensor, k: int, iterations: int = 100, seed: int = 0) -> torch.Tensor:
+    """Anchor shapes ``[k, 2]`` (width, height, by increasing area) for the training ``boxes``
+    ``[N, 4]`` xyxy, by k-means with YOLOv2's distance ``1 - IoU(box shape, centroid)``.
+
+    Euclidean k-means on widths and heights would let large boxes dominate (an error of 5
+    pixels matters for a 10-pixel box, not for a 200-pixel one); ``1 - IoU`` measures what the
+    detector needs, how well a prior fits a box, whatever the size. Each step assigns every
+    box to the centroid it overlaps most and moves each centroid to the median shape of its
+    boxes; it starts from ``k`` boxes chosen at random (``seed``).
+    """
+    _check_boxes(boxes)
+    integer(k, "k", low=1)
+    integer(iterations, "iterations", low=1)
+    sizes = (boxes[:, 2:] - boxes[:, :2]).double()
+    if len(sizes) < k or (sizes <= 0).any():
+        raise ValueError(f"boxes must hold at least k = {k} boxes, each with a positive width and height")
+    generator = torch.Generator().manual_seed(seed)
+    centroids = sizes[torch.randperm(len(sizes), generator=generator)[:k]]
+    for _ in range(iterations):
+        nearest = shape_iou(sizes, centroids).argmax(1)
+        moved = torch.stack([sizes[nearest == j].median(0).values if (nearest == j).any()
+                             else centroids[j] for j in range(k)])
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved
+    return centroids[centroids.prod(1).argsort()].to(boxes.dtype)

@@ -1,0 +1,495 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: nbgrader,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Attention and Vision Transformers, with a ResNet recap
+#
+# **Attention** mixes a set of tokens. Each token asks a *query* $q_i$; every token offers a
+# *key* $k_j$ and a *value* $v_j$; token $i$ receives the values averaged with the weights
+# $A_{ij}$:
+#
+# $$A = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d}}\right), \qquad \mathrm{out} = A V,
+# \qquad \textstyle\sum_j A_{ij} = 1 .$$
+#
+# **Self-attention** computes $Q = X W_q$, $K = X W_k$, $V = X W_v$ from the same tokens $X$;
+# **multi-head** attention runs $h$ of them in $d/h$ dimensions each and concatenates the results;
+# **masked (causal)** attention sets $A_{ij} = 0$ for $j > i$, so token $i$ sees only its past.
+#
+# A **Vision Transformer** (ViT) cuts the image into $p \times p$ patches, embeds each as a token,
+# adds a CLS token and *positional embeddings*, and stacks transformer blocks
+# (attention + MLP, each with a residual connection and a normalization).
+#
+# **You will learn**, with a measured number for each claim of the lecture:
+# attention written out equals PyTorch's; self-attention is permutation equivariant, and
+# positional embeddings break that; the ViT pipeline on a $64 \times 64$ image (patches, tokens,
+# CLS vs global average pooling) and the cost of a patch size; what a trained ViT attends to;
+# Pre-LN trains where Post-LN without warm-up does not; RMSNorm, SwiGLU and mixture of experts;
+# and, as a recap, why a deep plain network trains worse than its residual twin.
+
+# %%
+# Colab: fetch and install this repository (nothing happens elsewhere).
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
+    sys.path.insert(0, "/content/cvlib")
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cvlib import explain, recipes, runtime, viz, weights, widgets
+from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset, collate_classification
+from cvlib.metrics import accuracy
+from cvlib.models.vit import (
+    MultiHeadAttention,
+    RMSNorm,
+    ViT,
+    scaled_dot_product_attention,
+    self_attention,
+    vit_cost,
+)
+from cvlib.train import predict
+
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
+print("device:", device)
+# True: retrain every model of this notebook with its recipe (`python -m cvlib.train NAME`),
+# about 20 minutes on one CPU core, instead of loading the shipped checkpoints and curves.
+TRAIN_FROM_SCRATCH = False
+
+# %% [markdown]
+# ## 1. Attention from queries, keys and values
+#
+# Four tokens in $d = 8$ dimensions. `scaled_dot_product_attention` is the formula above in
+# three lines (`cvlib/models/vit.py`); it gives the same output as PyTorch's fused kernel, with
+# and without the causal mask, and it also returns the weights $A$.
+
+# %%
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(4, 8, generator=g) for _ in range(3))
+for causal in (False, True):
+    out, A = scaled_dot_product_attention(q, k, v, causal=causal)
+    ref = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=causal)[0]
+    print(f"causal={causal}: max |ours - torch| = {(out - ref).abs().max():.1e}; rows of A sum to",
+          A.sum(-1).round(decimals=4).tolist())
+    assert torch.allclose(out, ref, atol=1e-5)
+print("causal A (row i = query i):\n", A.round(decimals=2))
+assert (A.triu(1) == 0).all()
+
+# %% [markdown]
+# **Self-attention** is the same function with $Q, K, V$ projected from one set of tokens, and
+# `MultiHeadAttention` does it for $h$ heads with one `qkv` linear layer. Copy its weights into
+# `torch.nn.MultiheadAttention` and both give the same output and the same per-head weights:
+
+# %%
+X = torch.randn(1, 6, 16, generator=g)  # 6 tokens of width 16
+mha = MultiHeadAttention(dim=16, heads=4).eval()
+torch.nn.init.zeros_(mha.qkv.bias)  # so that head 0 can be checked by hand below
+twin = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+with torch.no_grad():
+    twin.in_proj_weight.copy_(mha.qkv.weight)
+    twin.in_proj_bias.copy_(mha.qkv.bias)
+    twin.out_proj.weight.copy_(mha.proj.weight)
+    twin.out_proj.bias.copy_(mha.proj.bias)
+    ours, ours_A = mha(X)
+    theirs, theirs_A = twin(X, X, X, average_attn_weights=False)
+    w_q, w_k, w_v = mha.qkv.weight.T[:, :4], mha.qkv.weight.T[:, 16:20], mha.qkv.weight.T[:, 32:36]
+    _, head0_A = self_attention(X[0], w_q, w_k, w_v)  # head 0 by hand: Q = X W_q, ...
+print(f"max |ours - nn.MultiheadAttention| = {(ours - theirs).abs().max():.1e} (output), "
+      f"{(ours_A - theirs_A).abs().max():.1e} (weights {tuple(ours_A.shape)}); "
+      f"head 0 by hand: {(head0_A - ours_A[0, 0]).abs().max():.1e}")
+assert torch.allclose(ours, theirs, atol=1e-5) and torch.allclose(ours_A, theirs_A, atol=1e-5)
+assert torch.allclose(head0_A, ours_A[0, 0], atol=1e-5)
+
+# %% [markdown]
+# **Explore** the attention matrix of a short sequence: 6 tokens (random embeddings plus a
+# smooth positional signal, so that neighbours look alike), a 4-head attention layer. Pick a
+# head and a mask; with the causal mask, the upper triangle is empty and row $i$ spreads its
+# weight over tokens $0..i$ only.
+
+# %%
+seq = 2 * (torch.randn(1, 6, 16, generator=g) + torch.sin(torch.arange(6)[:, None] / 2 + torch.arange(16) / 3))
+seq_mha = MultiHeadAttention(16, 4).eval()
+with torch.no_grad():
+    seq_weights = {causal: seq_mha(seq, causal=causal)[1][0] for causal in (False, True)}
+
+fig_seq, ax_seq = plt.subplots(figsize=(3.0, 3.0), dpi=80)
+seq_image, seq_texts = viz.show_matrix(ax_seq, seq_weights[False][0], fmt="{:.2f}", vmin=0, vmax=1)
+ax_seq.set(xlabel="key j", ylabel="query i")
+
+
+def show_attention_matrix(head, mask):
+    A = seq_weights[mask == "causal"][head]
+    seq_image.set_data(A)
+    seq_image.set_clim(0, A.max())
+    for text, value in zip(seq_texts, A.flatten().tolist()):
+        text.set_text(f"{value:.2f}" if value else "")
+        text.set_color("white" if value > 0.6 * A.max() else "black")
+    ax_seq.set_title(f"head {head}, {mask} mask: A (rows sum to 1)", fontsize=9)
+
+
+_ = widgets.explore(fig_seq, show_attention_matrix, head=widgets.int_slider("head", 0, 3, 0),
+                    mask=widgets.dropdown("mask", ["none", "causal"]))
+
+# %% [markdown]
+# ## 2. Self-attention is permutation equivariant; positional embeddings are not
+#
+# **Claim.** Permute the input tokens with a permutation $P$: the outputs are permuted the same
+# way, $\mathrm{Attn}(PX) = P\,\mathrm{Attn}(X)$, and nothing else changes. Attention sees a
+# *set*. (`tests/test_vit.py` checks this property on random sizes with hypothesis.)
+#
+# Adding positional embeddings $E$ to the tokens first breaks it:
+# $\mathrm{Attn}(PX + E) \ne P\,\mathrm{Attn}(X + E)$, because the embedding of position $i$ now
+# travels with whatever token sits there.
+
+# %%
+perm = torch.randperm(6, generator=g)
+E = torch.randn(1, 6, 16, generator=g)  # positional embeddings
+with torch.no_grad():
+    out = seq_mha(seq)[0]
+    equivariance_error = (seq_mha(seq[:, perm])[0] - out[:, perm]).abs().max().item()
+    positional_change = (seq_mha(seq[:, perm] + E)[0] - seq_mha(seq + E)[0][:, perm]).abs().max().item()
+print(f"without positions: max |Attn(PX) - P Attn(X)| = {equivariance_error:.1e}")
+print(f"with positions:    max |Attn(PX + E) - P Attn(X + E)| = {positional_change:.3f}")
+assert equivariance_error < 1e-5 and positional_change > 0.1
+
+# %% [markdown]
+# The same holds for a whole ViT: **without** positional embeddings and with global average
+# pooling, it cannot tell a scene from the same scene with its patches shuffled (the logits are
+# identical); with positional embeddings it can. (Two untrained ViTs; the positional embeddings
+# are drawn with standard deviation 0.5 so that the effect shows before any training.)
+
+# %%
+scene = ShapesClassification(10, seed=1)[0][0][None]
+shuffle = torch.randperm(64, generator=g)
+patches = scene.reshape(1, 3, 8, 8, 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(1, 64, 3, 8, 8)
+shuffled = patches[:, shuffle].reshape(1, 8, 8, 3, 8, 8).permute(0, 3, 1, 4, 2, 5).reshape(1, 3, 64, 64)
+for pos_embed in (False, True):
+    torch.manual_seed(0)
+    model = ViT(pool="gap", pos_embed=pos_embed).eval()
+    with torch.no_grad():
+        if pos_embed:
+            model.pos_embed.normal_(std=0.5)
+        change = (model(scene) - model(shuffled)).abs().max().item()
+    print(f"pos_embed={pos_embed}: max logit change when the patches are shuffled = {change:.1e}")
+    assert (change < 1e-5) if not pos_embed else (change > 1e-3)  # rounding error vs a real change
+
+fig_shuffle, axes_shuffle = plt.subplots(1, 2, figsize=(4, 2), dpi=80)
+viz.show_image(axes_shuffle[0], scene[0], "a scene")
+viz.show_image(axes_shuffle[1], shuffled[0], "its 64 patches shuffled")
+plt.show()
+
+# %% [markdown]
+# ## 3. The ViT pipeline on a 64 x 64 image
+#
+# 1. **Patchify**: $p = 8$ cuts the image into $8 \times 8 = 64$ patches of $3 \cdot 8 \cdot 8 = 192$
+#    values; one linear layer embeds each into $D = 64$ dimensions (`PatchEmbedding`: a $p \times p$
+#    convolution with stride $p$, or `F.unfold` + `nn.Linear`, the same map).
+# 2. **CLS token**: a learned token is prepended; after the last block its output is classified.
+#    The alternative, **GAP**, averages the 64 patch outputs instead (no extra token).
+# 3. **Positional embeddings**: a learned vector per position is added to each token.
+# 4. **Transformer blocks** (here 4), then a linear head.
+#
+# The model below was trained by `python -m cvlib.train vit` on single-object scenes (circle,
+# square or triangle):
+
+# %%
+if TRAIN_FROM_SCRATCH:
+    recipes.run("vit", device)
+vit = weights.load_model("vit", device=device)
+print(weights.load("vit")["meta"]["metrics"], "| parameters:", sum(p.numel() for p in vit.parameters()))
+data = ShapesClassification(500, seed=1)  # held-out scenes (the training used seed 0)
+images, labels = collate_classification(list(data))
+vit_accuracy = accuracy(predict(vit, images, device=device), labels)
+tokens = vit.tokens(images[:1].to(device))
+print(f"image {tuple(images.shape[1:])} -> tokens {tuple(tokens.shape[1:])} (CLS + 64 patches)")
+print(f"held-out accuracy of the ViT: {vit_accuracy:.3f}")
+assert tokens.shape[1:] == (65, 64) and vit_accuracy > 0.85
+
+# %% [markdown]
+# **CLS vs GAP.** The CLS token is one more token (and one more positional embedding) that
+# starts the same for every image and gathers, by attention, what the head needs; GAP gives
+# every patch the same weight $1/64$ in the final average. The cost is almost the same:
+
+# %%
+cls_vit, gap_vit = ViT(pool="cls"), ViT(pool="gap")
+with torch.no_grad():
+    cls_tokens, gap_tokens = cls_vit.tokens(images[:1]), gap_vit.tokens(images[:1])
+extra = sum(p.numel() for p in cls_vit.parameters()) - sum(p.numel() for p in gap_vit.parameters())
+print(f"CLS: {cls_tokens.shape[1]} tokens, GAP: {gap_tokens.shape[1]} tokens; the CLS model has {extra} more "
+      "parameters (the CLS token and its positional embedding)")
+assert cls_tokens.shape[1] == gap_tokens.shape[1] + 1 and extra == 2 * 64
+
+# %% [markdown]
+# **Explore** the patch size and the number of heads: the token count grows as $(64/p)^2$ and
+# attention's cost as its square, while the head count leaves the cost unchanged (the width
+# is split between heads, each attends in $D/h$ dimensions) but multiplies the number of
+# attention maps. The right panels are the trained ViT ($p = 8$, 4 heads): what the CLS token
+# looks at in the last block for the chosen head (of those 4), and the **attention rollout**
+# through all blocks (`cvlib.explain.attention_rollout`, notebook 09).
+
+# %%
+with torch.no_grad():
+    _, vit_attentions = vit(images[:8].to(device), return_attention=True)
+vit_attentions = [a.cpu() for a in vit_attentions]
+cls_maps = explain.cls_attention(vit_attentions)  # [8, heads, 8, 8]
+rollout_maps = explain.tokens_to_grid(explain.attention_rollout(vit_attentions)[:, 0, 1:])  # [8, 8, 8]
+
+
+def with_grid(image, patch):
+    """The image ``[H, W, 3]`` with white lines between the patches."""
+    image = viz.to_numpy_image(image).copy()
+    image[::patch] = image[:, ::patch] = 1.0
+    return image
+
+
+fig_vit, axes_vit = plt.subplots(1, 3, figsize=(7.5, 2.8), dpi=80)
+grid_image = viz.show_image(axes_vit[0], with_grid(images[0], 8))
+cls_image = viz.show_image(axes_vit[1], cls_maps[0, 0], "CLS attention", cmap="viridis", extent=(0, 64, 64, 0))
+rollout_image = viz.show_image(axes_vit[2], rollout_maps[0], "rollout", cmap="viridis", extent=(0, 64, 64, 0))
+
+
+def show_vit(image, patch, heads, head):
+    cost = vit_cost(64, patch, dim=64, depth=4, heads=heads)
+    grid_image.set_data(with_grid(images[image], patch))
+    axes_vit[0].set_title(f"p={patch}: {cost['tokens']} tokens, {heads} heads\n"
+                          f"attention {cost['attention_macs'] / 1e6:.2f}M MACs, "
+                          f"rest {cost['linear_macs'] / 1e6:.1f}M", fontsize=8)
+    cls_image.set_data(cls_maps[image, head])
+    cls_image.set_clim(0, cls_maps[image, head].max())
+    rollout_image.set_data(rollout_maps[image])
+    rollout_image.set_clim(rollout_maps[image].min(), rollout_maps[image].max())
+    axes_vit[1].set_title(f"trained ViT: head {head}, last block", fontsize=8)
+    axes_vit[2].set_title(f"rollout ({CLASSES[labels[image]]})", fontsize=8)
+
+
+_ = widgets.explore(fig_vit, show_vit, image=widgets.int_slider("image", 0, 7, 0),
+                    patch=widgets.dropdown("patch size", [4, 8, 16, 32], 8),
+                    heads=widgets.dropdown("heads", [1, 2, 4, 8], 4), head=widgets.int_slider("head (trained)", 0, 3, 0))
+
+# %%
+costs = {p: vit_cost(64, p, dim=64, depth=4, heads=4) for p in (4, 8, 16, 32)}
+for p, cost in costs.items():
+    print(f"p={p:2d}: {cost['tokens']:4d} tokens, attention {cost['attention_macs'] / 1e6:7.2f}M MACs, "
+          f"linear layers {cost['linear_macs'] / 1e6:6.2f}M MACs")
+ratio = costs[4]["attention_macs"] / costs[8]["attention_macs"]
+print(f"halving the patch size multiplies attention's cost by {ratio:.1f} (about 4^2 = 16)")
+assert 14 < ratio < 17
+
+# %% [markdown]
+# **Does the attention look at the object?** Score the rollout maps of the 500 held-out scenes
+# with the *pointing game* (is the map's maximum on the object's mask?, `cvlib.explain`);
+# a map that ignores the image would hit as often as the object's share of the image. The
+# rollout lives on the $8 \times 8$ patch grid, so a peak on the right patch can still miss a
+# small object by a few pixels: both the exact score and the score within 4 pixels are shown.
+
+# %%
+with torch.no_grad():
+    attentions = [torch.cat(chunk) for chunk in zip(*(
+        [a.cpu() for a in vit(batch.to(device), return_attention=True)[1]] for batch in images.split(100)))]
+rollout_all = explain.tokens_to_grid(explain.attention_rollout(attentions)[:, 0, 1:])
+maps = explain.upsample_map(rollout_all, (64, 64))
+masks = torch.stack([SingleObjectDataset(500, seed=1)[i][1]["masks"][0] for i in range(500)]).bool()
+hits = explain.pointing_game(maps, masks).float().mean().item()
+hits_4 = explain.pointing_game(maps, masks, tolerance=4).float().mean().item()
+chance = masks.float().mean().item()
+print(f"pointing game of the rollout: {hits:.3f} of 500 scenes ({hits_4:.3f} within 4 pixels, half a "
+      f"patch); the object covers {chance:.3f} of the image")
+assert hits > 5 * chance and hits_4 > 0.9
+
+# %% [markdown]
+# ## 4. Pre-LN trains where Post-LN needs a warm-up
+#
+# The original Transformer normalizes *after* the residual sum (**Post-LN**:
+# $x \leftarrow \mathrm{LN}(x + F(x))$), so every block rescales the residual path and the
+# gradients near the output are large at initialization: it needs a learning-rate warm-up.
+# **Pre-LN** normalizes only the branch input ($x \leftarrow x + F(\mathrm{LN}(x))$): the
+# identity path runs untouched from input to output, as in a ResNet.
+#
+# **Claim, measured.** Two ViTs deeper than comfortable (12 blocks, $16 \times 16$ patches),
+# identical except `norm_first`, trained with AdamW at lr $10^{-3}$, **no warm-up**, the same
+# 400 batches, for seeds 0, 1 and 2 (`python -m cvlib.train vit_preln` and `vit_postln`; the
+# curves are stored next to the checkpoints, training them here would take minutes). A third
+# run gives Post-LN what it asks for: the learning rate ramps up linearly over the first 100
+# steps (`vit_postln_warmup`).
+
+# %%
+def smooth(values, width=25):
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def plot_twins(ax, names, legend):
+    finals = {}
+    for name, label, color in zip(names, legend, ("tab:blue", "tab:red", "tab:orange")):
+        history = recipes.twin_history(name)
+        finals[name] = [float(np.mean(loss[-50:])) for loss in history["loss"]]
+        for i, loss in enumerate(history["loss"]):
+            ax.plot(smooth(loss), color=color, lw=1, label=label if i == 0 else None)
+    ax.set(xlabel="step", ylabel="training loss (smoothed)")
+    ax.legend(fontsize=8)
+    return finals
+
+
+if TRAIN_FROM_SCRATCH:
+    for name in ("vit_preln", "vit_postln", "vit_postln_warmup"):
+        recipes.run(name, device)
+fig_ln, ax_ln = plt.subplots(figsize=(5, 3), dpi=80)
+ln_finals = plot_twins(ax_ln, ["vit_preln", "vit_postln", "vit_postln_warmup"],
+                       ["Pre-LN", "Post-LN", "Post-LN + 100 warm-up steps"])
+ax_ln.axhline(np.log(3), color="gray", ls=":", lw=1)
+ax_ln.set_title("12-block ViT, lr 1e-3, 3 seeds each (dotted: chance, ln 3)", fontsize=9)
+plt.show()
+for name in ln_finals:
+    print(f"{name:17s} mean loss of the last 50 steps per seed: {np.round(ln_finals[name], 3).tolist()}, "
+          f"held-out accuracy {recipes.twin_history(name)['val_accuracy']}")
+learned = {name: sum(int(loss < np.log(3) - 0.05) for loss in ln_finals[name]) for name in ln_finals}
+print("seeds that left chance level:", learned)
+assert all(post > pre + 0.05 for pre, post in zip(ln_finals["vit_preln"], ln_finals["vit_postln"]))
+assert learned == {"vit_preln": 3, "vit_postln": 0, "vit_postln_warmup": 2}
+assert all(pre < warm for pre, warm in zip(ln_finals["vit_preln"], ln_finals["vit_postln_warmup"]))
+
+# %% [markdown]
+# Without warm-up, Post-LN stays at chance level in all three seeds, while Pre-LN learns in all
+# three. Warm-up rescues Post-LN in two seeds of three, and even then it ends behind Pre-LN: on
+# this budget the claim holds, and warm-up is necessary for Post-LN but not sufficient.
+
+# %% [markdown]
+# ## 5. RMSNorm, SwiGLU and mixture of experts
+#
+# Three changes of recent transformers (LLaMA, Mixtral), each an option of `ViT`:
+#
+# - **RMSNorm** (`norm="rms"`): $x / \sqrt{\mathrm{mean}(x^2) + \epsilon} \cdot g$, LayerNorm without
+#   subtracting the mean and without the bias: half the norm parameters, one reduction fewer.
+# - **SwiGLU** (`mlp="swiglu"`): $W_2\,(\mathrm{SiLU}(W_1 x) \odot W_3 x)$, a gated MLP with three
+#   matrices instead of two.
+# - **Mixture of experts** (`mlp="moe"`): $E$ MLPs and a router; each token goes to its top-$k$
+#   experts. Parameters grow $E$ times, the compute per token only $k$ times.
+
+# %%
+x = torch.randn(4, 64)
+rms, torch_rms = RMSNorm(64), torch.nn.RMSNorm(64, eps=1e-6)
+print(f"max |RMSNorm - torch.nn.RMSNorm| = {(rms(x) - torch_rms(x)).abs().max():.1e}")
+assert torch.allclose(rms(x), torch_rms(x), atol=1e-5)
+
+variants = {"LayerNorm + MLP": {}, "RMSNorm + MLP": {"norm": "rms"}, "LayerNorm + SwiGLU": {"mlp": "swiglu"},
+            "LayerNorm + MoE (4 experts, top-2)": {"mlp": "moe"}}
+counts = {}
+for name, options in variants.items():
+    model = ViT(**options)
+    counts[name] = sum(p.numel() for p in model.parameters())
+    block = model.blocks[0]
+    print(f"{name:35s} ViT {counts[name]:7,d} parameters; one block's norms "
+          f"{sum(p.numel() for p in (*block.norm1.parameters(), *block.norm2.parameters())):3d}, "
+          f"feed-forward {sum(p.numel() for p in block.mlp.parameters()):6,d}")
+moe = ViT(mlp="moe").eval()
+with torch.no_grad():
+    moe(images[:32])
+load = moe.blocks[0].mlp.last_load
+print("tokens per expert in block 0 (untrained router, top-2 of 4):", [round(v, 2) for v in load.tolist()])
+assert counts["RMSNorm + MLP"] < counts["LayerNorm + MLP"] < counts["LayerNorm + MoE (4 experts, top-2)"]
+assert abs(load.sum().item() - 2) < 1e-5  # each token counts for 2 experts
+
+# %% [markdown]
+# ## 6. ResNet recap: a deep plain network trains worse than its residual twin
+#
+# A residual block computes $y = \mathrm{ReLU}(F(x) + x)$: the block only has to learn the
+# *change* $F$, and the gradient reaches early layers through the identity path. He et al. (2016)
+# found that a deeper *plain* network has a **higher training error** than a shallower one
+# (not overfitting: optimization). `ResNet(blocks=9)` has $6 \cdot 9 + 2 = 56$ layers; its plain
+# twin has the same convolutions without the shortcuts. Both were trained for the same 400
+# batches, seeds 0, 1, 2 (`python -m cvlib.train resnet` and `resnet_plain`).
+
+# %%
+if TRAIN_FROM_SCRATCH:
+    for name in ("resnet", "resnet_plain"):
+        recipes.run(name, device)
+fig_res, ax_res = plt.subplots(figsize=(5, 3), dpi=80)
+res_finals = plot_twins(ax_res, ["resnet", "resnet_plain"], ["ResNet-56", "plain-56"])
+ax_res.set_title("56 layers, same budget, 3 seeds each", fontsize=9)
+plt.show()
+for name in res_finals:
+    print(f"{name:12s} mean loss of the last 50 steps per seed: {np.round(res_finals[name], 3).tolist()}, "
+          f"held-out accuracy {recipes.twin_history(name)['val_accuracy']}")
+assert all(plain > res + 0.05 for res, plain in zip(res_finals["resnet"], res_finals["resnet_plain"]))
+
+# %% [markdown]
+# ## Summary
+#
+# - Attention is $\mathrm{softmax}(QK^\top/\sqrt{d})\,V$; multi-head attention runs it in $h$
+#   subspaces; a causal mask zeroes the upper triangle. Ours equals PyTorch's to $10^{-6}$.
+# - Self-attention is permutation equivariant: a ViT needs positional embeddings to know where
+#   a patch was (without them and with GAP, shuffling the patches changes nothing).
+# - A ViT is patchify + tokens (+ CLS) + positions + blocks; halving the patch size gives 4x the
+#   tokens and about 16x attention's cost. The trained ViT's attention rollout points at the
+#   object far more often than chance.
+# - Pre-LN keeps an identity path and trains without warm-up where Post-LN stays at chance;
+#   warm-up lets Post-LN learn in 2 of 3 seeds, still behind Pre-LN.
+# - RMSNorm, SwiGLU and MoE change the norm, the MLP and the parameter/compute trade-off.
+# - Residual connections let a 56-layer network train; its plain twin trains worse.
+#
+# ## Exercises
+#
+# 1. Train `vit_postln` with a linear warm-up of the learning rate over the first 100 steps
+#    (`fit(..., scheduler=torch.optim.lr_scheduler.LambdaLR(...))`). Does it catch up with Pre-LN?
+# 2. Train the ViT with `pool="gap"` and compare its accuracy with the CLS model.
+# 3. Shuffle the patches of the held-out scenes: how much accuracy does the trained ViT lose?
+# 4. Train a ViT with `mlp="moe"` and plot `last_load` per block: is the routing balanced?
+# 5. Train `ResNet(blocks=9, drop_path=0.2)`: does stochastic depth change the held-out accuracy?
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the attention of section 1 yourself: `scaled_dot_product_attention` (mind the $\sqrt{d}$
+# and which axis the softmax runs over). Each function has cvlib's signature and docstring;
+# `check(name, fn)` runs it against cvlib's version on hand-picked edge cases (empty inputs,
+# ties, thresholds at the boundary, non-contiguous tensors) and on seeded random cases, gradients
+# included where the function is trained through. It prints `NAME: N cases passed`, or raises an
+# `AssertionError` with the smallest failing input, the expected and the actual output and, when
+# it recognises one, the classic mistake. A function that still raises `NotImplementedError` gets
+# `NAME: not implemented yet`.
+#
+# In `notebooks/01_attention_and_vit.ipynb` the solutions are filled in;
+# `assignments/01_attention_and_vit.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "scaled_dot_product_attention", "locked": false, "schema_version": 3, "solution": true}
+def scaled_dot_product_attention(q, k, v, mask=None, causal=False):
+    """Attention ``softmax(Q K^T / sqrt(d)) V`` of queries ``q [.., Tq, d]``, keys ``k [.., Tk, d]``
+    and values ``v [.., Tk, dv]``. ``mask`` (bool, broadcastable to ``[.., Tq, Tk]``) is True where
+    a query may attend; ``causal=True`` lets query ``i`` see only keys ``j <= i``.
+    Returns the output ``[.., Tq, dv]`` and the attention weights ``[.., Tq, Tk]``."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+check("scaled_dot_product_attention", scaled_dot_product_attention)

@@ -1,0 +1,551 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: nbgrader,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Visualizing and understanding networks
+#
+# What has a trained CNN learned, and which pixels does a decision use? The lecture answers
+# with pictures; here each picture is also **scored** against the ground-truth object mask of
+# the synthetic scenes, so "this method localizes better" becomes a number.
+#
+# | method | map for class $c$ |
+# |---|---|
+# | occlusion | drop of $p_c$ when a grey patch covers the pixel |
+# | saliency | $M_{ij} = \max_{k} \lvert \partial S_c / \partial I_{k,i,j} \rvert$ (max over colour channels $k$) |
+# | guided backprop | backprop where every ReLU also blocks negative gradients: $R^l = (f^l > 0)\,(R^{l+1} > 0)\,R^{l+1}$ |
+# | CAM | $S_c = \sum_k w^c_k \frac{1}{Z}\sum_{ij} A^k_{ij}$, map $= \sum_k w^c_k A^k$ (needs GAP + FC) |
+# | Grad-CAM | $\alpha^c_k = \frac{1}{Z}\sum_{ij} \partial S_c/\partial A^k_{ij}$, map $= \mathrm{ReLU}(\sum_k \alpha^c_k A^k)$ (any conv layer) |
+# | guided Grad-CAM | guided backprop $\times$ upsampled Grad-CAM |
+#
+# **You will learn** to look at filters, feature spaces and maximally activating patches; to
+# compute and compare the maps above; why CAM and Grad-CAM agree on a GAP + FC network; how to
+# synthesize images that a class likes (class visualization) and images that fool the network
+# (FGSM and its iterative version); and how a Vision Transformer's attention is read out
+# (CLS attention, attention rollout). Every method lives in `cvlib.explain`; every function
+# takes a model, a class and a layer, returns tensors and leaves the model unchanged (hooks
+# removed, `requires_grad` restored), even when it raises.
+
+# %%
+# Colab: fetch and install this repository (nothing happens elsewhere).
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/cvlib-course/cvlib"  # `make colab-url URL=...` sets it everywhere
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/cvlib"):
+        if subprocess.run(["git", "clone", "-q", "--depth=1", REPOSITORY, "/content/cvlib"]).returncode:
+            raise SystemExit(f"Could not clone {REPOSITORY}: check the URL and that the repository is public.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cvlib"], check=True)
+    sys.path.insert(0, "/content/cvlib")
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from cvlib import explain, runtime, viz, weights, widgets
+from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset
+
+device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
+print("device:", device)
+
+# %% [markdown]
+# ## The network and the held-out scenes
+#
+# `SmallCNN` (notebook 00) is seven 3x3 conv-BN-ReLU layers, global average pooling and one
+# linear layer: exactly the structure CAM needs. The shipped checkpoint `shapes_cnn` was
+# trained on 2000 single-object scenes (seed 0). We explain 100 held-out scenes (seed 1); the
+# object mask of scene $i$ is `SingleObjectDataset(100, seed=1)[i][1]["masks"]`.
+
+# %%
+model = weights.load_model("shapes_cnn", device=device)
+N = 100
+scenes = ShapesClassification(N, seed=1)
+images = torch.stack([scenes[i][0] for i in range(N)]).to(device)
+labels = torch.tensor([scenes[i][1] for i in range(N)], device=device)
+masks = torch.stack([SingleObjectDataset(N, seed=1)[i][1]["masks"][0] for i in range(N)]).to(device)
+with torch.no_grad():
+    accuracy = (model(images).argmax(dim=1) == labels).float().mean().item()
+print(f"classes {CLASSES}; held-out accuracy {accuracy:.3f}; object covers {masks.float().mean():.1%} of the pixels")
+assert accuracy > 0.95
+
+# %% [markdown]
+# ## What the layers compute
+#
+# **First-layer filters** are the only weights that can be looked at directly: 3x3x3 colour
+# filters, each scaled to $[0, 1]$. Deeper layers are read through their activations:
+# **nearest neighbours** in the 128-d feature space (the input of the FC layer) find scenes of
+# the same class even when their pixels differ a lot, and a **PCA** of the features separates
+# the classes.
+
+# %%
+filters = explain.first_layer_filters(model).cpu()
+fig, _ = viz.image_grid(list(filters), ncols=16, size=0.5)
+fig.suptitle("the 16 first-layer filters (3x3 RGB)", fontsize=9, y=1.1)
+plt.show()
+
+features = explain.layer_features(model, images, "features")  # [N, 128]
+pixels = images.flatten(1)
+same_feature = (labels[explain.nearest_neighbours(features, features, k=2)[:, 1]] == labels).float().mean().item()
+same_pixel = (labels[explain.nearest_neighbours(pixels, pixels, k=2)[:, 1]] == labels).float().mean().item()
+print(f"nearest neighbour of the same class: feature space {same_feature:.2f}, pixel space {same_pixel:.2f}")
+assert same_feature > same_pixel + 0.2
+
+projection, ratio = explain.pca(features.cpu(), 2)
+fig, ax = plt.subplots(figsize=(3.5, 3))
+for c, name in enumerate(CLASSES):
+    keep = (labels == c).cpu()
+    ax.scatter(*projection[keep].T, s=8, color=viz.class_color(c + 1), label=name)
+ax.set(title=f"PCA of the features ({ratio.sum():.0%} of the variance)", xticks=[], yticks=[])
+ax.title.set_fontsize(9)
+ax.legend(fontsize=7)
+plt.show()
+
+# %%
+queries = [0, 1, 2]
+neighbours = explain.nearest_neighbours(features[queries], features, k=6)
+fig, _ = viz.image_grid([images[j].cpu() for row in neighbours for j in row], ncols=6, size=0.9)
+fig.suptitle("each row: a query (left) and its 5 nearest neighbours in feature space", fontsize=9, y=1.03)
+plt.show()
+
+# %% [markdown]
+# **Maximally activating patches**: for one channel of a layer, the scenes where it fires
+# most, cropped to the receptive field of the strongest position (measured as the pixels where
+# that activation's gradient is non-zero). Layer `features.4` has a 19-pixel receptive field.
+
+# %%
+fig, axes = plt.subplots(3, 6, figsize=(6, 3.2))
+for row, channel in zip(axes, [0, 5, 9]):
+    index, boxes, _ = explain.max_activating_patches(model, images, "features.4", channel, k=6)
+    for ax, i, (x1, y1, x2, y2) in zip(row, index.tolist(), boxes.int().tolist()):
+        viz.show_image(ax, images[i, :, y1:y2, x1:x2].cpu())
+    row[0].set_ylabel(f"channel {channel}", fontsize=8)
+fig.suptitle("top-6 patches of three channels of features.4", fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## Six maps of the same decision
+#
+# Each method explains the predicted class of the first scenes. Occlusion needs one forward
+# pass per patch position ($9 \times 9$ here), the gradient methods one backward pass, CAM no
+# backward pass at all.
+
+# %%
+show = images[:4]
+t0 = time.perf_counter()
+maps = {
+    "occlusion": explain.occlusion(model, show, patch=12, stride=6),
+    "saliency": explain.saliency(model, show),
+    "SmoothGrad": explain.smoothgrad(model, show, samples=16),
+    "guided backprop": explain.guided_backprop(model, show).abs().amax(dim=1),
+    "CAM": explain.cam(model, show),
+    "Grad-CAM": explain.grad_cam(model, show, layer="features"),
+    "guided Grad-CAM": explain.guided_grad_cam(model, show, layer="features").abs().amax(dim=1),
+}
+print(f"seven maps of 4 scenes in {time.perf_counter() - t0:.2f} s")
+fig, axes = plt.subplots(4, 8, figsize=(10.5, 5))
+for r in range(4):
+    viz.show_image(axes[r, 0], show[r].cpu(), "image" if r == 0 else None)
+    for ax, (name, m) in zip(axes[r, 1:], maps.items()):
+        viz.show_image(ax, m[r].cpu(), name if r == 0 else None, cmap="inferno")
+plt.show()
+
+# %% [markdown]
+# ## CAM and Grad-CAM agree on a GAP + FC network
+#
+# With $S_c = \sum_k w^c_k \frac{1}{Z}\sum_{ij} A^k_{ij}$, the gradient is
+# $\partial S_c / \partial A^k_{ij} = w^c_k / Z$, so $\alpha^c_k = w^c_k / Z$ and Grad-CAM at the
+# last conv layer is $\mathrm{ReLU}(\mathrm{CAM}) / Z$ with $Z = 8 \times 8 = 64$ positions.
+
+# %%
+cam = explain.cam(model, images, labels, upsample=False)
+gradcam = explain.grad_cam(model, images, labels, layer="features", upsample=False)
+corr = np.corrcoef(cam.relu().flatten().cpu(), gradcam.flatten().cpu())[0, 1]
+positive = gradcam > 1e-6
+scale = (cam.relu()[positive] / gradcam[positive])
+print(f"correlation of ReLU(CAM) and Grad-CAM over {N} scenes: {corr:.6f}; "
+      f"ratio {scale.min():.3f} .. {scale.max():.3f} (Z = {cam.shape[1] * cam.shape[2]})")
+corr_signed = np.corrcoef(cam.flatten().cpu(), gradcam.flatten().cpu())[0, 1]
+print(f"correlation with the signed CAM (Grad-CAM drops the negative part): {corr_signed:.3f}")
+assert corr > 0.9999 and abs(scale.mean().item() - 64) < 1e-2
+
+# %% [markdown]
+# ## Which map points at the object?
+#
+# Two scores against the object mask, on all held-out scenes, for the true class:
+# the **pointing game** (is the map's maximum on the object?) and the **IoU** of the region
+# above half the map's maximum with the mask. A random point hits the object with the
+# probability of its area.
+
+# %%
+def all_maps(model, x, y):
+    return {
+        "occlusion (12, 6)": explain.occlusion(model, x, y, patch=12, stride=6),
+        "saliency": explain.saliency(model, x, y),
+        "SmoothGrad": explain.smoothgrad(model, x, y, samples=8),
+        "guided backprop": explain.guided_backprop(model, x, y).abs().amax(dim=1),
+        "CAM": explain.cam(model, x, y),
+        "Grad-CAM (features)": explain.grad_cam(model, x, y, layer="features"),
+        "Grad-CAM (features.4)": explain.grad_cam(model, x, y, layer="features.4"),
+        "guided Grad-CAM": explain.guided_grad_cam(model, x, y).abs().amax(dim=1),
+    }
+
+
+def localization(maps):
+    """(pointing game hit rate, mean IoU of the half-maximum region) of ``maps`` [N, H, W]."""
+    return explain.pointing_game(maps, masks).float().mean().item(), explain.map_iou(maps, masks).mean().item()
+
+
+t0 = time.perf_counter()
+scores = {name: localization(m) for name, m in all_maps(model, images, labels).items()}
+print(f"8 methods x {N} scenes in {time.perf_counter() - t0:.1f} s\n")
+print(f"{'method':24s} pointing game   IoU(map > max/2, mask)")
+for name, (hit, iou) in scores.items():
+    print(f"{name:24s} {hit:13.2f}   {iou:.3f}")
+print(f"{'random point':24s} {masks.float().mean():13.2f}")
+
+# %% [markdown]
+# What the table says on these scenes (the asserts hold the claims that were measured):
+#
+# - CAM and Grad-CAM at the last layer give the **best region** (highest IoU): their coarse
+#   $8 \times 8$ map covers the object, while gradient maps are sparse edge-like speckle whose
+#   half-maximum region is a few pixels.
+# - At the **pointing game** the lecture's ordering does *not* hold here: CAM/Grad-CAM do not
+#   beat vanilla saliency (the two are about equal, see the table), because the peak of a
+#   bilinearly upsampled $8 \times 8$ map often lands just off a small object's border.
+#   Guided backprop and guided Grad-CAM, which keep high-resolution edges, point best.
+
+# %%
+hit = {name: s[0] for name, s in scores.items()}
+iou = {name: s[1] for name, s in scores.items()}
+assert iou["CAM"] > 2 * iou["saliency"] and iou["Grad-CAM (features)"] > 2 * iou["saliency"]
+assert hit["guided backprop"] > 0.9 and min(hit.values()) > masks.float().mean().item()
+assert abs(hit["CAM"] - hit["saliency"]) < 0.1  # no clear winner at the pointing game
+print(f"pointing game: CAM {hit['CAM']:.2f} vs saliency {hit['saliency']:.2f}")
+
+# %% [markdown]
+# ## Explorer: image, class, layer, method
+#
+# Grad-CAM at an early layer is sharp but not class-specific; at the last layer it is coarse
+# but follows the class. Explaining a class that is *not* in the image shows where the
+# network finds the least evidence against it.
+
+# %%
+METHODS = {
+    "Grad-CAM": lambda x, c, layer: explain.grad_cam(model, x, c, layer=layer),
+    "CAM": lambda x, c, layer: explain.cam(model, x, c),
+    "saliency": lambda x, c, layer: explain.saliency(model, x, c),
+    "guided Grad-CAM": lambda x, c, layer: explain.guided_grad_cam(model, x, c, layer=layer).abs().amax(dim=1),
+}
+fig, (ax_image, ax_map) = plt.subplots(1, 2, figsize=(4.4, 2.4))
+image_artist = viz.show_image(ax_image, images[0].cpu())
+map_artist = viz.show_image(ax_map, np.zeros((64, 64)), "", cmap="inferno", vmin=0, vmax=1)
+
+
+def show_map(index, cls, layer, method):
+    x = images[index:index + 1]
+    m = METHODS[method](x, CLASSES.index(cls), layer)[0].cpu()
+    image_artist.set_data(viz.to_numpy_image(x[0]))
+    map_artist.set_data((m / m.max().clamp(min=1e-12)).numpy())
+    pointed = explain.pointing_game(m[None], masks[index:index + 1].cpu())[0]
+    ax_map.set_title(f"{method}: {cls}, {'hit' if pointed else 'miss'}", fontsize=8)
+
+
+_ = widgets.explore(fig, show_map, index=widgets.int_slider("scene", 0, N - 1),
+                    cls=widgets.dropdown("class", list(CLASSES)),
+                    layer=widgets.dropdown("layer", [f"features.{k}" for k in range(7)], "features.6"),
+                    method=widgets.dropdown("method", list(METHODS)))
+
+# %% [markdown]
+# ## Occlusion: patch size and stride
+#
+# A patch smaller than the object only dents the score; a patch that covers the object
+# removes it. The stride sets the resolution and the cost (one forward pass per position).
+
+# %%
+fig, (ax_image, ax_map) = plt.subplots(1, 2, figsize=(4.4, 2.4))
+viz.show_image(ax_image, images[1].cpu(), f"{CLASSES[labels[1]]}")
+occlusion_artist = viz.show_image(ax_map, np.zeros((64, 64)), "", cmap="RdBu_r", vmin=-1, vmax=1)
+
+
+def show_occlusion(patch, stride):
+    t0 = time.perf_counter()
+    m = explain.occlusion(model, images[1:2], patch=patch, stride=stride)[0].cpu()
+    occlusion_artist.set_data(m.numpy())
+    ax_map.set_title(f"drop of p, max {m.max():.2f} ({time.perf_counter() - t0:.2f} s)", fontsize=8)
+
+
+_ = widgets.explore(fig, show_occlusion, patch=widgets.int_slider("patch", 4, 32, 12, step=4),
+                    stride=widgets.int_slider("stride", 4, 16, 8, step=4))
+
+# %% [markdown]
+# ## Images the network likes: class visualization and DeepDream
+#
+# Gradient ascent on the *input*: $I^* = \arg\max_I S_c(I) - \lambda \lVert I \rVert^2$, with a
+# blur every few steps as a smoothness prior. DeepDream instead ascends
+# $\frac12\lVert A(I)\rVert^2$ of a layer, amplifying whatever that layer already sees.
+
+# %%
+fig, axes = plt.subplots(1, 5, figsize=(7, 1.8))
+for c, ax in enumerate(axes[:3]):
+    synthetic = explain.class_visualization(model, c, steps=100)
+    with torch.no_grad():
+        p = model(synthetic[None]).softmax(dim=1)[0, c].item()
+    viz.show_image(ax, synthetic.cpu(), f"{CLASSES[c]}: p = {p:.2f}")
+    assert p > 0.9
+viz.show_image(axes[3], images[2].cpu(), "a scene")
+viz.show_image(axes[4], explain.deep_dream(model, images[2], "features.2", steps=20).cpu(), "DeepDream features.2")
+plt.show()
+
+# %% [markdown]
+# ## Images that fool the network
+#
+# FGSM takes one step $I' = I + \epsilon\,\mathrm{sign}(\nabla_I L)$; the iterative version
+# takes small steps and projects back to $\lVert I' - I\rVert_\infty \le \epsilon$. A change of
+# a few grey levels out of 255, invisible to us, takes the accuracy from 1 towards 0, and the
+# iterative attack needs a smaller $\epsilon$ than the single FGSM step.
+
+# %%
+for eps in (1 / 255, 3 / 255, 8 / 255):
+    with torch.no_grad():
+        acc_fgsm = (model(explain.fgsm(model, images, labels, eps)).argmax(dim=1) == labels).float().mean().item()
+    adv = explain.iterative_attack(model, images, labels, eps=eps, step_size=eps / 4, steps=10)
+    with torch.no_grad():
+        acc_iter = (model(adv).argmax(dim=1) == labels).float().mean().item()
+    print(f"eps = {eps * 255:.0f}/255: accuracy {accuracy:.2f} -> FGSM {acc_fgsm:.2f}, iterative {acc_iter:.2f}")
+assert acc_iter < 0.1 and acc_iter <= acc_fgsm
+
+# %% [markdown]
+# **Explorer**: a targeted (fooling) attack on one scene, step by step, with
+# $\epsilon = 8/255$: the predicted class and the perturbation (amplified).
+
+# %%
+target_class = (labels[3].item() + 1) % 3
+steps_path = explain.iterative_attack(model, images[3:4], labels[3:4], eps=8 / 255, step_size=1 / 255,
+                                      steps=20, target=target_class, return_path=True)  # [21, 1, 3, H, W]
+with torch.no_grad():
+    fooled_probs = [model(x).softmax(dim=1)[0] for x in steps_path]
+print(f"fooling {CLASSES[labels[3]]} -> {CLASSES[target_class]}: p(target) after 20 steps "
+      f"{fooled_probs[-1][target_class]:.2f}")
+assert fooled_probs[-1].argmax().item() == target_class
+
+fig, (ax_adv, ax_delta) = plt.subplots(1, 2, figsize=(4.4, 2.4))
+adv_artist = viz.show_image(ax_adv, images[3].cpu())
+delta_artist = viz.show_image(ax_delta, np.zeros((64, 64, 3)), "perturbation x 30 + 0.5")
+
+
+def show_attack(steps):
+    x = steps_path[steps][0]
+    adv_artist.set_data(viz.to_numpy_image(x))
+    delta_artist.set_data(viz.to_numpy_image((x - images[3]) * 30 + 0.5))
+    p = fooled_probs[steps]
+    ax_adv.set_title(f"predicted {CLASSES[p.argmax()]} ({p.max():.2f})", fontsize=8)
+
+
+_ = widgets.explore(fig, show_attack, steps=widgets.int_slider("steps", 0, 20))
+
+# %% [markdown]
+# ## A real photo
+#
+# No pretrained ImageNet weights can be downloaded here, so there is no honest class
+# explanation of a real photo. What does transfer is the first layer: its colour and edge
+# filters, trained on the synthetic scenes, respond to the same local structure in
+# scikit-image's sample photo (three channels of `features.0`).
+
+# %%
+photo = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).float().div(255)
+photo = F.interpolate(photo[None], size=(150, 225), mode="bilinear", antialias=True).to(device)
+responses = explain.layer_features(model, photo, "features.0", pool=False)[0].cpu()
+fig, axes = plt.subplots(1, 4, figsize=(8, 1.8))
+viz.show_image(axes[0], photo[0].cpu(), "skimage.data.chelsea()")
+for ax, k in zip(axes[1:], responses.flatten(1).std(dim=1).topk(3).indices.tolist()):
+    viz.show_image(ax, responses[k], f"features.0 channel {k}", cmap="gray")
+plt.show()
+
+# %% [markdown]
+# ## Vision Transformers: CLS attention and attention rollout
+#
+# A ViT has no conv maps, but each layer's attention $A_l$ `[B, heads, T, T]` says where each
+# token looks. The CLS row of the last layer is a map per head; **attention rollout** follows
+# the attention through all layers and the residual connections,
+# $\tilde A = \prod_l (\tfrac12 \bar A_l + \tfrac12 I)$ with $\bar A_l$ the head mean.
+# `cvlib.explain.attention` takes the list of attention tensors that the ViT of notebook 01
+# returns when asked. Here a hand-made 2-layer example ($3 \times 3$ patches) shows why rollout
+# differs from the last layer: layer 2's CLS token looks at patch 4, which in layer 1 looked at
+# patch 0.
+
+# %%
+tokens = 10
+layer1 = torch.full((1, 2, tokens, tokens), 0.1)
+layer1[0, :, 5] = torch.eye(tokens)[1]  # token 5 (patch 4) attends to token 1 (patch 0)
+layer2 = torch.full((1, 2, tokens, tokens), 0.1)
+layer2[0, :, 0] = torch.eye(tokens)[5]  # CLS attends to token 5 (patch 4)
+last = explain.cls_attention([layer1, layer2])[0, 0]
+rollout = explain.tokens_to_grid(explain.attention_rollout([layer1, layer2])[0, 0, 1:])
+fig, axes = plt.subplots(1, 2, figsize=(4, 2))
+viz.show_image(axes[0], last, "CLS attention, last layer", cmap="viridis")
+viz.show_image(axes[1], rollout, "attention rollout", cmap="viridis")
+plt.show()
+print(f"rollout mass on patch 0: {rollout[0, 0]:.3f}, on patch 4: {rollout[1, 1]:.3f}")
+assert last[0, 0] == 0 and rollout[0, 0] > 0.1
+
+# %% [markdown]
+# **The trained ViT of notebook 01** (`vit`: $8 \times 8$ patches of the same 64x64 scenes, a CLS
+# token, 4 Pre-LN blocks of 4 heads) on the same 100 held-out scenes: the CLS attention of its
+# last layer (head mean) and its attention rollout, each an $8 \times 8$ map upsampled like CAM,
+# scored with the same two measures as the CNN's maps.
+
+# %%
+vit = weights.load_model("vit", device=device)
+with torch.no_grad():
+    vit_logits, attentions = vit(images, return_attention=True)
+vit_accuracy = (vit_logits.argmax(dim=1) == labels).float().mean().item()
+vit_maps = {
+    "ViT CLS attention (last)": explain.upsample_map(explain.cls_attention(attentions).mean(dim=1), (64, 64)),
+    "ViT attention rollout": explain.upsample_map(
+        explain.tokens_to_grid(explain.attention_rollout(attentions)[:, 0, 1:]), (64, 64)),
+}
+print(f"ViT held-out accuracy {vit_accuracy:.3f}\n")
+print(f"{'method':26s} pointing game   IoU(map > max/2, mask)")
+for name, m in vit_maps.items():
+    scores[name] = localization(m)
+for name in ["CAM", "saliency", *vit_maps]:
+    print(f"{name:26s} {scores[name][0]:13.2f}   {scores[name][1]:.3f}")
+fig_vit, axes_vit = plt.subplots(3, 4, figsize=(6, 4.6), dpi=80)
+for col in range(4):
+    viz.show_image(axes_vit[0, col], images[col].cpu(), CLASSES[int(labels[col])])
+    for row, name in enumerate(vit_maps, start=1):
+        viz.show_image(axes_vit[row, col], vit_maps[name][col].cpu(), cmap="viridis")
+        axes_vit[row, 0].set_ylabel(name.removeprefix("ViT "), fontsize=7)
+plt.tight_layout()
+plt.show()
+assert vit_accuracy > 0.9
+assert all(scores[name][0] > masks.float().mean().item() for name in vit_maps)  # better than a random point
+
+# %% [markdown]
+# Both attention maps find the object. The last layer's CLS attention picks a few patches (its
+# peak is on the object about as often as CAM's); rollout, which adds up the paths through all
+# layers and residuals, spreads over the whole object: its half-maximum region matches the mask
+# better than any CNN map above, though its peak lands off the object more often.
+
+# %%
+rollout_iou, cam_iou = scores["ViT attention rollout"][1], scores["CAM"][1]
+print(f"IoU with the object mask: attention rollout {rollout_iou:.3f}, CAM {cam_iou:.3f}")
+assert rollout_iou > cam_iou
+
+# %% [markdown]
+# ## Summary
+#
+# - Filters, nearest neighbours and PCA show that the feature space groups scenes by class
+#   (nearest neighbour of the same class far more often than in pixel space).
+# - On a GAP + FC network Grad-CAM at the last layer **is** ReLU(CAM)/Z (correlation 1,
+#   ratio exactly $Z = 64$); Grad-CAM also works at any other layer.
+# - Against the object masks, CAM/Grad-CAM give the best regions (IoU), while high-resolution
+#   gradient maps (guided backprop) win the pointing game on these small scenes.
+# - Gradient ascent on the input makes images the network is sure about, and perturbations
+#   of a few grey levels (the iterative attack with $\epsilon = 8/255$) flip every prediction.
+# - Attention rollout composes attention through the layers and residuals; on the trained ViT
+#   its map and the last layer's CLS attention are scored like the CNN's maps above.
+#
+# ## Exercises
+#
+# 1. Score Grad-CAM at every layer `features.0` ... `features.6`: where is the best IoU?
+# 2. Add a tolerance of 4 pixels (half a feature cell) to the pointing game
+#    (`pointing_game(maps, masks, tolerance=4)`): does CAM catch up with saliency?
+# 3. Score the maps of the *wrong* classes: which methods are class-discriminative?
+# 4. Occlusion with patch 32: why does the map become almost uniform?
+# 5. Train `SmallCNN` a few steps on FGSM images (adversarial training) and measure the accuracy
+#    under attack again.
+
+# %% [markdown]
+# ## Your turn: implement it
+#
+# Write the visualizations yourself: `saliency`, `cam`, `grad_cam` and `attention_rollout`. Each
+# function has cvlib's signature and docstring; `check(name, fn)` runs it against cvlib's version
+# on hand-picked edge cases (empty inputs, ties, thresholds at the boundary, non-contiguous
+# tensors) and on seeded random cases, gradients included where the function is trained through.
+# It prints `NAME: N cases passed`, or raises an `AssertionError` with the smallest failing
+# input, the expected and the actual output and, when it recognises one, the classic mistake. A
+# function that still raises `NotImplementedError` gets `NAME: not implemented yet`.
+#
+# In `notebooks/09_visualizing_cnns.ipynb` the solutions are filled in;
+# `assignments/09_visualizing_cnns.ipynb` (written by `make assignments`) has a stub in their
+# place. Nothing above uses these cells.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from cvlib.exercises import check
+
+
+# %% nbgrader={"grade": false, "grade_id": "saliency", "locked": false, "schema_version": 3, "solution": true}
+def saliency(model, images, target=None):
+    """Vanilla saliency ``M = max_c |dS / dI_c|`` of the class score (logit) ``S`` of ``target``
+    (the predicted class when None; an int or one class per image), with the model in eval
+    mode: ``images [B, 3, H, W]`` -> ``[B, H, W]``."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+check("saliency", saliency)
+
+
+# %% nbgrader={"grade": false, "grade_id": "cam", "locked": false, "schema_version": 3, "solution": true}
+def cam(model, images, target=None, features="features", fc="fc", upsample=True):
+    """CAM ``M = sum_k w_k^c A^k`` (signed) of a GAP + FC network in eval mode: ``A [B, K, h, w]``
+    is the output of the submodule named ``features``, ``w^c`` the row of the linear layer
+    ``fc`` for class ``c = target`` (predicted when None). ``[B, 3, H, W]`` -> ``[B, H, W]``,
+    resized bilinearly (``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+check("cam", cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "grad_cam", "locked": false, "schema_version": 3, "solution": true}
+def grad_cam(model, images, target=None, layer="features", upsample=True):
+    """Grad-CAM ``ReLU(sum_k alpha_k A^k)`` with ``alpha_k`` the spatial mean of ``dS / dA^k``,
+    ``A`` the output of the submodule named ``layer`` and ``S`` the logit of ``target``
+    (predicted when None), model in eval mode. ``[B, 3, H, W]`` -> ``[B, H, W]`` (bilinear,
+    ``align_corners=False``), or ``[B, h, w]`` when ``upsample=False``."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+check("grad_cam", grad_cam)
+
+
+# %% nbgrader={"grade": false, "grade_id": "attention_rollout", "locked": false, "schema_version": 3, "solution": true}
+def attention_rollout(attentions, residual=0.5, head_fusion="mean"):
+    """Attention rollout ``[B, T, T]`` of a list of attentions ``[B, heads, T, T]``, one per
+    layer: fuse the heads (``"mean"`` or ``"max"``), add the residual,
+    ``residual * I + (1 - residual) * A``, renormalise the rows, and multiply the layers, each
+    new one on the left: ``R = A_L ... A_2 A_1``."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+check("attention_rollout", attention_rollout)
