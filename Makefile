@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-tests
 NB ?= [0-9]*
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-.PHONY: install lab test test-unit test-notebooks browser-test colab-check colab-url notebooks assignments bench weights lint clean
+.PHONY: install lab test test-unit test-notebooks test-mutation browser-test colab-check colab-url notebooks assignments bench weights lint clean
 
 install: $(STAMP)
 
@@ -42,6 +42,13 @@ test-unit: $(TEST_STAMP)
 # so a CI machine with a network does not fetch 645 MB and the outputs match the committed ones.
 test-notebooks: install
 	CVLIB_NO_DOWNLOAD=1 $(PY) -m pytest $(NBVAL_FLAGS) notebooks/
+
+# Mutation testing of cvlib/ops, cvlib/metrics.py and cvlib/weights.py (not part of `make test`):
+# do their tests fail when the code changes? Survivors go to bench/results/mutation.json.
+# MUTATION_ARGS="--per-file 20" samples 20 mutants per file (all of them take an hour or more).
+MUTATION_ARGS ?=
+test-mutation: $(TEST_STAMP)
+	TQDM_DISABLE=1 $(PY) bench/mutation.py $(MUTATION_ARGS)
 
 # Every notebook in JupyterLab in headless Chromium, every widget moved (tests/browser).
 # Needs Debian's or Ubuntu's chromium at /usr/bin/chromium: installed here when missing, which

@@ -1,13 +1,17 @@
 """cvlib.ops vs torchvision.ops on CPU: box_iou, nms, batched_nms, roi_align, roi_pool at 100,
 1,000 and 10,000 boxes, both timed in the same run (median of repeats, fixed thread count).
+The argument checks of each op (cvlib._checks: type, shape, dtype, NaN / inf, order) are timed
+alone on the same inputs too: ``checks %`` is their share of the op's time.
 
     python bench/ops.py        # prints the table, writes bench/results/ops.json
 
-Target: cvlib within 2x of torchvision's compiled kernels at 1,000 boxes.
+Targets: cvlib within 2x of torchvision's compiled kernels at 1,000 boxes; the checks under 5%
+of each op's time at 1,000 boxes.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -20,9 +24,12 @@ import torchvision
 
 from cvlib import ops
 
+box_ops, nms_ops, roi_ops = (importlib.import_module(f"cvlib.ops.{name}") for name in ("boxes", "nms", "roi"))
+
 THREADS = 1
 SIZES = (100, 1_000, 10_000)
 TARGET_RATIO = 2.0
+TARGET_CHECKS = 0.05  # the argument checks' share of an op's time at 1,000 boxes
 
 
 def median_seconds(fn, budget: float = 1.0, max_repeats: int = 50) -> float:
@@ -62,45 +69,66 @@ def inputs(n: int, seed: int = 0):
 def cases(n: int):
     boxes, scores, classes, rois, features = inputs(n)
     iou_boxes = boxes[: min(n, 2_000)]  # a 10,000 x 10,000 IoU matrix is 400 MB; cap it
+    nms_checks = lambda: (box_ops._check_boxes(boxes), nms_ops._check_scores(scores, boxes),  # noqa: E731
+                          nms_ops._check_threshold(0.5))
+    roi_checks = lambda: (roi_ops._check(features, 7, 0.1), roi_ops.rois_from_boxes(rois, 2))  # noqa: E731
     yield (
         "box_iou",
         (lambda: ops.box_iou(iou_boxes, iou_boxes)),
         (lambda: torchvision.ops.box_iou(iou_boxes, iou_boxes)),
+        lambda: (box_ops._check_boxes(iou_boxes, "boxes1"), box_ops._check_boxes(iou_boxes, "boxes2")),
     )
-    yield "nms", (lambda: ops.nms(boxes, scores, 0.5)), (lambda: torchvision.ops.nms(boxes, scores, 0.5))
+    yield (
+        "nms",
+        lambda: ops.nms(boxes, scores, 0.5),
+        lambda: torchvision.ops.nms(boxes, scores, 0.5),
+        nms_checks,
+    )
     yield (
         "batched_nms",
         lambda: ops.batched_nms(boxes, scores, classes, 0.5),
         lambda: torchvision.ops.batched_nms(boxes, scores, classes, 0.5),
+        lambda: (nms_checks(), nms_ops._check_scores(classes, boxes, "idxs")),
     )
     yield (
         "roi_align",
         lambda: ops.roi_align(features, rois, 7, 0.1, -1),
         lambda: torchvision.ops.roi_align(features, rois, 7, 0.1, -1),
+        roi_checks,
     )
     yield (
         "roi_pool",
         lambda: ops.roi_pool(features, rois, 7, 0.1),
         lambda: torchvision.ops.roi_pool(features, rois, 7, 0.1),
+        roi_checks,
     )
 
 
 def main() -> None:
     torch.set_num_threads(THREADS)
     rows = []
-    print(f"{'op':12s} {'boxes':>6s} {'cvlib ms':>9s} {'torchvision ms':>14s} {'ratio':>6s}")
+    print(f"{'op':12s} {'boxes':>6s} {'cvlib ms':>9s} {'torchvision ms':>14s} {'ratio':>6s} {'checks %':>8s}")
     for n in SIZES:
-        for name, ours, reference in cases(n):
+        for name, ours, reference, checks in cases(n):
             t_ours, t_ref = median_seconds(ours), median_seconds(reference)
+            t_checks = median_seconds(checks)
             rows.append(
-                {"op": name, "boxes": n, "cvlib_s": t_ours, "torchvision_s": t_ref, "ratio": t_ours / t_ref}
+                {"op": name, "boxes": n, "cvlib_s": t_ours, "torchvision_s": t_ref, "ratio": t_ours / t_ref,
+                 "checks_s": t_checks, "checks_share": t_checks / t_ours}
             )
-            print(f"{name:12s} {n:6d} {t_ours * 1e3:9.2f} {t_ref * 1e3:14.2f} {t_ours / t_ref:6.2f}")
+            print(f"{name:12s} {n:6d} {t_ours * 1e3:9.2f} {t_ref * 1e3:14.2f} {t_ours / t_ref:6.2f} "
+                  f"{100 * t_checks / t_ours:8.2f}")
     at_1000 = [r for r in rows if r["boxes"] == 1_000]
     missed = [f"{r['op']} ({r['ratio']:.2f}x)" for r in at_1000 if r["ratio"] > TARGET_RATIO]
     print(
         "target: within 2x at 1,000 boxes:",
         "met by every op" if not missed else "missed by " + ", ".join(missed),
+    )
+    costly = [f"{r['op']} ({100 * r['checks_share']:.1f}%)"
+              for r in at_1000 if r["checks_share"] > TARGET_CHECKS]
+    print(
+        "target: argument checks under 5% of the op at 1,000 boxes:",
+        "met by every op" if not costly else "missed by " + ", ".join(costly),
     )
     out = Path(__file__).resolve().parent / "results" / "ops.json"
     out.parent.mkdir(exist_ok=True)
@@ -117,6 +145,8 @@ def main() -> None:
                 "RoIs on a 2 x 64 x 50 x 50 feature map (spatial_scale 0.1), output 7 x 7",
                 "target_ratio_at_1000": TARGET_RATIO,
                 "missed_at_1000": missed,
+                "target_checks_share_at_1000": TARGET_CHECKS,
+                "checks_over_target_at_1000": costly,
                 "results": rows,
             },
             indent=2,

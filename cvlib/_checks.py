@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "describe", "tensor", "all_finite", "number", "integer", "choice", "sequence", "same_length", "images",
+    "module", "pair", "labels", "counts",
 ]
 
 DTYPES = {  # dtype kind -> (test, words for the message)
@@ -177,3 +178,34 @@ def images(value, name: str = "images", *, like: torch.nn.Module | None = None, 
             f"(convert with {name}.to({str(parameter.dtype).removeprefix('torch.')}))"
         )
     return value
+
+
+def module(value, name: str = "model") -> torch.nn.Module:
+    """``value`` if it is a ``torch.nn.Module``, else a ``TypeError``."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {describe(value)}")
+    return value
+
+
+def pair(value, name: str, *, low: int = 1) -> tuple[int, int]:
+    """``value`` (an int, or a pair of ints such as ``(H, W)``) as a pair, each ``>= low``."""
+    values = tuple(value) if isinstance(value, (list, tuple, torch.Size)) else (value, value)
+    if len(values) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints >= {low}, got {value!r}")
+    return tuple(integer(v, name, low=low) for v in values)
+
+
+def labels(value, name: str, *, low: int = 0, high: int | None = None) -> torch.Tensor:
+    """``value`` if it is an integer tensor of class indices in ``[low, high]``."""
+    tensor(value, name, dtype="int")
+    if value.numel() and (value.min() < low or (high is not None and value.max() > high)):
+        wanted = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must hold class indices in {wanted}, got values "
+                         f"{value.min().item()}..{value.max().item()}")
+    return value
+
+
+def counts(**values) -> None:
+    """Each keyword value must be an int >= 1 (numbers of classes, channels, layers...)."""
+    for name, value in values.items():
+        integer(value, name, low=1)

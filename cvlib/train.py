@@ -57,6 +57,10 @@ def to_device(obj, device: torch.device | str):
     """Move tensors, and lists / tuples / dicts of them, to ``device``; other values pass.
     Copies to a GPU do not block; copies back to the CPU do (an asynchronous GPU -> CPU copy
     could be read before it has arrived)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=torch.device(device).type == "cuda")
     if isinstance(obj, dict):

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from matplotlib import patches
 
+from cvlib import _checks
+
 __all__ = [
     "PALETTE",
     "class_color",
@@ -40,6 +42,9 @@ PALETTE = np.array(
 
 def class_color(label: int) -> tuple[float, float, float]:
     """The fixed RGB colour of class ``label`` (0 = background)."""
+    if isinstance(label, torch.Tensor) and label.numel() == 1:  # labels[k] of a label tensor
+        label = label.item()
+    _checks.integer(label, "label", low=0)
     return tuple(float(c) for c in PALETTE[int(label) % len(PALETTE)])
 
 
@@ -48,7 +53,8 @@ def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     float NumPy array for ``imshow``."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().float().numpy()
-    image = np.asarray(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a tensor or a NumPy array, got {_checks.describe(image)}")
     if image.ndim == 3 and image.shape[0] in (1, 3):
         image = image.transpose(1, 2, 0)
     if image.ndim == 3 and image.shape[2] == 1:
@@ -58,9 +64,15 @@ def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(image, 0.0, 1.0) if image.ndim == 3 else image
 
 
+def _check_axes(ax) -> None:
+    if not isinstance(ax, plt.Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {_checks.describe(ax)}")
+
+
 def show_image(ax: plt.Axes, image, title: str | None = None, **kwargs):
     """``imshow`` an image tensor on ``ax`` without ticks; return the ``AxesImage``
     (update it later with ``.set_data``)."""
+    _check_axes(ax)
     artist = ax.imshow(to_numpy_image(image), **kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -81,7 +93,16 @@ def draw_boxes(
 ) -> list:
     """Draw xyxy ``boxes`` ``[N, 4]`` (pixels) on ``ax``, coloured by label, captioned with the
     class name and score when given. Returns the list of artists (rectangles and texts)."""
-    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).tolist()
+    _check_axes(ax)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32)
+    if boxes.numel() and (boxes.ndim != 2 or boxes.shape[1] != 4):
+        raise ValueError(f"boxes must have shape [N, 4], got {tuple(boxes.shape)}")
+    _checks.all_finite(boxes, "boxes")
+    for name, values in (("labels", labels), ("scores", scores)):
+        if values is not None and tuple(torch.as_tensor(values).shape) != (len(boxes),):
+            raise ValueError(f"{name} must have one entry per box, shape [{len(boxes)}], got "
+                             f"{_checks.describe(values)}")
+    boxes = boxes.reshape(-1, 4).tolist()
     artists = []
     for k, (x1, y1, x2, y2) in enumerate(boxes):
         label = int(labels[k]) if labels is not None else None
@@ -110,6 +131,10 @@ def colorize_semantic(semantic: torch.Tensor | np.ndarray) -> np.ndarray:
     semantic = np.asarray(semantic.cpu() if isinstance(semantic, torch.Tensor) else semantic)
     if semantic.ndim != 2:
         raise ValueError(f"semantic must have shape [H, W], got {semantic.shape}")
+    if semantic.dtype.kind not in "iub":
+        raise ValueError(f"semantic must hold integer labels, got {semantic.dtype}")
+    if semantic.size and semantic.min() < 0:
+        raise ValueError(f"semantic must hold labels >= 0, got {semantic.min()}")
     return PALETTE[semantic.astype(np.int64) % len(PALETTE)]
 
 
@@ -120,9 +145,14 @@ def overlay_masks(
     ``[3, H, W]``: each instance in its class colour (or a distinct colour when ``labels`` is
     None), with a white outline. Returns ``[H, W, 3]``."""
     out = to_numpy_image(image).copy()
-    masks = torch.as_tensor(masks)
+    _checks.number(alpha, "alpha", low=0, high=1)
+    masks = _checks.tensor(masks, "masks", ndim=(3, 4))
     if masks.ndim == 4:
         masks = masks[:, 0]
+    if masks.shape[1:] != out.shape[:2]:
+        raise ValueError(f"masks must be [N, H, W] with the image's (H, W) = {out.shape[:2]}, "
+                         f"got {tuple(masks.shape)}")
+    _checks.all_finite(masks, "masks")
     masks = (masks > 0.5 if masks.is_floating_point() else masks.bool()).cpu().numpy()
     for k, mask in enumerate(masks):
         colour = class_color(int(labels[k]) if labels is not None else k + 1)
@@ -143,8 +173,8 @@ def image_grid(
 ):
     """Show ``images`` (tensors ``[3, H, W]`` or arrays ``[H, W, 3]``) in a grid; return
     ``(fig, axes)`` with ``axes`` flattened."""
-    if len(images) == 0:
-        raise ValueError("images must not be empty")
+    _checks.sequence(images, "images", nonempty=True)
+    _checks.integer(ncols, "ncols", low=1)
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
     height = size * nrows + (0.2 if titles is not None else 0.0)
@@ -161,6 +191,11 @@ def image_grid(
 
 def class_legend(ax: plt.Axes | plt.Figure, class_names: Sequence[str], background: bool = True, **kwargs):
     """A legend of the class colours on an axes or a figure (``background`` adds label 0)."""
+    if not isinstance(ax, (plt.Axes, plt.Figure)):
+        raise TypeError(f"ax must be a matplotlib Axes or Figure, got {_checks.describe(ax)}")
+    names = _checks.sequence(class_names, "class_names") if not isinstance(class_names, str) else [0]
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"class_names must be a list of names, got {_checks.describe(class_names)}")
     names = (["background"] if background else []) + list(class_names)
     first = 0 if background else 1
     handles = [patches.Patch(color=class_color(first + k), label=n) for k, n in enumerate(names)]
@@ -180,6 +215,9 @@ def show_matrix(
     written in its cell, like the tables of the lecture slides (``numbers=False`` leaves the
     values out, for large matrices). ``kwargs`` go to ``imshow`` (``vmin``, ``vmax``...).
     Returns ``(image, texts)``: the ``AxesImage`` and the list of ``Text`` artists, row by row."""
+    _check_axes(ax)
+    if isinstance(values, str):
+        raise TypeError(f"values must be a matrix (tensor, array, lists), got {_checks.describe(values)}")
     values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values,
                         dtype=np.float64)
     if values.ndim != 2:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cvlib._checks import describe
+from cvlib._checks import describe, module
 
 __all__ = [
     "WEIGHTS_DIR", "CheckpointError", "ChecksumError", "save", "load", "load_model", "save_json",
@@ -49,6 +49,8 @@ class ChecksumError(CheckpointError):
 
 def sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file."""
+    if not Path(path).is_file():
+        raise ValueError(f"path must be a file, got {str(path)!r}")
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -73,7 +75,9 @@ def _read_sums(directory: Path) -> dict[str, str]:
 
 
 def available(directory: str | Path = WEIGHTS_DIR) -> list[str]:
-    """Names of the checkpoints (``.pt`` files) recorded in ``SHA256SUMS``."""
+    """Names of the checkpoints (``.pt`` files) recorded in ``SHA256SUMS`` of ``directory``."""
+    if not Path(directory).is_dir():
+        raise ValueError(f"directory must be a folder of checkpoints, got {str(directory)!r}")
     return sorted(Path(f).stem for f in _read_sums(Path(directory)) if f.endswith(".pt"))
 
 
@@ -113,6 +117,7 @@ def save(name: str, model: nn.Module, meta: dict, directory: str | Path = WEIGHT
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{_check_name(name)}.pt"
+    module(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, path)
     _record(path)

@@ -28,6 +28,8 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import DisplayHandle, display
 
+from cvlib import _checks
+
 __all__ = ["Explorer", "explore", "slider", "int_slider", "dropdown", "RUN_TO_EXPLORE"]
 
 RUN_TO_EXPLORE = "Run this cell to explore: move {controls} and the figure above redraws."
@@ -95,6 +97,10 @@ def explore(fig: plt.Figure, update: Callable[..., None], **controls: widgets.Wi
     the artists of ``fig``; it is also called once before the first display. In a notebook
     write ``_ = explore(...)`` so that no repr is printed.
     """
+    if not isinstance(fig, plt.Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {_checks.describe(fig)}")
+    if not callable(update):
+        raise TypeError(f"update must be a function of the controls' values, got {_checks.describe(update)}")
     if not controls:
         raise ValueError("explore needs at least one control, e.g. k=int_slider(1, 5)")
     bad = [name for name, c in controls.items() if not isinstance(c, widgets.ValueWidget)]
@@ -105,6 +111,14 @@ def explore(fig: plt.Figure, update: Callable[..., None], **controls: widgets.Wi
     return explorer
 
 
+def _check_range(low, high, value, check) -> None:
+    """``min <= value <= max`` (``value`` may be None), each checked by ``check``."""
+    check(low, "min")
+    check(high, "max", low=low)
+    if value is not None:
+        check(value, "value", low=low, high=high)
+
+
 def _layout() -> dict:
     return {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="420px")}
 
@@ -113,6 +127,7 @@ def slider(
     description: str, min: float, max: float, value: float | None = None, step: float = 0.05
 ) -> widgets.FloatSlider:
     """A float slider (``continuous_update=False``: one redraw when the handle is released)."""
+    _check_range(min, max, value, _checks.number)
     value = min if value is None else value
     return widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
                                continuous_update=False, **_layout())
@@ -122,6 +137,7 @@ def int_slider(
     description: str, min: int, max: int, value: int | None = None, step: int = 1
 ) -> widgets.IntSlider:
     """An integer slider (``continuous_update=False``)."""
+    _check_range(min, max, value, _checks.integer)
     value = min if value is None else value
     return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description,
                              continuous_update=False, **_layout())
@@ -129,5 +145,9 @@ def int_slider(
 
 def dropdown(description: str, options, value=None) -> widgets.Dropdown:
     """A dropdown over ``options`` (a list of values or of ``(label, value)`` pairs)."""
+    options = _checks.sequence(options, "options", nonempty=True)
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    if value is not None and value not in values:
+        raise ValueError(f"value must be one of the options {values}, got {value!r}")
     kwargs = {} if value is None else {"value": value}
     return widgets.Dropdown(options=options, description=description, **kwargs, **_layout())

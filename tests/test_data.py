@@ -143,10 +143,13 @@ def test_to_coco_rejects_other_datasets():
         ({"num_images": 1, "classes": "circle"}, "classes"),
         ({"num_images": 1, "max_objects": 0}, "max_objects"),
         ({"num_images": 1, "min_objects": 4, "max_objects": 3}, "min_objects"),
+        ({"num_images": 1, "seed": -1}, "seed"),
+        ({"num_images": 1, "seed": "0"}, "seed"),
+        ({"num_images": 1, "image_size": 8192}, r"image_size must be an int in \[16, 1024\]"),
     ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         ShapesDataset(**kwargs)
 
 

@@ -89,6 +89,8 @@ def test_anchor_bad_input():
         ops.label_anchors(torch.zeros(1, 4), torch.tensor([[0.0, 0, float("nan"), 1]]))
     with pytest.raises(TypeError, match="anchors must be a torch.Tensor"):
         ops.label_anchors([[0, 0, 1, 1]], torch.zeros(1, 4))
+    with pytest.raises(TypeError, match="dtype must be a floating point torch.dtype"):
+        ops.generate_anchors((4, 4), 8, dtype=torch.int64)  # a survivor of bench/mutation.py
 
 
 def test_shape_iou_by_hand():

@@ -71,7 +71,9 @@ class _Fixed(SingleObjectDetector):
 
 
 def test_evaluate_scores_known_answers():
-    images, targets = collate_single_object(list(SingleObjectDataset(4, image_size=32)))
+    images = torch.rand(4, 3, 32, 32)
+    boxes = torch.tensor([[0.0, 0, 8, 8], [10, 0, 18, 12], [0, 20, 6, 30], [16, 16, 30, 28]])  # disjoint
+    targets = {"labels": torch.tensor([0, 1, 2, 1]), "boxes": boxes}
     labels = targets["labels"].clone()
     labels[3] = (labels[3] + 1) % 3  # one wrong class out of four
     exact = evaluate(_Fixed(labels, targets["boxes"]), images, targets, batch_size=3)
@@ -80,3 +82,5 @@ def test_evaluate_scores_known_answers():
     shifted[:, 0::2] += (shifted[:, 2:3] - shifted[:, 0:1]) / 2  # half a width right: IoU 1/3
     off = evaluate(_Fixed(labels, shifted), images, targets, batch_size=3)
     assert off == pytest.approx({"accuracy": 0.75, "mean_iou": 1 / 3, "correct_detections": 0.0})
+    swapped = evaluate(_Fixed(labels, boxes.roll(1, 0)), images, targets)  # each on another's box
+    assert swapped == pytest.approx({"accuracy": 0.75, "mean_iou": 0.0, "correct_detections": 0.0})

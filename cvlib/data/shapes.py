@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cvlib import _checks
+
 __all__ = [
     "CLASSES",
     "ShapesDataset",
@@ -38,19 +40,15 @@ __all__ = [
 
 CLASSES = ("circle", "square", "triangle")
 MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
 MIN_VISIBLE_FRACTION = 0.35  # a shape with less of its area visible than this is dropped
 MIN_VISIBLE_PIXELS = 12
 
 
-def _check_args(num_images, image_size, classes, min_objects, max_objects):
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be an int >= 1, got {num_images!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int):
-        raise TypeError(f"image_size must be an int, got {type(image_size).__name__}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"image_size must be >= {MIN_IMAGE_SIZE} so that the shapes fit, got {image_size}"
-        )
+def _check_args(num_images, image_size, classes, min_objects, max_objects, seed):
+    _checks.integer(num_images, "num_images", low=1)
+    _checks.integer(image_size, "image_size", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)
+    _checks.integer(seed, "seed", low=0)  # numpy's SeedSequence takes no negative seed
     if isinstance(classes, str) or len(classes) == 0:
         raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")
     unknown = [c for c in classes if c not in CLASSES]
@@ -58,12 +56,8 @@ def _check_args(num_images, image_size, classes, min_objects, max_objects):
         raise ValueError(f"unknown class(es) {unknown}; classes must be drawn from {CLASSES}")
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes must not repeat, got {classes!r}")
-    if not (isinstance(max_objects, int) and max_objects >= 1):
-        raise ValueError(f"max_objects must be an int >= 1, got {max_objects!r}")
-    if not (isinstance(min_objects, int) and 0 <= min_objects <= max_objects):
-        raise ValueError(
-            f"min_objects must be an int in [0, max_objects={max_objects}], got {min_objects!r}"
-        )
+    _checks.integer(max_objects, "max_objects", low=1)
+    _checks.integer(min_objects, "min_objects", low=0, high=max_objects)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -167,7 +161,7 @@ class ShapesDataset(Dataset):
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
     ):
-        _check_args(num_images, image_size, classes, min_objects, max_objects)
+        _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -241,10 +235,19 @@ class ShapesClassification(SingleObjectDataset):
         return image, int(target["labels"][0]) - 1
 
 
+def _unzip(batch) -> tuple[tuple, tuple]:
+    """``(images, targets)`` of a non-empty list of ``(image, target)`` items."""
+    items = _checks.sequence(batch, "batch", nonempty=True)
+    if not all(isinstance(item, (list, tuple)) and len(item) == 2 for item in items):
+        raise ValueError(f"batch must be a list of (image, target) pairs, got {_checks.describe(items[0])}")
+    images, targets = zip(*items)
+    return images, targets
+
+
 def collate_single_object(batch):
     """``[(image, target), ...]`` of single-object scenes -> images ``[B, 3, H, W]`` and
     ``{"labels": [B] (0..C-1), "boxes": [B, 4] xyxy pixels}``."""
-    images, targets = zip(*batch)
+    images, targets = _unzip(batch)
     return torch.stack(images), {
         "labels": torch.stack([t["labels"][0] - 1 for t in targets]),
         "boxes": torch.stack([t["boxes"][0] for t in targets]),
@@ -253,19 +256,19 @@ def collate_single_object(batch):
 
 def collate_detection(batch):
     """``[(image, target), ...]`` -> ``(list of images, list of targets)``, torchvision style."""
-    images, targets = zip(*batch)
+    images, targets = _unzip(batch)
     return list(images), list(targets)
 
 
 def collate_segmentation(batch):
     """``[(image, target), ...]`` -> images ``[B, 3, H, W]`` and semantic maps ``[B, H, W]``."""
-    images, targets = zip(*batch)
+    images, targets = _unzip(batch)
     return torch.stack(images), torch.stack([t["semantic"] for t in targets])
 
 
 def collate_classification(batch):
     """``[(image, label), ...]`` -> images ``[B, 3, H, W]`` and labels int64 ``[B]``."""
-    images, labels = zip(*batch)
+    images, labels = _unzip(batch)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 

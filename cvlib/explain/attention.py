@@ -14,21 +14,27 @@ import math
 
 import torch
 
+from cvlib import _checks
+
 __all__ = ["cls_attention", "attention_rollout", "tokens_to_grid"]
 
 
 def _check(attentions) -> list[torch.Tensor]:
     if not isinstance(attentions, (list, tuple)) or not attentions:
         raise ValueError("attentions must be a non-empty list of [B, heads, T, T] tensors")
-    shape = attentions[0].shape
+    shape = _checks.tensor(attentions[0], "attentions", ndim=4).shape
     for a in attentions:
+        _checks.tensor(a, "attentions", dtype="float", finite=True)
         if a.ndim != 4 or a.shape != shape or a.shape[-1] != a.shape[-2]:
             raise ValueError(f"attentions must all be [B, heads, T, T] of one shape, got {tuple(a.shape)}")
+        if (a < 0).any():
+            raise ValueError("attentions must be softmax weights (>= 0), got negative values")
     return list(attentions)
 
 
 def tokens_to_grid(values: torch.Tensor) -> torch.Tensor:
     """Patch values ``[..., g*g]`` -> ``[..., g, g]``."""
+    _checks.tensor(values, "values", ndim=range(1, 9))
     g = math.isqrt(values.shape[-1])
     if g * g != values.shape[-1]:
         raise ValueError(f"the number of patch tokens must be a square, got {values.shape[-1]}")
@@ -38,6 +44,8 @@ def tokens_to_grid(values: torch.Tensor) -> torch.Tensor:
 def cls_attention(attentions, layer: int = -1) -> torch.Tensor:
     """What the CLS token attends to in ``layer``, per head: ``[B, heads, g, g]``."""
     attentions = _check(attentions)
+    if not -len(attentions) <= _checks.integer(layer, "layer") < len(attentions):
+        raise ValueError(f"layer must index one of the {len(attentions)} layers, got {layer}")
     return tokens_to_grid(attentions[layer][:, :, 0, 1:])
 
 
@@ -45,10 +53,8 @@ def attention_rollout(attentions, residual: float = 0.5, head_fusion: str = "mea
     """Rollout ``[B, T, T]`` of a list of ``[B, heads, T, T]`` attentions; each layer is
     ``residual * I + (1 - residual) * A`` with heads fused by ``"mean"`` or ``"max"``."""
     attentions = _check(attentions)
-    if not 0 <= residual <= 1:
-        raise ValueError(f"residual must be in [0, 1], got {residual}")
-    if head_fusion not in ("mean", "max"):
-        raise ValueError(f"head_fusion must be 'mean' or 'max', got {head_fusion!r}")
+    _checks.number(residual, "residual", low=0, high=1)
+    _checks.choice(head_fusion, "head_fusion", ("mean", "max"))
     tokens = attentions[0].shape[-1]
     eye = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
     rollout = eye.expand(attentions[0].shape[0], tokens, tokens)

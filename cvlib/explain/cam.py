@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib import _checks
 from cvlib.explain.gradients import guided_backprop
 from cvlib.explain.hooks import capture, check_images, pick_target, prepared, resolve_layer
 
@@ -22,6 +23,8 @@ __all__ = ["cam", "grad_cam", "guided_grad_cam", "upsample_map"]
 
 def upsample_map(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize ``[B, h, w]`` -> ``[B, *size]``."""
+    _checks.tensor(maps, "maps", shape=("B", "h", "w"), dtype="float")
+    size = _checks.pair(size, "size")
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
@@ -32,11 +35,11 @@ def cam(
     """CAM ``sum_k w_k^c A^k`` (signed, no ReLU): ``[B, 3, H, W]`` -> ``[B, H, W]`` (``[B, h, w]``
     when ``upsample=False``). ``features`` is the layer whose output ``A`` ``[B, K, h, w]`` is
     average-pooled into the linear layer ``fc`` (``K`` inputs)."""
-    images = check_images(images)
-    fc = resolve_layer(model, fc)
+    images = check_images(images, model=_checks.module(model))
+    fc = resolve_layer(model, fc, "fc")
     if not isinstance(fc, nn.Linear):
         raise ValueError(f"fc must be an nn.Linear (CAM needs GAP + FC), got {type(fc).__name__}")
-    layer = resolve_layer(model, features)
+    layer = resolve_layer(model, features, "features")
     with prepared(model) as handles, capture(layer, handles) as store, torch.no_grad():
         logits = model(images)
         target = pick_target(logits, target)
@@ -59,7 +62,7 @@ def grad_cam(
     Choose a layer whose output is not modified in place afterwards (a conv-BN-ReLU block,
     not the BatchNorm inside it, whose output the in-place ReLU overwrites).
     """
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
     with prepared(model) as handles, capture(resolve_layer(model, layer), handles) as store:
         logits = model(images.clone().requires_grad_(True))
         target = pick_target(logits, target)
@@ -79,5 +82,5 @@ def guided_grad_cam(
     ``[B, 1, H, W]`` -> ``[B, 3, H, W]`` (high resolution and class-discriminative)."""
     if target is None:
         with prepared(model), torch.no_grad():
-            target = model(check_images(images)).argmax(dim=1)
+            target = model(check_images(images, model=model)).argmax(dim=1)
     return guided_backprop(model, images, target) * grad_cam(model, images, target, layer)[:, None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib import _checks
 from cvlib.explain.hooks import capture, check_images, prepared, resolve_layer
 
 __all__ = ["first_layer_filters", "layer_features", "nearest_neighbours", "pca", "max_activating_patches"]
@@ -14,7 +15,7 @@ __all__ = ["first_layer_filters", "layer_features", "nearest_neighbours", "pca",
 def first_layer_filters(model: nn.Module) -> torch.Tensor:
     """Weights of the first ``nn.Conv2d`` ``[K, C, kh, kw]``, each filter min-max scaled to
     ``[0, 1]`` for display."""
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    conv = next((m for m in _checks.module(model).modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
         raise ValueError("model has no nn.Conv2d layer")
     w = conv.weight.detach().clone()
@@ -28,7 +29,8 @@ def layer_features(
 ) -> torch.Tensor:
     """Output of ``layer`` for ``images`` ``[N, 3, H, W]``: ``[N, K, h, w]``, or the global
     average ``[N, K]`` when ``pool`` (the feature vector the classifier's FC layer sees)."""
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
+    _checks.integer(batch_size, "batch_size", low=1)
     outputs = []
     with prepared(model) as handles, capture(resolve_layer(model, layer), handles) as store, torch.no_grad():
         for start in range(0, len(images), batch_size):
@@ -40,7 +42,10 @@ def layer_features(
 
 def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Indices ``[Q, k]`` of the ``k`` gallery rows ``[N, D]`` nearest (L2) to each query ``[Q, D]``."""
-    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+    _checks.tensor(queries, "queries", shape=("Q", "D"), dtype="real", finite=True)
+    _checks.tensor(gallery, "gallery", shape=("N", "D"), dtype="real", finite=True)
+    _checks.integer(k, "k", low=1)
+    if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"queries and gallery must be [Q, D] and [N, D], "
                          f"got {tuple(queries.shape)}, {tuple(gallery.shape)}")
     if not 1 <= k <= len(gallery):
@@ -51,7 +56,9 @@ def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int = 5)
 def pca(features: torch.Tensor, components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Project ``[N, D]`` on its first principal axes: ``(projections [N, components],
     explained variance ratio [components])``."""
-    if features.ndim != 2 or not 1 <= components <= min(features.shape):
+    _checks.tensor(features, "features", shape=("N", "D"), dtype="real", finite=True)
+    _checks.integer(components, "components", low=1)
+    if not components <= min(features.shape):
         raise ValueError(f"features must be [N, D] and components in [1, min(N, D)], "
                          f"got {tuple(features.shape)}, {components}")
     centred = features.double() - features.double().mean(dim=0)
@@ -69,7 +76,9 @@ def max_activating_patches(
     Each box is the receptive field of that activation, measured as the bounding box of the
     pixels where its gradient with respect to the input is non-zero.
     """
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
+    _checks.integer(channel, "channel", low=0)
+    _checks.integer(k, "k", low=1)
     feats = layer_features(model, images, layer, pool=False)
     if feats.ndim != 4 or not 0 <= channel < feats.shape[1]:
         raise ValueError(f"channel must be in [0, {feats.shape[1]}) of a [N, K, h, w] layer output")

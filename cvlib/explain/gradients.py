@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib import _checks
 from cvlib.explain.hooks import check_images, pick_target, prepared
 
 __all__ = ["input_gradient", "saliency", "smoothgrad", "guided_backprop"]
@@ -18,7 +19,7 @@ __all__ = ["input_gradient", "saliency", "smoothgrad", "guided_backprop"]
 
 def input_gradient(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
     """``dS_c / dI`` ``[B, 3, H, W]`` of the class score (logit) ``S_c`` (``target`` None: predicted)."""
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
     with prepared(model):
         return _input_gradient(model, images, target)
 
@@ -45,9 +46,10 @@ def smoothgrad(
 
     The target class is fixed from the clean image so that every copy explains the same class.
     """
-    images = check_images(images)
-    if samples < 1 or sigma < 0:
-        raise ValueError(f"samples must be >= 1 and sigma >= 0, got {samples}, {sigma}")
+    images = check_images(images, model=_checks.module(model))
+    _checks.integer(samples, "samples", low=1)
+    _checks.number(sigma, "sigma", low=0)
+    _checks.integer(seed, "seed", low=0)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with prepared(model):
         with torch.no_grad():
@@ -83,7 +85,7 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, target=None) -> torc
     Every ``nn.ReLU`` module of ``model`` gets a forward hook for the duration of the call (the
     hooks are removed afterwards); a model that calls ``F.relu`` is not guided there.
     """
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
     with prepared(model) as handles:
         relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         if not relus:

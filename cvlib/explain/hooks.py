@@ -14,6 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from cvlib import _checks
+
 __all__ = ["prepared", "resolve_layer", "check_images", "pick_target", "capture"]
 
 
@@ -24,8 +26,7 @@ def prepared(model: nn.Module) -> Iterator[list]:
 
     On exit the handles are removed and ``requires_grad`` / ``training`` are restored.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.module(model)
     requires_grad = [p.requires_grad for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     handles: list = []
@@ -44,39 +45,43 @@ def prepared(model: nn.Module) -> Iterator[list]:
             m.training = mode
 
 
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """``layer`` as a submodule of ``model``: a module, or its dotted name (``"features.6"``)."""
+def resolve_layer(model: nn.Module, layer: nn.Module | str, name: str = "layer") -> nn.Module:
+    """``layer`` as a submodule of ``model``: a module, or its dotted name (``"features.6"``);
+    errors call it ``name`` (the caller's argument)."""
+    _checks.module(model)
     if isinstance(layer, str):
         try:
             return model.get_submodule(layer)
         except AttributeError as error:
             names = [n for n, _ in model.named_modules() if n]
-            raise ValueError(f"layer {layer!r} is not a submodule of the model; "
+            raise ValueError(f"{name} {layer!r} is not a submodule of the model; "
                              f"some names: {names[:12]}") from error
     if isinstance(layer, nn.Module) and any(m is layer for m in model.modules()):
         return layer
-    raise ValueError("layer must be a submodule of the model or its name")
+    raise ValueError(f"{name} must be a submodule of the model or its name, got {_checks.describe(layer)}")
 
 
-def check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """``images`` must be a float tensor ``[B, 3, H, W]`` without NaN; returns it detached."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise ValueError(f"{name} must have shape [B, 3, H, W] with B >= 1, got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor, got {images.dtype}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
+def check_images(images: torch.Tensor, name: str = "images", model: nn.Module | None = None) -> torch.Tensor:
+    """``images`` must be a finite float tensor ``[B, 3, H, W]``, ``B >= 1`` (of the dtype of
+    ``model``'s parameters when given, else float32); returns it detached."""
+    _checks.images(images, name, like=model)
+    if model is None and images.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32, got {images.dtype}")
     return images.detach()
 
 
 def pick_target(logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
-    """Class index per image ``[B]`` (long): the predicted class when ``target`` is None."""
-    batch, num_classes = logits.shape
+    """Class index per image ``[B]`` (long): the predicted class when ``target`` (an int, or
+    an integer tensor of one index or one per image) is None."""
+    batch, num_classes = _checks.tensor(logits, "logits", shape=("B", "C"), dtype="float", finite=True).shape
     if target is None:
         return logits.argmax(dim=1)
-    target = torch.as_tensor(target, device=logits.device).long().reshape(-1).expand(batch)
+    if not isinstance(target, torch.Tensor):
+        _checks.integer(target, "target")
+    target = _checks.tensor(torch.as_tensor(target, device=logits.device), "target", dtype="int").reshape(-1)
+    if len(target) not in (1, batch):
+        raise ValueError(f"target must hold one class index or one per image ({batch}), got {len(target)}")
+    target = target.long().expand(batch)
     if ((target < 0) | (target >= num_classes)).any():
         raise ValueError(f"target must be class indices in [0, {num_classes}), got {target.tolist()}")
     return target

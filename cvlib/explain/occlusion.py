@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib import _checks
 from cvlib.explain.hooks import check_images, pick_target, prepared
 
 __all__ = ["occlusion"]
@@ -20,11 +21,12 @@ def occlusion(
 
     ``[B, 3, H, W]`` -> ``[B, H, W]``; pixels no patch covers get 0.
     """
-    images = check_images(images)
+    images = check_images(images, model=_checks.module(model))
     _, _, height, width = images.shape
-    if not (1 <= patch <= min(height, width)) or stride < 1:
-        raise ValueError(f"patch must be in [1, {min(height, width)}] and stride >= 1, "
-                         f"got {patch}, {stride}")
+    _checks.integer(patch, "patch", low=1, high=min(height, width))
+    _checks.integer(stride, "stride", low=1)
+    _checks.number(fill, "fill")
+    _checks.integer(batch_size, "batch_size", low=1)
     positions = [(y, x) for y in range(0, height - patch + 1, stride)
                  for x in range(0, width - patch + 1, stride)]
     maps = torch.zeros(images.shape[0], height, width, device=images.device)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib import _checks
 from cvlib.explain.hooks import capture, check_images, pick_target, prepared, resolve_layer
 
 __all__ = ["class_visualization", "deep_dream", "fgsm", "iterative_attack"]
@@ -26,8 +27,13 @@ def class_visualization(
 ) -> torch.Tensor:
     """``I* = argmax_I S_c(I) - l2 ||I - 0.5||^2`` by gradient ascent, starting from grey plus
     noise, blurred every ``blur_every`` steps and kept in ``[0, 1]``. Returns ``[3, size, size]``."""
-    if steps < 1 or size < 1 or blur_every < 1:
-        raise ValueError(f"steps, size and blur_every must be >= 1, got {steps}, {size}, {blur_every}")
+    _checks.module(model)
+    _checks.integer(target, "target", low=0)
+    for name, value in (("size", size), ("steps", steps), ("blur_every", blur_every)):
+        _checks.integer(value, name, low=1)
+    _checks.number(lr, "lr", low=0, low_open=True)
+    _checks.number(l2, "l2", low=0)
+    _checks.integer(seed, "seed", low=0)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     image = (0.5 + 0.05 * torch.randn(1, 3, size, size, generator=generator)).to(device)
@@ -50,7 +56,9 @@ def deep_dream(
 ) -> torch.Tensor:
     """DeepDream: amplify what ``layer`` already sees, ascending ``||A(I)||^2 / 2`` with
     normalized gradient steps. ``[3, H, W]`` -> ``[3, H, W]`` in ``[0, 1]``."""
-    image = check_images(image[None], "image")
+    image = check_images(_checks.tensor(image, "image", ndim=3)[None], "image", _checks.module(model))
+    _checks.integer(steps, "steps", low=1)
+    _checks.number(lr, "lr", low=0, low_open=True)
     with prepared(model) as handles, capture(resolve_layer(model, layer), handles) as store:
         for _ in range(steps):
             image.requires_grad_(True)
@@ -61,27 +69,35 @@ def deep_dream(
     return image[0].detach()
 
 
-def _loss_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    """Gradient of the cross-entropy of ``labels`` (the argument ``name``) for ``images``."""
     images = images.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(images), labels), images)
+    logits = model(images)
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"{name} must be class indices in [0, {logits.shape[1]}), got {labels.tolist()}")
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), images)
     return grad
 
 
-def _labels(labels, images: torch.Tensor) -> torch.Tensor:
-    labels = torch.as_tensor(labels, device=images.device).long().reshape(-1)
+def _labels(labels, images: torch.Tensor, name: str = "labels") -> torch.Tensor:
+    """Class indices ``[B]`` from an int, a list of ints or an integer tensor (one, or one per image)."""
+    try:
+        labels = torch.as_tensor(labels, device=images.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be class indices, got {_checks.describe(labels)}") from error
+    labels = _checks.tensor(labels, name, dtype="int").reshape(-1)
     if labels.shape[0] not in (1, images.shape[0]):
-        raise ValueError(f"labels must have one entry per image, got {labels.shape[0]} for {images.shape[0]}")
+        raise ValueError(f"{name} must have one entry per image, got {labels.shape[0]} for {images.shape[0]}")
     return labels.expand(images.shape[0])
 
 
 def fgsm(model: nn.Module, images: torch.Tensor, labels, eps: float = 0.03) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): ``I + eps * sign(dL/dI)`` with the
     cross-entropy ``L`` of the true ``labels``, clipped to ``[0, 1]``. ``[B, 3, H, W]`` -> same."""
-    images = check_images(images)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    images = check_images(images, model=_checks.module(model))
+    _checks.number(eps, "eps", low=0)
     with prepared(model):
-        grad = _loss_gradient(model, images, _labels(labels, images))
+        grad = _loss_gradient(model, images, _labels(labels, images), "labels")
     return (images + eps * grad.sign()).clamp(0, 1)
 
 
@@ -96,16 +112,18 @@ def iterative_attack(
     ``[B, 3, H, W]`` -> the adversarial images, same shape; with ``return_path=True`` every
     iterate instead, ``[steps + 1, B, 3, H, W]`` (index 0 is the input): one run shows the
     attack step by step (the first k steps of a run are the run with ``steps=k``)."""
-    images = check_images(images)
-    if eps < 0 or step_size <= 0 or steps < 0:
-        raise ValueError(f"need eps >= 0, step_size > 0, steps >= 0, got {eps}, {step_size}, {steps}")
+    images = check_images(images, model=_checks.module(model))
+    _checks.number(eps, "eps", low=0)
+    _checks.number(step_size, "step_size", low=0, low_open=True)
+    _checks.integer(steps, "steps", low=0)
+    labels = _labels(labels, images)
     adversarial = images.clone()
     path = [adversarial]
     with prepared(model):
-        goal = _labels(labels if target is None else target, images)
+        goal = labels if target is None else _labels(target, images, "target")
         direction = 1.0 if target is None else -1.0
         for _ in range(steps):
-            grad = _loss_gradient(model, adversarial, goal)
+            grad = _loss_gradient(model, adversarial, goal, "labels" if target is None else "target")
             adversarial = adversarial + direction * step_size * grad.sign()
             adversarial = (images + (adversarial - images).clamp(-eps, eps)).clamp(0, 1)
             path.append(adversarial)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import counts
 from cvlib._checks import images as check_images
 
 __all__ = ["conv_bn_relu", "vgg_features", "SmallCNN"]
@@ -43,8 +44,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 3, width: int = 16):
         super().__init__()
-        if num_classes < 1 or width < 1:
-            raise ValueError(f"num_classes and width must be >= 1, got {num_classes}, {width}")
+        counts(num_classes=num_classes, width=width)
         self.features = vgg_features(width)
         self.fc = nn.Linear(8 * width, num_classes)
 

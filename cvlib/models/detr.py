@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from cvlib._checks import counts, number, tensor
 from cvlib.models.rcnn import Backbone, batch_images, check_inputs, clip_boxes
 from cvlib.ops import box_convert, generalized_box_iou
 
@@ -63,10 +64,10 @@ def sine_position_encoding(height: int, width: int, d_model: int, temperature: f
     ``n = d_model / 4`` frequencies ``f_i = temperature^(-i / n)``, a coordinate ``u`` (scaled to
     ``(0, 2 pi]``) gives ``[sin(u f_0), ..., sin(u f_{n-1}), cos(u f_0), ..., cos(u f_{n-1})]``.
     """
-    if d_model % 4 or d_model < 4:
+    counts(height=height, width=width, d_model=d_model)
+    number(temperature, "temperature", low=0, low_open=True)
+    if d_model % 4:
         raise ValueError(f"d_model must be a positive multiple of 4, got {d_model}")
-    if height < 1 or width < 1:
-        raise ValueError(f"height and width must be >= 1, got {height}, {width}")
     n = d_model // 4
     frequencies = temperature ** (-torch.arange(n, dtype=torch.float32) / n)
 
@@ -152,8 +153,7 @@ class MLP(nn.Module):
 
 
 def _check_cost(cost) -> None:
-    if not isinstance(cost, torch.Tensor) or cost.ndim != 2:
-        raise ValueError(f"cost must be a 2-D tensor [N, M], got {getattr(cost, 'shape', type(cost))}")
+    tensor(cost, "cost", shape=("N", "M"), dtype="float")
     if cost.shape[1] > cost.shape[0]:
         raise ValueError(f"cost must have N >= M (rows = predictions), got {tuple(cost.shape)}")
     if not torch.isfinite(cost).all():
@@ -200,6 +200,8 @@ class HungarianMatcher(nn.Module):
 
     def __init__(self, cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0):
         super().__init__()
+        for name, value in (("cost_class", cost_class), ("cost_l1", cost_l1), ("cost_giou", cost_giou)):
+            number(value, name, low=0)
         self.cost_class, self.cost_l1, self.cost_giou = cost_class, cost_l1, cost_giou
 
     @torch.no_grad()
@@ -244,6 +246,10 @@ class SetCriterion(nn.Module):
                  no_object_weight: float = 0.1, weight_ce: float = 1.0, weight_l1: float = 5.0,
                  weight_giou: float = 2.0):
         super().__init__()
+        counts(num_classes=num_classes)
+        for name, value in (("no_object_weight", no_object_weight), ("weight_ce", weight_ce),
+                            ("weight_l1", weight_l1), ("weight_giou", weight_giou)):
+            number(value, name, low=0)
         self.matcher = matcher or HungarianMatcher()
         self.weights = {"loss_ce": weight_ce, "loss_bbox": weight_l1, "loss_giou": weight_giou}
         class_weights = torch.ones(num_classes + 1)
@@ -302,9 +308,11 @@ class DETR(nn.Module):
                  score_thresh: float = 0.05, criterion: SetCriterion | None = None,
                  backbone: nn.Module | None = None):
         super().__init__()
-        if num_classes < 1 or num_queries < 1 or num_decoder_layers < 1:
-            raise ValueError(f"num_classes, num_queries and num_decoder_layers must be >= 1, got "
-                             f"{num_classes}, {num_queries}, {num_decoder_layers}")
+        counts(num_classes=num_classes, width=width, d_model=d_model, num_heads=num_heads,
+               num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+               num_queries=num_queries)
+        number(dropout, "dropout", low=0, high=1, high_open=True)
+        number(score_thresh, "score_thresh", low=0, high=1)
         self.num_classes, self.aux_loss, self.score_thresh = num_classes, aux_loss, score_thresh
         self.backbone = backbone if backbone is not None else Backbone(width)
         self.input_proj = nn.Conv2d(self.backbone.out_channels, d_model, 1)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import counts, integer, module
 from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu, vgg_features
 from cvlib.ops.upsample import bilinear_kernel
@@ -29,6 +30,7 @@ class PatchClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 4, width: int = 32, layers: int = 7):
         super().__init__()
+        counts(num_classes=num_classes, width=width, layers=layers)
         self.patch = 2 * layers + 1
         channels = [3] + [width] * layers
         self.body = nn.Sequential(
@@ -77,6 +79,7 @@ class FCN(nn.Module):
 
     def __init__(self, num_classes: int = 4, width: int = 16, backbone: nn.Module | None = None):
         super().__init__()
+        counts(num_classes=num_classes, width=width)
         self.features = backbone if backbone is not None else vgg_features(width)
         self.stride = backbone.stride if backbone is not None else 8
         channels = backbone.out_channels if backbone is not None else 8 * width
@@ -101,6 +104,9 @@ class DilatedFCN(nn.Module):
 
     def __init__(self, num_classes: int = 4, width: int = 32, dilations: tuple[int, ...] = (1, 1, 2, 4, 8)):
         super().__init__()
+        counts(num_classes=num_classes, width=width)
+        for d in dilations:
+            integer(d, "dilations", low=1)
         channels = [3] + [width] * len(dilations)
         self.body = nn.Sequential(
             *(conv_bn_relu(channels[i], channels[i + 1], dilation=d) for i, d in enumerate(dilations))
@@ -116,6 +122,8 @@ def receptive_field(model: nn.Module, size: int = 97) -> int:
     """Measured receptive field (pixels, one side) of the centre output pixel of ``model``:
     the extent of the input pixels its gradient reaches, on a random ``size x size`` input
     (random, so that ReLUs are not all off). The model is left in its mode, weights untouched."""
+    module(model)
+    integer(size, "size", low=1)
     was_training = model.training
     model.eval()
     try:

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import choice, counts, describe, pair, sequence, tensor
 from cvlib.models.rcnn import FasterRCNN, RoIHeads
 from cvlib.ops import roi_align
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "project_masks", "MaskHead", "mask_loss", "softmax_mask_loss", "paste_masks", "MaskRoIHeads",
@@ -51,6 +53,12 @@ def project_masks(
     ``project_masks_on_boxes``: its samples sit half a pixel off, and a 28 x 28 target of a
     small shape pasted back overlaps the original by IoU 0.76 at worst (tests/test_mask_rcnn.py).
     """
+    tensor(gt_masks, "gt_masks", shape=("N", "H", "W"))
+    _check_boxes(rois, "rois")
+    tensor(matched, "matched", shape=(len(rois),), dtype="int")
+    if len(matched) and (matched.min() < 0 or matched.max() >= len(gt_masks)):
+        raise ValueError(f"matched must index the {len(gt_masks)} gt masks, got {matched.tolist()}")
+    counts(size=size)
     if len(rois) == 0:
         return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
     indexed = torch.cat([matched[:, None].to(rois), rois], dim=1)  # [K, 5]: (gt index, box)
@@ -76,11 +84,24 @@ class MaskHead(nn.Module):
         return self.logits(F.relu(self.upsample(self.convs(pooled))))
 
 
+def _check_mask_loss(mask_logits, labels, mask_targets) -> None:
+    """``[K, C + 1, M, M]`` finite logits, ``[K]`` labels in ``0..C``, ``[K, M, M]`` targets in [0, 1]."""
+    k, classes, m = tensor(mask_logits, "mask_logits", shape=("K", "C + 1", "M", "M"), dtype="float",
+                           finite=True).shape[:3]
+    tensor(labels, "labels", shape=(k,), dtype="int")
+    if k and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in 0..{classes - 1}, got {labels.tolist()}")
+    tensor(mask_targets, "mask_targets", shape=(k, m, m), dtype="float", finite=True)
+    if ((mask_targets < 0) | (mask_targets > 1)).any():
+        raise ValueError("mask_targets must lie in [0, 1]")
+
+
 def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:
     """Mean per-pixel binary cross-entropy of ``K`` positive RoIs, on the logit map of each
     RoI's ground-truth class only: ``mask_logits`` ``[K, C + 1, M, M]``, ``labels`` ``[K]`` in
     ``1..C``, ``mask_targets`` ``[K, M, M]`` in ``[0, 1]`` -> scalar (0, still connected to
     the graph, when ``K == 0``), as torchvision's ``maskrcnn_loss``."""
+    _check_mask_loss(mask_logits, labels, mask_targets)
     if len(labels) == 0:
         return mask_logits.sum() * 0
     own_class = mask_logits[torch.arange(len(labels), device=labels.device), labels]  # [K, M, M]
@@ -91,6 +112,7 @@ def softmax_mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targ
     """The alternative Mask R-CNN argues against: a per-pixel softmax over the ``C + 1`` maps
     (classes compete for each pixel), cross-entropy against "the RoI's class where the target
     is >= 0.5, else background (0)". Same shapes as :func:`mask_loss`."""
+    _check_mask_loss(mask_logits, labels, mask_targets)
     if len(labels) == 0:
         return mask_logits.sum() * 0
     pixel_labels = torch.where(mask_targets >= 0.5, labels[:, None, None], 0)  # [K, M, M]
@@ -102,7 +124,9 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size) -> torch.T
     ``[D, 4]`` xyxy in an image of ``image_size`` ``(H, W)``: ``[D, 1, H, W]``. Each pixel whose
     centre lies in a box is mapped into that box's mask and sampled bilinearly (the mask's
     ``M x M`` cells exactly cover the box, as in RoI Align); pixels outside the box are 0."""
-    height, width = image_size
+    _check_boxes(boxes)
+    tensor(masks, "masks", shape=(len(boxes), "M", "M"), dtype="float", finite=True)
+    height, width = pair(image_size, "image_size")
     if len(masks) == 0:
         return masks.new_zeros((0, 1, height, width))
     x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))  # [D, 1] each
@@ -174,7 +198,12 @@ class MaskRoIHeads(RoIHeads):
 def check_masks(images: list[torch.Tensor], targets: list[dict]) -> None:
     """Raise ``ValueError`` unless each target has ``masks``, bool ``[N, H, W]``: one mask per
     box, as large as its image."""
+    sequence(images, "images")
+    for i, target in enumerate(sequence(targets, "targets")):
+        if not isinstance(target, dict) or "boxes" not in target:
+            raise TypeError(f"targets[{i}] must be a dict with 'boxes' and 'masks', got {describe(target)}")
     for i, (image, target) in enumerate(zip(images, targets)):
+        tensor(image, f"images[{i}]", shape=(3, "H", "W"))
         masks, expected = target.get("masks"), (len(target["boxes"]), *image.shape[1:])
         if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or tuple(masks.shape) != expected:
             got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else repr(masks)
@@ -191,6 +220,8 @@ class MaskRCNN(FasterRCNN):
 
     def __init__(self, num_classes: int = 3, width: int = 8, mask_pooler: str = "align",
                  mask_loss: str = "sigmoid", **kwargs):
+        choice(mask_pooler, "mask_pooler", ("align", "pool"))
+        choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
         head_args = {"mask_pooler": mask_pooler, "mask_loss": mask_loss, **kwargs.pop("head_args", {})}
         super().__init__(num_classes, width, head_args=head_args, **kwargs)
 

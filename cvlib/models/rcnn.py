@@ -31,7 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import describe, tensor
+from cvlib._checks import (
+    all_finite,
+    choice,
+    counts,
+    describe,
+    integer,
+    module,
+    number,
+    pair,
+    sequence,
+    tensor,
+)
 from cvlib.models.blocks import vgg_features
 from cvlib.ops import (
     batched_nms,
@@ -45,6 +56,7 @@ from cvlib.ops import (
     roi_pool,
     sample_anchors,
 )
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "window_proposals",
@@ -90,9 +102,11 @@ def window_proposals(
     every object overlaps some window well (the defaults give 2,055 windows on 64 x 64). The
     detector's box regression then moves the best window onto the object.
     """
-    height, width = (image_size, image_size) if isinstance(image_size, int) else (int(v) for v in image_size)
-    if height < 1 or width < 1 or stride <= 0:
-        raise ValueError(f"need a positive image_size and stride, got {image_size}, {stride}")
+    height, width = pair(image_size, "image_size")
+    number(stride, "stride", low=0, low_open=True)
+    for name, values in (("sizes", sizes), ("aspect_ratios", aspect_ratios)):
+        for v in sequence(values, name, nonempty=True):
+            number(v, name, low=0, low_open=True)
     windows = []
     for size in sizes:
         for ratio in aspect_ratios:
@@ -166,6 +180,7 @@ def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Mod
     (x2 >= x1, y2 >= y1) and ``labels`` int64 ``[N]`` in ``1..num_classes``."""
     if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) for i in images):
         raise TypeError(f"images must be a list of [3, H, W] tensors, got {describe(images)}")
+    integer(num_classes, "num_classes", low=1)
     dtype = next(like.parameters()).dtype if like is not None else None
     for i, image in enumerate(images):
         tensor(image, f"images[{i}]", shape=(3, "H", "W"), dtype="float", finite=True)
@@ -212,6 +227,8 @@ def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Mod
 def batch_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     """A list of ``[3, H_i, W_i]`` images -> one ``[B, 3, H, W]`` batch, zero-padded at the
     bottom and right to the largest size (boxes keep their pixel coordinates)."""
+    for i, image in enumerate(sequence(images, "images", nonempty=True)):
+        tensor(image, f"images[{i}]", shape=(3, "H", "W"))
     height = max(i.shape[1] for i in images)
     width = max(i.shape[2] for i in images)
     batch = images[0].new_zeros((len(images), 3, height, width))
@@ -228,6 +245,7 @@ class Backbone(nn.Module):
 
     def __init__(self, width: int = 8):
         super().__init__()
+        counts(width=width)
         self.body = vgg_features(width)
         self.out_channels = 8 * width
 
@@ -237,16 +255,30 @@ class Backbone(nn.Module):
 
 def clip_boxes(boxes: torch.Tensor, image_size) -> torch.Tensor:
     """Clamp xyxy ``boxes`` ``[..., 4]`` into an image of ``image_size`` ``(H, W)``."""
-    height, width = image_size
+    tensor(boxes, "boxes", dtype="float", finite=True)
+    if boxes.ndim == 0 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
+    height, width = pair(image_size, "image_size")
     x = boxes[..., 0::2].clamp(0, width)
     y = boxes[..., 1::2].clamp(0, height)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def _check_target(target, name: str = "target") -> None:
+    """One image's target: a dict with finite xyxy ``boxes`` ``[N, 4]`` and integer ``labels`` ``[N]``."""
+    if not isinstance(target, dict) or not {"boxes", "labels"} <= set(target):
+        raise TypeError(f"{name} must be a dict with 'boxes' and 'labels', got {describe(target)}")
+    _check_boxes(target["boxes"], f"{name}['boxes']")
+    tensor(target["labels"], f"{name}['labels']", shape=(len(target["boxes"]),), dtype="int")
 
 
 def match_proposals(proposals: torch.Tensor, target: dict, fg_iou: float = 0.5):
     """Label each proposal ``[P, 4]`` with the class of the gt box it overlaps most when
     IoU >= ``fg_iou`` (else 0, background). Returns ``labels`` int64 ``[P]`` and ``matched``
     int64 ``[P]``, the index of that gt box (0 when the image has none)."""
+    _check_target(target)
+    _check_boxes(proposals, "proposals")
+    number(fg_iou, "fg_iou", low=0, high=1)
     gt_boxes, gt_labels = target["boxes"], target["labels"]
     if len(gt_boxes) == 0:
         zeros = torch.zeros(len(proposals), dtype=torch.int64, device=proposals.device)
@@ -263,6 +295,8 @@ def sample_proposals(
     ``batch_size`` objects). Returns RoIs ``[S, 4]``, labels ``[S]``, regression targets
     ``[S, 4]`` (``encode_boxes`` with ``HEAD_BOX_WEIGHTS``; used for objects only) and the
     matched gt index ``[S]`` (for the masks of Mask R-CNN)."""
+    _check_target(target)
+    _check_boxes(proposals, "proposals")
     proposals = torch.cat([proposals, target["boxes"]])
     labels, matched = match_proposals(proposals, target, fg_iou)
     positive, negative = sample_anchors(labels, batch_size, positive_fraction)
@@ -276,8 +310,17 @@ def box_losses(class_logits, box_deltas, labels, regression_targets) -> tuple[to
     """Fast R-CNN's multitask loss of ``K`` RoIs: softmax cross-entropy of ``class_logits``
     ``[K, C + 1]`` and smooth L1 of the deltas ``[K, (C + 1) * 4]`` of the true class, on the
     positive RoIs only, summed and divided by ``K`` (torchvision's ``fastrcnn_loss``)."""
+    tensor(class_logits, "class_logits", shape=("K", "C + 1"), dtype="float", finite=True)
+    num_rois, num_scores = class_logits.shape
+    tensor(box_deltas, "box_deltas", shape=(num_rois, 4 * num_scores), dtype="float", finite=True)
+    tensor(labels, "labels", shape=(num_rois,), dtype="int")
+    if num_rois and (labels.min() < 0 or labels.max() >= num_scores):
+        raise ValueError(f"labels must lie in 0..{num_scores - 1} (0 is background), got {labels.tolist()}")
+    tensor(regression_targets, "regression_targets", shape=(num_rois, 4), dtype="float")
     classification = F.cross_entropy(class_logits, labels)
     positive = torch.nonzero(labels > 0).flatten()
+    # a background RoI of zero width has an inf target, never used: only the objects' must be finite
+    all_finite(regression_targets[positive], "regression_targets")
     deltas = box_deltas.reshape(len(labels), -1, 4)[positive, labels[positive]]
     box = F.smooth_l1_loss(deltas, regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="sum")
     return classification, box / max(len(labels), 1)
@@ -296,6 +339,11 @@ def postprocess_detections(
     (its deltas decoded, clipped to the image) scored by the softmax; background is dropped,
     then scores <= ``score_thresh``, tiny boxes, and per-class NMS; the best
     ``detections_per_img`` are kept. Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``."""
+    _check_boxes(rois, "rois")
+    tensor(class_logits, "class_logits", shape=(len(rois), "C + 1"), dtype="float", finite=True)
+    tensor(box_deltas, "box_deltas", shape=(len(rois), 4 * class_logits.shape[1]), dtype="float", finite=True)
+    pair(image_size, "image_size")
+    _check_head_settings(score_thresh, nms_thresh, detections_per_img)
     num_classes = class_logits.shape[1] - 1
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C]
     refs = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
@@ -308,6 +356,13 @@ def postprocess_detections(
     survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], nms_thresh)
     keep = keep[survivors][:detections_per_img]
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+
+
+def _check_head_settings(score_thresh, nms_thresh, detections_per_img) -> None:
+    """The thresholds of a detector's eval mode."""
+    number(score_thresh, "score_thresh", low=0, high=1)
+    number(nms_thresh, "nms_thresh", low=0, high=1)
+    integer(detections_per_img, "detections_per_img", low=1)
 
 
 class BoxHead(nn.Module):
@@ -361,10 +416,12 @@ class RCNN(nn.Module):
         detections_per_img: int = 100,
     ):
         super().__init__()
-        if num_classes < 1 or crop_size % 8:
-            raise ValueError(
-                f"need num_classes >= 1 and crop_size a multiple of 8, got {num_classes}, {crop_size}"
-            )
+        counts(num_classes=num_classes, width=width, crop_size=crop_size, hidden=hidden, chunk=chunk,
+               batch_size_per_image=batch_size_per_image)
+        number(positive_fraction, "positive_fraction", low=0, high=1)
+        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
+        if crop_size % 8:
+            raise ValueError(f"crop_size must be a multiple of 8, got {crop_size}")
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
         self.proposal_args = dict(proposals or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
@@ -438,8 +495,11 @@ class RoIHeads(nn.Module):
         detections_per_img: int = 100,
     ):
         super().__init__()
-        if pooler not in ("align", "pool"):
-            raise ValueError(f"pooler must be 'align' or 'pool', got {pooler!r}")
+        counts(num_classes=num_classes, output_size=output_size, hidden=hidden,
+               batch_size_per_image=batch_size_per_image)
+        choice(pooler, "pooler", ("align", "pool"))
+        number(positive_fraction, "positive_fraction", low=0, high=1)
+        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.spatial_scale, self.pooler = num_classes, spatial_scale, pooler
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
@@ -692,7 +752,8 @@ def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool
     from torchvision.models.detection.rpn import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    if not isinstance(model, FasterRCNN) or model.roi_heads.pooler != "align":
+    integer(image_size, "image_size", low=1)
+    if not isinstance(module(model), FasterRCNN) or model.roi_heads.pooler != "align":
         raise ValueError(
             "model must be a cvlib FasterRCNN with pooler='align' (torchvision has no RoI Pool head)"
         )

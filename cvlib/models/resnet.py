@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import counts, number, tensor
 from cvlib._checks import images as check_images
-from cvlib._checks import number
 from cvlib.models.blocks import conv_bn_relu
 
 __all__ = ["drop_path", "BasicBlock", "ResNet"]
@@ -23,6 +23,7 @@ __all__ = ["drop_path", "BasicBlock", "ResNet"]
 def drop_path(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Stochastic depth on a residual branch ``x [B, ...]``: zero whole samples with probability
     ``p`` and scale the others by ``1 / (1 - p)`` (expectation unchanged); identity in eval mode."""
+    tensor(x, "x")
     number(p, "p", low=0, high=1, high_open=True)
     if not training or p == 0:
         return x
@@ -70,11 +71,8 @@ class ResNet(nn.Module):
     def __init__(self, num_classes: int = 3, width: int = 8, blocks: int = 3, residual: bool = True,
                  drop_path: float = 0.0):
         super().__init__()
-        if num_classes < 1 or width < 1 or blocks < 1:
-            raise ValueError(f"num_classes, width and blocks must be >= 1, got {num_classes}, {width}, "
-                             f"{blocks}")
-        if not 0 <= drop_path < 1:
-            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        counts(num_classes=num_classes, width=width, blocks=blocks)
+        number(drop_path, "drop_path", low=0, high=1, high_open=True)
         self.stem = conv_bn_relu(3, width, stride=2)
         layers, channels, total = [], width, 3 * blocks
         for stage in range(3):

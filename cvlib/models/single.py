@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvlib._checks import counts, integer, module, tensor
 from cvlib._checks import images as check_images
-from cvlib._checks import integer
 from cvlib.losses import single_object_loss
 from cvlib.models.blocks import vgg_features
-from cvlib.ops.boxes import box_convert, box_iou
+from cvlib.ops.boxes import _check_boxes, box_convert, box_iou
 
 __all__ = ["SingleObjectDetector", "box_params", "evaluate"]
 
@@ -23,6 +23,7 @@ __all__ = ["SingleObjectDetector", "box_params", "evaluate"]
 def box_params(boxes: torch.Tensor, image_size: int) -> torch.Tensor:
     """xyxy pixel boxes ``[B, 4]`` -> the regression targets ``[B, 4]``: centre and size divided
     by the image size, ``(cx, cy, w, h)`` in ``[0, 1]``."""
+    _check_boxes(boxes)
     return box_convert(boxes, "xyxy", "cxcywh") / integer(image_size, "image_size", low=1)
 
 
@@ -37,6 +38,7 @@ class SingleObjectDetector(nn.Module):
         """``width``: channels of the first conv layer (see ``vgg_features``); ``hidden``:
         size of the shared fully connected layer before the two heads."""
         super().__init__()
+        counts(num_classes=num_classes, image_size=image_size, width=width, hidden=hidden)
         if image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8 (3 stride-2 layers), got {image_size}")
         self.image_size = image_size
@@ -67,6 +69,12 @@ class SingleObjectDetector(nn.Module):
 def evaluate(model: SingleObjectDetector, images: torch.Tensor, targets: dict, batch_size: int = 256) -> dict:
     """Accuracy, mean IoU of the predicted box with the true box, and the fraction of images
     whose class is right and box IoU >= 0.5 (a correct detection)."""
+    check_images(images, like=module(model))
+    integer(batch_size, "batch_size", low=1)
+    if not isinstance(targets, dict) or not {"labels", "boxes"} <= set(targets):
+        raise ValueError(f"targets must be a dict with 'labels' and 'boxes', got {type(targets).__name__}")
+    tensor(targets["labels"], "targets['labels']", shape=(len(images),), dtype="int")
+    _check_boxes(targets["boxes"], "targets['boxes']")
     model.eval()
     device = next(model.parameters()).device
     outputs = [model(chunk.to(device)) for chunk in images.split(batch_size)]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import counts
 from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu
 
@@ -31,10 +32,7 @@ class UNet(nn.Module):
 
     def __init__(self, num_classes: int = 4, depth: int = 3, width: int = 16, skip: bool = True):
         super().__init__()
-        if depth < 1 or width < 1 or num_classes < 1:
-            raise ValueError(
-                f"depth, width and num_classes must be >= 1, got {depth}, {width}, {num_classes}"
-            )
+        counts(num_classes=num_classes, depth=depth, width=width)
         self.depth, self.skip = depth, skip
         channels = [width * 2**d for d in range(depth + 1)]
         self.down = nn.ModuleList([double_conv(3, channels[0])])

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import choice, counts, pair, tensor
 from cvlib._checks import images as check_images
 
 __all__ = [
@@ -37,6 +38,7 @@ def causal_mask(
 ) -> torch.Tensor:
     """Bool ``[Tq, Tk]`` (``Tk = Tq`` by default), True where query ``i`` may attend to key ``j <= i``."""
     keys = queries if keys is None else keys
+    counts(queries=queries, keys=keys)
     return torch.ones(queries, keys, dtype=torch.bool, device=device).tril()
 
 
@@ -49,6 +51,8 @@ def scaled_dot_product_attention(
     convention of ``torch.nn.functional.scaled_dot_product_attention``); ``causal=True`` adds
     the causal mask. Returns the output ``[.., Tq, dv]`` and the weights ``A [.., Tq, Tk]``.
     """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        tensor(t, name, ndim=range(2, 9), dtype="float", finite=True)
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"q, k, v must be [.., Tq, d], [.., Tk, d], [.., Tk, dv], got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
@@ -56,8 +60,7 @@ def scaled_dot_product_attention(
     if causal:
         scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor (True = attend), got {mask.dtype}")
+        tensor(mask, "mask", dtype="bool")
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     return weights @ v, weights
@@ -68,6 +71,10 @@ def self_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One head of self-attention: ``Q = X W_q, K = X W_k, V = X W_v`` from the same tokens
     ``x [.., T, dim]``; ``w_q, w_k [dim, d]``, ``w_v [dim, dv]``. Returns ``[.., T, dv]``, ``[.., T, T]``."""
+    tensor(x, "x", ndim=range(2, 9), dtype="float", finite=True)
+    for name, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)):
+        if tensor(w, name, shape=(x.shape[-1], "d"), dtype="float", finite=True).dtype != x.dtype:
+            raise ValueError(f"{name} must have x's dtype {x.dtype}, got {w.dtype}")
     return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, causal=causal)
 
 
@@ -209,13 +216,6 @@ class Block(nn.Module):
         return self.norm2(x + self.mlp(x)), weights
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{name} must be a positive int or (height, width), got {value}")
-    return pair
-
-
 class PatchEmbedding(nn.Module):
     """Patchify and embed: ``[B, C, H, W]`` -> tokens ``[B, (H/p)(W/p), dim]`` in row-major order.
 
@@ -226,8 +226,8 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, patch_size: int, dim: int, channels: int = 3, method: str = "conv"):
         super().__init__()
-        if method not in ("conv", "unfold"):
-            raise ValueError(f"method must be 'conv' or 'unfold', got {method!r}")
+        counts(patch_size=patch_size, dim=dim, channels=channels)
+        choice(method, "method", ("conv", "unfold"))
         self.patch_size, self.method = patch_size, method
         if method == "conv":
             self.proj = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
@@ -259,8 +259,9 @@ class ViT(nn.Module):
                  top_k: int = 2, pos_embed: bool = True, patchify: str = "conv",
                  norm_eps: float | None = None):
         super().__init__()
-        self.image_size = _pair(image_size, "image_size")
-        if patch_size < 1 or any(s % patch_size for s in self.image_size):
+        self.image_size = pair(image_size, "image_size")
+        counts(patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth, heads=heads)
+        if any(s % patch_size for s in self.image_size):
             raise ValueError(f"patch_size must divide image_size {self.image_size}, got {patch_size}")
         if pool not in ("cls", "gap"):
             raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
@@ -304,6 +305,7 @@ def vit_cost(image_size: int, patch_size: int, dim: int, depth: int, heads: int,
     Per block: ``Q, K, V`` and output projections ``4 T dim^2``, the scores ``Q K^T`` and ``A V``
     ``2 T^2 dim`` (split over the heads, so independent of ``heads``), the MLP ``2 T dim hidden``.
     """
+    counts(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth, heads=heads)
     if image_size % patch_size:
         raise ValueError(f"patch_size must divide image_size={image_size}, got {patch_size}")
     if dim % heads:

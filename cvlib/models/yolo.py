@@ -34,10 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvlib._checks import counts, number, pair, tensor
 from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.blocks import conv_bn_relu
-from cvlib.models.rcnn import Backbone, batch_images, check_inputs, clip_boxes
+from cvlib.models.rcnn import Backbone, _check_head_settings, batch_images, check_inputs, clip_boxes
 from cvlib.ops import batched_nms, box_convert, box_iou
+from cvlib.ops.boxes import _check_boxes
 
 __all__ = ["encode_targets", "grid_boxes", "YOLO"]
 
@@ -49,12 +51,8 @@ ENCODED_KEYS = ("params", "labels", "object")
 
 
 def _check_grid(grid_size: int, image_size) -> tuple[int, int]:
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
-        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}")
-    height, width = (int(v) for v in image_size)
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be a positive (H, W), got {tuple(image_size)}")
-    return height, width
+    counts(grid_size=grid_size)
+    return pair(image_size, "image_size")
 
 
 def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, image_size) -> dict:
@@ -69,7 +67,11 @@ def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, im
     detect both; ``YOLO`` then loses the other).
     """
     height, width = _check_grid(grid_size, image_size)
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
+    _check_boxes(boxes)
+    tensor(labels, "labels", dtype="int")
+    if labels.numel() and labels.min() < 1:
+        raise ValueError(f"labels must be classes 1..C (0 is background), got {labels.tolist()}")
+    if labels.shape != boxes.shape[:1]:
         raise ValueError(
             f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
         )
@@ -91,6 +93,7 @@ def grid_boxes(params: torch.Tensor, image_size) -> torch.Tensor:
     into xyxy pixel boxes of the same shape: centre ``((col + x) W / S, (row + y) H / S)``,
     size ``(sqrt w^2 W, sqrt h^2 H)``. The inverse of :func:`encode_targets` (give its
     ``params[:, :, None]``, ``B = 1``)."""
+    tensor(params, "params", dtype="float", finite=True)
     if params.ndim < 4 or params.shape[-1] != 4 or params.shape[-3] != params.shape[-4]:
         raise ValueError(f"params must be [..., S, S, B, 4], got {tuple(params.shape)}")
     s = params.shape[-3]
@@ -141,11 +144,11 @@ class YOLO(nn.Module):
         detections_per_img: int = 100,
     ):
         super().__init__()
-        if num_classes < 1 or grid_size < 1 or boxes_per_cell < 1:
-            raise ValueError(
-                "num_classes, grid_size and boxes_per_cell must be >= 1, "
-                f"got {num_classes}, {grid_size}, {boxes_per_cell}"
-            )
+        counts(num_classes=num_classes, grid_size=grid_size, boxes_per_cell=boxes_per_cell, width=width)
+        for name, value in (("lambda_coord", lambda_coord), ("lambda_noobj", lambda_noobj),
+                            ("focal_gamma", focal_gamma)):
+            number(value, name, low=0)
+        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
         self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma

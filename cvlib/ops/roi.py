@@ -43,6 +43,11 @@ def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
             f"boxes must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}"
         )
     tensor(boxes, "boxes", shape=("K", 5), dtype="float", finite=True)
+    if num_images is not None:
+        integer(num_images, "num_images", low=1)
+    index = boxes[:, 0]
+    if ((index < 0) | (index != index.round())).any():
+        raise ValueError(f"boxes[:, 0] must be batch indices (whole numbers >= 0), got {index.tolist()[:20]}")
     if (
         num_images is not None
         and len(boxes)

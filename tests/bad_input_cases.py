@@ -1,0 +1,1596 @@
+"""Bad inputs for every public function and class of cvlib: one table that both the property
+tests (tests/test_bad_inputs.py, hypothesis) and the probe (bench/bad_inputs.py, every bad value
+of every argument) read.
+
+Each entry is a :class:`Case`: a call, a factory of valid keyword arguments, and for each
+argument the *kinds* of bad value it must refuse (see :data:`KINDS`): a ``TypeError`` or
+``ValueError`` whose message names that argument. :data:`EXEMPT` lists the public callables
+without a case and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import cvlib
+
+
+@dataclass
+class Case:
+    call: Callable  # called with the keyword arguments
+    valid: Callable[[], dict]  # fresh valid keyword arguments
+    bad: dict  # argument -> tuple of kinds of bad value (keys of KINDS)
+    public: dict | None = None  # argument -> the public name its error must give, when they differ
+
+    def named(self, argument: str) -> str:
+        """The public argument name an error about ``argument`` must give."""
+        return (self.public or {}).get(argument, argument)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds of bad value: each gives (label, bad value) pairs from the valid value
+
+
+def _flat_set(value: torch.Tensor, number: float) -> torch.Tensor:
+    bad = value.clone() if value.is_floating_point() else value.double()
+    bad.reshape(-1)[0] = number
+    return bad
+
+
+def _tensor_kinds(value):
+    return {
+        "list": lambda v: [("list", v.tolist()), ("numpy", v.numpy()), ("string", "x")],
+        "extra_dim": lambda v: [("extra dim", v[None])],
+        "fewer_dims": lambda v: [("fewer dims", v.flatten()[0] if v.ndim == 1 else v[0])],
+        "int": lambda v: [("int dtype", v.round().long())],
+        "float": lambda v: [("fractional float", v.double() + 0.5)],
+        "uint8": lambda v: [("uint8", (v * 255).to(torch.uint8))],
+        "float64": lambda v: [("float64", v.double())],
+        "nan": lambda v: [("NaN", _flat_set(v, math.nan))],
+        "inf": lambda v: [("inf", _flat_set(v, math.inf))],
+        "reversed": lambda v: [("x2 < x1", v[:, [2, 1, 0, 3]])],
+        "negative": lambda v: [("negative", v - v.max() - 1)],
+        "too_big": lambda v: [("out of range", v + 1000)],
+        "above_one": lambda v: [("above 1", v + 1.5)],
+        "empty": lambda v: [("empty", v[:0])],
+    }
+
+
+NUMBER_KINDS = {
+    "positive": [
+        ("zero", 0),
+        ("negative", -1.0),
+        ("NaN", math.nan),
+        ("inf", math.inf),
+        ("string", "1"),
+        ("bool", True),
+    ],
+    "nonneg": [("negative", -1.0), ("NaN", math.nan), ("inf", math.inf), ("string", "1")],
+    "unit": [("below 0", -0.5), ("above 1", 1.5), ("NaN", math.nan), ("string", "0.5")],
+    "finite": [("NaN", math.nan), ("inf", math.inf), ("string", "1")],
+    "posint": [("zero", 0), ("negative", -1), ("float", 1.5), ("string", "2"), ("bool", True)],
+    "nonnegint": [("negative", -1), ("float", 1.5), ("string", "2")],
+    "int": [("float", 1.5), ("string", "2"), ("bool", True)],
+    "choice": [("unknown", "nope"), ("number", 3)],
+    "module": [("string", "net"), ("None", None), ("number", 3)],
+    "sequence": [("string", "text"), ("number", 3), ("None", None)],
+    "layer": [("unknown name", "nope"), ("foreign module", nn.Linear(1, 1))],
+    "seed": [("negative", -1), ("string", "0"), ("float", 1.5)],
+    "pair": [("zero", (0, 4)), ("one number", (4,)), ("string", "ab"), ("negative", -2), ("NaN", math.nan)],
+    "name": [("path", "../../x"), ("number", 3), ("upper case", "Tiny")],
+    "dict": [("string", "x"), ("list", [1]), ("None", None)],
+}
+TENSOR_KINDS = tuple(_tensor_kinds(None))
+KINDS = (*TENSOR_KINDS, *NUMBER_KINDS)
+
+FLOAT = ("list", "int", "nan", "inf")  # a finite floating point tensor
+IMAGES = ("list", "extra_dim", "uint8", "float64", "nan")  # a float32 [B, 3, H, W] batch
+BOXES = ("list", "extra_dim", "int", "nan", "inf", "reversed")
+INTS = ("list", "float")
+
+
+def bad_values(kind: str, value) -> list[tuple[str, object]]:
+    """The representative bad values of ``kind`` for an argument whose valid value is ``value``."""
+    if kind in NUMBER_KINDS:
+        return NUMBER_KINDS[kind]
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):  # spoil the first
+        return [(label, [bad, *value[1:]]) for label, bad in bad_values(kind, value[0])]
+    return _tensor_kinds(value)[kind](torch.as_tensor(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Valid inputs
+
+
+def _g(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def boxes(n: int = 3, seed: int = 0) -> torch.Tensor:
+    """``n`` xyxy float boxes inside a 32 x 32 image, each at least 2 pixels wide."""
+    xy = torch.rand(n, 2, generator=_g(seed)) * 20
+    return torch.cat([xy, xy + 2 + torch.rand(n, 2, generator=_g(seed + 1)) * 10], 1)
+
+
+def images(b: int = 2, size: int = 32) -> torch.Tensor:
+    return torch.rand(b, 3, size, size, generator=_g(3))
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return __import__("cvlib.models.blocks", fromlist=["x"]).SmallCNN(3, width=2).eval()
+
+
+def _target(n: int = 2, seed: int = 0) -> dict:
+    return {"boxes": boxes(n, seed), "labels": torch.arange(1, n + 1) % 3 + 1}
+
+
+def _detector(name: str, **kwargs):
+    from cvlib.models import detr, mask_rcnn, rcnn, yolo
+
+    torch.manual_seed(0)
+    build = {
+        "rcnn": lambda: rcnn.RCNN(width=2, hidden=8, crop_size=16, **kwargs),
+        "fast": lambda: rcnn.FastRCNN(width=2, hidden=8, **kwargs),
+        "faster": lambda: rcnn.FasterRCNN(width=2, hidden=8, **kwargs),
+        "mask": lambda: mask_rcnn.MaskRCNN(width=2, hidden=8, **kwargs),
+        "yolo": lambda: yolo.YOLO(width=2, grid_size=4, **kwargs),
+        "detr": lambda: detr.DETR(
+            width=2,
+            d_model=16,
+            num_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            dim_feedforward=16,
+            **kwargs,
+        ),
+    }
+    return build[name]().train()
+
+
+def _detector_inputs(name: str) -> dict:
+    target = _target()
+    if name == "mask":
+        masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+        masks[:, 4:12, 4:12] = True
+        target["masks"] = masks
+    return {"model": _detector(name), "images": [torch.rand(3, 32, 32, generator=_g(4))], "targets": [target]}
+
+
+def _forward(model, **kwargs):
+    return model(**kwargs)
+
+
+def _pr() -> dict:
+    return {"recall": torch.tensor([0.25, 0.5, 0.5, 1.0]), "precision": torch.tensor([1.0, 1.0, 0.67, 0.75])}
+
+
+def _attentions() -> list[torch.Tensor]:
+    return [torch.rand(2, 2, 5, 5, generator=_g(i)).softmax(-1) for i in range(2)]
+
+
+def _prediction() -> dict:
+    return {"boxes": boxes(2), "scores": torch.tensor([0.9, 0.4]), "labels": torch.tensor([1, 2])}
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases, module by module
+
+
+def _cases() -> dict[str, Case]:
+    from cvlib import explain, losses, metrics, ops, train, viz, weights, widgets
+    from cvlib.data import shapes
+    from cvlib.explain import hooks
+    from cvlib.models import blocks, detr, fcn, mask_rcnn, rcnn, resnet, single, unet, vit, yolo
+    from cvlib.ops import upsample
+
+    cases: dict[str, Case] = {}
+
+    def add(key, call, valid, /, public=None, **bad):
+        cases[key] = Case(call, valid, bad, public)
+
+    # cvlib.ops --------------------------------------------------------------------------------
+    add(
+        "cvlib.ops.boxes.box_convert",
+        ops.box_convert,
+        lambda: {"boxes": boxes(), "in_fmt": "xyxy", "out_fmt": "cxcywh"},
+        boxes=("list", "extra_dim", "int", "nan", "inf"),
+        in_fmt=("choice",),
+        out_fmt=("choice",),
+    )
+    add("cvlib.ops.boxes.box_area", ops.box_area, lambda: {"boxes": boxes()}, boxes=BOXES)
+    for fn in ("box_iou", "generalized_box_iou"):
+        add(
+            f"cvlib.ops.boxes.{fn}",
+            getattr(ops, fn),
+            lambda: {"boxes1": boxes(3), "boxes2": boxes(2, 5)},
+            boxes1=BOXES,
+            boxes2=BOXES,
+        )
+    add(
+        "cvlib.ops.boxes.encode_boxes",
+        ops.encode_boxes,
+        lambda: {"boxes": boxes(), "references": boxes(3, 7), "weights": (1.0, 1.0, 1.0, 1.0)},
+        boxes=BOXES,
+        references=BOXES,
+        weights=("sequence", "positive"),
+    )
+    add(
+        "cvlib.ops.boxes.decode_boxes",
+        ops.decode_boxes,
+        lambda: {"deltas": torch.rand(3, 4, generator=_g()), "references": boxes(), "clip": 4.0},
+        deltas=("list", "extra_dim", "int", "nan", "inf"),
+        references=BOXES,
+        clip=("finite",),
+    )
+    add(
+        "cvlib.ops.nms.nms",
+        ops.nms,
+        lambda: {"boxes": boxes(), "scores": torch.rand(3, generator=_g()), "iou_threshold": 0.5},
+        boxes=BOXES,
+        scores=("list", "extra_dim", "nan"),
+        iou_threshold=("nonneg",),
+    )
+    add(
+        "cvlib.ops.nms.batched_nms",
+        ops.batched_nms,
+        lambda: {
+            "boxes": boxes(),
+            "scores": torch.rand(3, generator=_g()),
+            "idxs": torch.tensor([0, 1, 0]),
+            "iou_threshold": 0.5,
+        },
+        boxes=BOXES,
+        scores=("list", "extra_dim", "nan"),
+        idxs=("list", "extra_dim", "float"),
+        iou_threshold=("nonneg",),
+    )
+    add(
+        "cvlib.ops.anchors.generate_anchors",
+        ops.generate_anchors,
+        lambda: {"feature_size": (2, 3), "stride": 8, "scales": (16.0,), "aspect_ratios": (1.0,)},
+        feature_size=("pair",),
+        stride=("pair",),
+        scales=("sequence",),
+        aspect_ratios=("sequence",),
+    )
+    add(
+        "cvlib.ops.anchors.label_anchors",
+        ops.label_anchors,
+        lambda: {"anchors": boxes(4), "gt_boxes": boxes(2, 5), "fg_iou": 0.7, "bg_iou": 0.3},
+        anchors=BOXES,
+        gt_boxes=BOXES,
+        fg_iou=("unit",),
+        bg_iou=("unit",),
+    )
+    add(
+        "cvlib.ops.anchors.sample_anchors",
+        ops.sample_anchors,
+        lambda: {"labels": torch.tensor([1, 0, -1, 0]), "batch_size": 2, "positive_fraction": 0.5},
+        labels=("list", "extra_dim", "float"),
+        batch_size=("posint",),
+        positive_fraction=("unit",),
+    )
+    feature = lambda: torch.rand(1, 2, 8, 8, generator=_g())  # noqa: E731
+    rois = lambda: torch.cat([torch.zeros(3, 1), boxes() / 4], 1)  # noqa: E731
+    add(
+        "cvlib.ops.roi.roi_pool",
+        ops.roi_pool,
+        lambda: {"input": feature(), "boxes": rois(), "output_size": 2, "spatial_scale": 1.0},
+        input=("list", "extra_dim", "int"),
+        boxes=("list", "extra_dim", "int", "nan", "inf", "too_big"),
+        output_size=("posint",),
+        spatial_scale=("positive",),
+    )
+    add(
+        "cvlib.ops.roi.roi_align",
+        ops.roi_align,
+        lambda: {
+            "input": feature(),
+            "boxes": rois(),
+            "output_size": 2,
+            "spatial_scale": 1.0,
+            "sampling_ratio": 2,
+        },
+        input=("list", "extra_dim", "int"),
+        boxes=("list", "extra_dim", "int", "nan", "inf", "too_big"),
+        output_size=("posint",),
+        spatial_scale=("positive",),
+        sampling_ratio=("int",),
+    )
+    add(
+        "cvlib.ops.roi.rois_from_boxes",
+        ops.roi.rois_from_boxes,
+        lambda: {"boxes": rois(), "num_images": 1},
+        boxes=("extra_dim", "int", "nan", "inf", "too_big"),
+        num_images=("posint",),
+    )
+    x4 = lambda: torch.rand(1, 2, 3, 3, generator=_g())  # noqa: E731
+    for fn in ("nearest", "bed_of_nails"):
+        add(
+            f"cvlib.ops.upsample.{fn}",
+            getattr(upsample, fn),
+            lambda: {"x": x4(), "scale": 2},
+            x=("list", "extra_dim"),
+            scale=("posint",),
+        )
+    add(
+        "cvlib.ops.upsample.max_unpool",
+        upsample.max_unpool,
+        lambda: dict(
+            zip(
+                ("x", "indices"),
+                torch.nn.functional.max_pool2d(
+                    torch.rand(1, 2, 4, 4, generator=_g()), 2, return_indices=True
+                ),
+            ),
+            output_size=(4, 4),
+        ),
+        x=("list", "extra_dim"),
+        indices=("list", "float", "too_big", "negative"),
+        output_size=("pair",),
+    )
+    add(
+        "cvlib.ops.upsample.bilinear",
+        upsample.bilinear,
+        lambda: {"x": x4(), "scale": 2.0},
+        x=("list", "extra_dim", "uint8", "int"),
+        scale=("positive",),
+    )
+    add(
+        "cvlib.ops.upsample.bilinear_kernel",
+        upsample.bilinear_kernel,
+        lambda: {"kernel_size": 4},
+        kernel_size=("posint",),
+    )
+    add(
+        "cvlib.ops.upsample.transposed_output_size",
+        upsample.transposed_output_size,
+        lambda: {
+            "in_size": 4,
+            "kernel_size": 3,
+            "stride": 2,
+            "padding": 1,
+            "output_padding": 1,
+            "dilation": 1,
+        },
+        in_size=("posint",),
+        kernel_size=("posint",),
+        stride=("posint",),
+        padding=("nonnegint",),
+        output_padding=("nonnegint",),
+        dilation=("posint",),
+    )
+    weight = lambda: torch.rand(2, 3, 3, 3, generator=_g())  # noqa: E731
+    for fn in ("conv_transpose2d_scatter", "conv_transpose2d_matrix"):
+        add(
+            f"cvlib.ops.upsample.{fn}",
+            getattr(upsample, fn),
+            lambda: {"x": x4(), "weight": weight(), "bias": torch.zeros(3), "stride": 2},
+            x=("list", "extra_dim", "int"),
+            weight=("list", "extra_dim", "int", "float64"),
+            bias=("list", "extra_dim"),
+            stride=("posint",),
+        )
+    add(
+        "cvlib.ops.upsample.conv_transpose1d_scatter",
+        upsample.conv_transpose1d_scatter,
+        lambda: {
+            "x": torch.rand(1, 2, 3, generator=_g()),
+            "weight": torch.rand(2, 1, 3, generator=_g()),
+            "stride": 2,
+        },
+        x=("list", "extra_dim", "int"),
+        weight=("list", "extra_dim", "int"),
+        stride=("posint",),
+    )
+    add(
+        "cvlib.ops.upsample.conv_matrix",
+        upsample.conv_matrix,
+        lambda: {"weight": torch.rand(3, 3, generator=_g()), "input_size": (4, 4), "stride": 1},
+        weight=("list", "extra_dim", "int"),
+        input_size=("pair",),
+        stride=("posint",),
+    )
+    add(
+        "cvlib.ops.upsample.overlap_count",
+        upsample.overlap_count,
+        lambda: {"in_size": 4, "kernel_size": 3, "stride": 2},
+        in_size=("posint",),
+        kernel_size=("posint",),
+        stride=("posint",),
+    )
+    add(
+        "cvlib.ops.upsample.checkerboard_score",
+        upsample.checkerboard_score,
+        lambda: {"kernel_size": 3, "stride": 2, "in_size": 12},
+        kernel_size=("posint",),
+        stride=("posint",),
+        in_size=("posint",),
+    )
+
+    # cvlib.metrics ----------------------------------------------------------------------------
+    add(
+        "cvlib.metrics.accuracy",
+        metrics.accuracy,
+        lambda: {"logits": torch.rand(4, 3, generator=_g()), "labels": torch.tensor([0, 1, 2, 0])},
+        logits=("list", "extra_dim", "int", "nan", "inf"),
+        labels=("list", "float", "too_big", "negative"),
+    )
+    label_map = lambda: torch.randint(0, 3, (2, 6, 6), generator=_g())  # noqa: E731
+    add(
+        "cvlib.metrics.confusion_matrix",
+        metrics.confusion_matrix,
+        lambda: {"pred": label_map(), "target": label_map(), "num_classes": 3},
+        pred=("list", "float", "too_big", "negative"),
+        target=("list", "float", "too_big"),
+        num_classes=("posint",),
+        ignore_index=("int",),
+    )
+    cm = lambda: torch.tensor([[5, 1], [2, 7]])  # noqa: E731
+    for fn in ("per_class_iou", "mean_iou", "pixel_accuracy"):
+        add(
+            f"cvlib.metrics.{fn}",
+            getattr(metrics, fn),
+            lambda: {"confusion": cm()},
+            confusion=("list", "extra_dim", "negative", "nan"),
+        )
+    add(
+        "cvlib.metrics.boundary_mask",
+        metrics.boundary_mask,
+        lambda: {"labels": label_map()},
+        labels=("list", "float", ("one dimension", torch.zeros(5, dtype=torch.long))),
+    )
+    add(
+        "cvlib.metrics.boundary_f_score",
+        metrics.boundary_f_score,
+        lambda: {"pred": label_map(), "target": label_map(), "tolerance": 1},
+        pred=("list", "float", "extra_dim"),
+        target=("list", "float"),
+        tolerance=("nonnegint",),
+    )
+    add(
+        "cvlib.metrics.match_detections",
+        metrics.match_detections,
+        lambda: {"iou": torch.rand(3, 2, generator=_g()), "iou_thresholds": metrics.IOU_THRESHOLDS.clone()},
+        iou=("list", "extra_dim", "int", "nan", "above_one", "negative"),
+        iou_thresholds=("list", "extra_dim", "nan", "above_one"),
+    )
+    add(
+        "cvlib.metrics.precision_recall",
+        metrics.precision_recall,
+        lambda: {
+            "scores": torch.tensor([0.9, 0.8, 0.7]),
+            "matched": torch.tensor([True, False, True]),
+            "num_gt": 2,
+        },
+        scores=("list", "extra_dim", "nan"),
+        matched=("list", "float"),
+        num_gt=("posint",),
+    )
+    add(
+        "cvlib.metrics.precision_envelope",
+        metrics.precision_envelope,
+        lambda: {"precision": _pr()["precision"]},
+        precision=("list", "int", "nan", "above_one"),
+    )
+    add(
+        "cvlib.metrics.interpolated_precision",
+        metrics.interpolated_precision,
+        lambda: {**_pr(), "recall_thresholds": metrics.RECALL_THRESHOLDS.clone()},
+        recall=("list", "nan", "above_one"),
+        precision=("list", "nan", "above_one"),
+        recall_thresholds=("list", "extra_dim", "nan", "above_one"),
+    )
+    for fn in ("average_precision_voc11", "average_precision_all_points", "average_precision_coco"):
+        add(
+            f"cvlib.metrics.{fn}",
+            getattr(metrics, fn),
+            _pr,
+            recall=("list", "int", "nan", "above_one", "extra_dim"),
+            precision=("list", "nan", "above_one", "extra_dim"),
+        )
+    add(
+        "cvlib.metrics.evaluate_detections",
+        metrics.evaluate_detections,
+        lambda: {
+            "predictions": [_prediction()],
+            "targets": [_target()],
+            "iou_type": "bbox",
+            "max_detections": 10,
+        },
+        predictions=("sequence",),
+        targets=("sequence",),
+        iou_type=("choice",),
+        max_detections=("posint",),
+    )
+    add(
+        "cvlib.metrics.evaluate_detections[entries]",
+        lambda box, score, label: metrics.evaluate_detections(
+            [{"boxes": box, "scores": score, "labels": label}], [_target()]
+        ),
+        lambda: {"box": boxes(2), "score": torch.tensor([0.9, 0.4]), "label": torch.tensor([1, 2])},
+        public={"box": "predictions", "score": "predictions", "label": "predictions"},
+        box=("nan", "inf", "reversed", "extra_dim"),
+        score=("nan", "inf", "extra_dim"),
+        label=("float", "extra_dim"),
+    )
+
+    # cvlib.losses -----------------------------------------------------------------------------
+    pair = lambda: {"input": torch.rand(2, 4, generator=_g()), "target": torch.rand(2, 4, generator=_g(1))}  # noqa: E731
+    add(
+        "cvlib.losses.smooth_l1",
+        losses.smooth_l1,
+        lambda: {**pair(), "beta": 1.0},
+        input=("list", "int", "nan", "extra_dim"),
+        target=("list", "int", "inf"),
+        beta=("positive",),
+    )
+    add(
+        "cvlib.losses.single_object_loss",
+        losses.single_object_loss,
+        lambda: {
+            "outputs": {"logits": torch.rand(2, 3, generator=_g()), "box_params": torch.rand(2, 4)},
+            "targets": {"labels": torch.tensor([0, 2]), "box_params": torch.rand(2, 4)},
+            "box_weight": 1.0,
+            "box_loss": "l2",
+        },
+        outputs=("dict",),
+        targets=("dict",),
+        box_weight=("nonneg",),
+        box_loss=("choice",),
+    )
+    add(
+        "cvlib.losses.single_object_loss[entries]",
+        lambda logits, labels, params: losses.single_object_loss(
+            {"logits": logits, "box_params": params}, {"labels": labels, "box_params": torch.rand(2, 4)}
+        ),
+        lambda: {
+            "logits": torch.rand(2, 3, generator=_g()),
+            "labels": torch.tensor([0, 2]),
+            "params": torch.rand(2, 4),
+        },
+        public={"logits": "outputs", "labels": "targets", "params": "outputs"},
+        logits=("nan", "extra_dim", "int"),
+        labels=("float", "too_big", "negative"),
+        params=("nan", "extra_dim"),
+    )
+    add(
+        "cvlib.losses.sigmoid_focal_loss",
+        losses.sigmoid_focal_loss,
+        lambda: {
+            "inputs": torch.randn(2, 4, generator=_g()),
+            "targets": torch.ones(2, 4),
+            "alpha": 0.25,
+            "gamma": 2.0,
+            "reduction": "mean",
+        },
+        inputs=("list", "int", "nan"),
+        targets=("list", "nan", "above_one", "extra_dim"),
+        alpha=("finite",),
+        gamma=("nonneg",),
+        reduction=("choice",),
+    )
+
+    # cvlib.models -----------------------------------------------------------------------------
+    for path, cls, kwargs in (
+        ("blocks.SmallCNN", blocks.SmallCNN, {"num_classes": 3, "width": 2}),
+        ("fcn.PatchClassifier", fcn.PatchClassifier, {"num_classes": 3, "width": 2, "layers": 2}),
+        ("fcn.FCN", fcn.FCN, {"num_classes": 3, "width": 2}),
+        ("fcn.DilatedFCN", fcn.DilatedFCN, {"num_classes": 3, "width": 2}),
+        ("unet.UNet", unet.UNet, {"num_classes": 3, "width": 2, "depth": 2}),
+        ("resnet.ResNet", resnet.ResNet, {"num_classes": 3, "width": 2, "blocks": 1}),
+    ):
+        add(
+            f"cvlib.models.{path}",
+            cls,
+            lambda kwargs=kwargs: dict(kwargs),
+            **{k: ("posint",) for k in kwargs},
+        )
+        add(
+            f"cvlib.models.{path}.forward",
+            _forward,
+            lambda cls=cls, kwargs=kwargs: {"model": cls(**kwargs).eval(), "images": images(1, 16)},
+            images=IMAGES,
+        )
+    add(
+        "cvlib.models.single.SingleObjectDetector",
+        single.SingleObjectDetector,
+        lambda: {"num_classes": 3, "image_size": 16, "width": 2, "hidden": 4},
+        num_classes=("posint",),
+        image_size=("posint",),
+        width=("posint",),
+        hidden=("posint",),
+    )
+    add(
+        "cvlib.models.single.SingleObjectDetector.forward",
+        _forward,
+        lambda: {"model": single.SingleObjectDetector(3, 16, 2, 4).eval(), "images": images(1, 16)},
+        images=IMAGES,
+    )
+    add(
+        "cvlib.models.single.box_params",
+        single.box_params,
+        lambda: {"boxes": boxes(), "image_size": 32},
+        boxes=BOXES,
+        image_size=("posint",),
+    )
+    add(
+        "cvlib.models.single.evaluate",
+        single.evaluate,
+        lambda: {
+            "model": single.SingleObjectDetector(3, 16, 2, 4),
+            "images": images(2, 16),
+            "targets": {"labels": torch.tensor([0, 1]), "boxes": boxes(2)},
+            "batch_size": 2,
+        },
+        model=("module",),
+        images=IMAGES,
+        targets=("dict",),
+        batch_size=("posint",),
+    )
+    add(
+        "cvlib.models.resnet.drop_path",
+        resnet.drop_path,
+        lambda: {"x": torch.rand(2, 3), "p": 0.5},
+        x=("list",),
+        p=("unit",),
+    )
+    add(
+        "cvlib.models.vit.ViT",
+        vit.ViT,
+        lambda: {"image_size": 16, "patch_size": 8, "num_classes": 3, "dim": 8, "depth": 1, "heads": 2},
+        image_size=("pair",),
+        patch_size=("posint",),
+        num_classes=("posint",),
+        dim=("posint",),
+        depth=("posint",),
+        heads=("posint",),
+    )
+    add(
+        "cvlib.models.vit.ViT.forward",
+        _forward,
+        lambda: {"model": vit.ViT(16, 8, 3, 8, 1, 2).eval(), "images": images(1, 16)},
+        images=IMAGES,
+    )
+    add(
+        "cvlib.models.vit.PatchEmbedding",
+        vit.PatchEmbedding,
+        lambda: {"patch_size": 4, "dim": 8, "channels": 3, "method": "conv"},
+        patch_size=("posint",),
+        dim=("posint",),
+        channels=("posint",),
+        method=("choice",),
+    )
+    add(
+        "cvlib.models.vit.causal_mask",
+        vit.causal_mask,
+        lambda: {"queries": 3, "keys": 4},
+        queries=("posint",),
+        keys=("posint",),
+    )
+    qkv = lambda: {n: torch.rand(1, 3, 4, generator=_g(i)) for i, n in enumerate("qkv")}  # noqa: E731
+    add(
+        "cvlib.models.vit.scaled_dot_product_attention",
+        vit.scaled_dot_product_attention,
+        lambda: {**qkv(), "mask": torch.ones(3, 3, dtype=torch.bool)},
+        q=("list", "int", "nan", ("one dimension", torch.rand(4))),
+        k=("list", "int", "nan"),
+        v=("list", "int", "nan"),
+        mask=("list", "float"),
+    )
+    add(
+        "cvlib.models.vit.self_attention",
+        vit.self_attention,
+        lambda: {
+            "x": torch.rand(1, 3, 4),
+            **{f"w_{n}": torch.rand(4, 4, generator=_g(i)) for i, n in enumerate("qkv")},
+        },
+        x=("list", "int", "nan"),
+        w_q=("list", "int", "extra_dim"),
+        w_k=("list", "int"),
+        w_v=("list", "int"),
+    )
+    add(
+        "cvlib.models.vit.vit_cost",
+        vit.vit_cost,
+        lambda: {"image_size": 32, "patch_size": 8, "dim": 16, "depth": 2, "heads": 2},
+        image_size=("posint",),
+        patch_size=("posint",),
+        dim=("posint",),
+        depth=("posint",),
+        heads=("posint",),
+    )
+    detectors = {
+        "rcnn": "rcnn.RCNN",
+        "fast": "rcnn.FastRCNN",
+        "faster": "rcnn.FasterRCNN",
+        "mask": "mask_rcnn.MaskRCNN",
+        "yolo": "yolo.YOLO",
+        "detr": "detr.DETR",
+    }
+    for name, path in detectors.items():
+        add(
+            f"cvlib.models.{path}.forward",
+            _forward,
+            lambda name=name: _detector_inputs(name),
+            images=("sequence", "extra_dim"),
+            targets=("sequence",),
+        )
+        add(
+            f"cvlib.models.{path}.forward[image]",
+            lambda model, image, target: model([image], [target]),
+            lambda name=name: dict(
+                zip(
+                    ("model", "image", "target"),
+                    (lambda d: (d["model"], d["images"][0], d["targets"][0]))(_detector_inputs(name)),
+                )
+            ),
+            public={"image": "images", "target": "targets"},
+            image=("list", "uint8", "float64", "nan", "inf", "extra_dim"),
+            target=("dict",),
+        )
+        add(
+            f"cvlib.models.{path}.forward[target]",
+            lambda model, box, label, rest: model(
+                rest["images"], [{**rest["targets"][0], "boxes": box, "labels": label}]
+            ),
+            lambda name=name: (
+                lambda d: {
+                    "model": d["model"],
+                    "box": d["targets"][0]["boxes"],
+                    "label": d["targets"][0]["labels"],
+                    "rest": d,
+                }
+            )(_detector_inputs(name)),
+            public={"box": "targets", "label": "targets"},
+            box=("list", "int", "nan", "inf", "reversed", "extra_dim"),
+            label=("float", "too_big", "negative"),
+        )
+    for path, cls in (
+        ("rcnn.RCNN", rcnn.RCNN),
+        ("rcnn.FastRCNN", rcnn.FastRCNN),
+        ("rcnn.FasterRCNN", rcnn.FasterRCNN),
+        ("mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN),
+        ("yolo.YOLO", yolo.YOLO),
+        ("detr.DETR", detr.DETR),
+    ):
+        add(
+            f"cvlib.models.{path}",
+            cls,
+            lambda: {"num_classes": 3, "width": 2},
+            num_classes=("posint",),
+            width=("posint",),
+        )
+    add(
+        "cvlib.models.rcnn.window_proposals",
+        rcnn.window_proposals,
+        lambda: {"image_size": (32, 32), "stride": 8},
+        image_size=("pair",),
+        stride=("positive",),
+    )
+    add(
+        "cvlib.models.rcnn.check_inputs",
+        rcnn.check_inputs,
+        lambda: {"images": [torch.rand(3, 8, 8)], "targets": [_target()], "num_classes": 3, "training": True},
+        images=("sequence",),
+        targets=("sequence",),
+        num_classes=("posint",),
+    )
+    add(
+        "cvlib.models.rcnn.batch_images",
+        rcnn.batch_images,
+        lambda: {"images": [torch.rand(3, 8, 8)]},
+        images=("sequence",),
+    )
+    add(
+        "cvlib.models.rcnn.clip_boxes",
+        rcnn.clip_boxes,
+        lambda: {"boxes": boxes(), "image_size": (16, 16)},
+        boxes=("list", "int", "nan"),
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.rcnn.match_proposals",
+        rcnn.match_proposals,
+        lambda: {"proposals": boxes(4), "target": _target(), "fg_iou": 0.5},
+        proposals=BOXES,
+        target=("dict",),
+        fg_iou=("unit",),
+    )
+    add(
+        "cvlib.models.rcnn.sample_proposals",
+        rcnn.sample_proposals,
+        lambda: {"proposals": boxes(4), "target": _target(), "batch_size": 4, "positive_fraction": 0.5},
+        proposals=BOXES,
+        target=("dict",),
+        batch_size=("posint",),
+        positive_fraction=("unit",),
+    )
+    add(
+        "cvlib.models.rcnn.box_losses",
+        rcnn.box_losses,
+        lambda: {
+            "class_logits": torch.rand(3, 4),
+            "box_deltas": torch.rand(3, 16),
+            "labels": torch.tensor([0, 1, 3]),
+            "regression_targets": torch.rand(3, 4),
+        },
+        class_logits=("list", "nan", "int"),
+        box_deltas=("list", "nan", "extra_dim"),
+        labels=("list", "float", "too_big"),
+        regression_targets=("list", "nan"),
+    )
+    add(
+        "cvlib.models.rcnn.postprocess_detections",
+        rcnn.postprocess_detections,
+        lambda: {
+            "class_logits": torch.rand(3, 4),
+            "box_deltas": torch.rand(3, 16),
+            "rois": boxes(),
+            "image_size": (32, 32),
+            "score_thresh": 0.05,
+            "nms_thresh": 0.5,
+            "detections_per_img": 10,
+        },
+        class_logits=("list", "nan", "int"),
+        box_deltas=("list", "nan", "extra_dim"),
+        rois=BOXES,
+        image_size=("pair",),
+        score_thresh=("unit",),
+        nms_thresh=("unit",),
+        detections_per_img=("posint",),
+    )
+    add(
+        "cvlib.models.rcnn.torchvision_twin",
+        rcnn.torchvision_twin,
+        lambda: {"model": rcnn.FasterRCNN(width=2, hidden=8), "image_size": 32},
+        model=("module",),
+        image_size=("posint",),
+    )
+    add(
+        "cvlib.models.yolo.encode_targets",
+        yolo.encode_targets,
+        lambda: {"boxes": boxes(), "labels": torch.tensor([1, 2, 3]), "grid_size": 4, "image_size": (32, 32)},
+        boxes=BOXES,
+        labels=("list", "float", "negative"),
+        grid_size=("posint",),
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.yolo.grid_boxes",
+        yolo.grid_boxes,
+        lambda: {"params": torch.rand(4, 4, 1, 4, generator=_g()), "image_size": (32, 32)},
+        params=("list", "int", "nan", "fewer_dims"),
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.detr.sine_position_encoding",
+        detr.sine_position_encoding,
+        lambda: {"height": 2, "width": 3, "d_model": 8, "temperature": 100.0},
+        height=("posint",),
+        width=("posint",),
+        d_model=("posint",),
+        temperature=("positive",),
+    )
+    for fn in ("hungarian_assignment", "brute_force_assignment"):
+        add(
+            f"cvlib.models.detr.{fn}",
+            getattr(detr, fn),
+            lambda: {"cost": torch.rand(3, 2, generator=_g())},
+            cost=("list", "extra_dim", "nan", "inf", "int"),
+        )
+    add(
+        "cvlib.models.detr.HungarianMatcher",
+        detr.HungarianMatcher,
+        lambda: {"cost_class": 1.0, "cost_l1": 5.0, "cost_giou": 2.0},
+        cost_class=("nonneg",),
+        cost_l1=("nonneg",),
+        cost_giou=("nonneg",),
+    )
+    add(
+        "cvlib.models.detr.SetCriterion",
+        detr.SetCriterion,
+        lambda: {"num_classes": 3, "no_object_weight": 0.1},
+        num_classes=("posint",),
+        no_object_weight=("nonneg",),
+    )
+    add(
+        "cvlib.models.mask_rcnn.project_masks",
+        mask_rcnn.project_masks,
+        lambda: {
+            "gt_masks": torch.ones(2, 16, 16, dtype=torch.bool),
+            "rois": boxes(3) / 2,
+            "matched": torch.tensor([0, 1, 1]),
+            "size": 4,
+        },
+        gt_masks=("list", "extra_dim"),
+        rois=BOXES,
+        matched=("list", "float", "too_big"),
+        size=("posint",),
+    )
+    for fn in ("mask_loss", "softmax_mask_loss"):
+        add(
+            f"cvlib.models.mask_rcnn.{fn}",
+            getattr(mask_rcnn, fn),
+            lambda: {
+                "mask_logits": torch.randn(2, 4, 4, 4, generator=_g()),
+                "labels": torch.tensor([1, 3]),
+                "mask_targets": torch.rand(2, 4, 4, generator=_g()),
+            },
+            mask_logits=("list", "nan", "int", "fewer_dims"),
+            labels=("list", "float", "too_big"),
+            mask_targets=("list", "nan", "above_one"),
+        )
+    add(
+        "cvlib.models.mask_rcnn.paste_masks",
+        mask_rcnn.paste_masks,
+        lambda: {"masks": torch.rand(3, 4, 4, generator=_g()), "boxes": boxes(), "image_size": (32, 32)},
+        masks=("list", "nan", "extra_dim"),
+        boxes=BOXES,
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.mask_rcnn.check_masks",
+        mask_rcnn.check_masks,
+        lambda: {
+            "images": [torch.rand(3, 8, 8)],
+            "targets": [{**_target(), "masks": torch.zeros(2, 8, 8, dtype=torch.bool)}],
+        },
+        images=("sequence",),
+        targets=("sequence",),
+    )
+    add(
+        "cvlib.models.fcn.receptive_field",
+        fcn.receptive_field,
+        lambda: {"model": fcn.DilatedFCN(3, 2, (1, 2)), "size": 17},
+        model=("module",),
+        size=("posint",),
+    )
+
+    # cvlib.explain ----------------------------------------------------------------------------
+    maps_args = dict(model=("module",), images=IMAGES, target=("float", "too_big", "negative"))
+    target = lambda: torch.tensor([0, 1])  # noqa: E731
+    for fn in ("input_gradient", "saliency", "guided_backprop", "guided_grad_cam"):
+        add(
+            f"cvlib.explain.{fn}",
+            getattr(explain, fn),
+            lambda: {"model": small_cnn(), "images": images(), "target": target()},
+            **maps_args,
+        )
+    add(
+        "cvlib.explain.smoothgrad",
+        explain.smoothgrad,
+        lambda: {
+            "model": small_cnn(),
+            "images": images(),
+            "target": target(),
+            "samples": 1,
+            "sigma": 0.1,
+            "seed": 0,
+        },
+        **maps_args,
+        samples=("posint",),
+        sigma=("nonneg",),
+        seed=("seed",),
+    )
+    add(
+        "cvlib.explain.cam",
+        explain.cam,
+        lambda: {
+            "model": small_cnn(),
+            "images": images(),
+            "target": target(),
+            "features": "features",
+            "fc": "fc",
+        },
+        **maps_args,
+        features=("layer",),
+        fc=("layer",),
+    )
+    add(
+        "cvlib.explain.grad_cam",
+        explain.grad_cam,
+        lambda: {"model": small_cnn(), "images": images(), "target": target(), "layer": "features"},
+        **maps_args,
+        layer=("layer",),
+    )
+    add(
+        "cvlib.explain.occlusion",
+        explain.occlusion,
+        lambda: {
+            "model": small_cnn(),
+            "images": images(1),
+            "target": 0,
+            "patch": 16,
+            "stride": 16,
+            "fill": 0.5,
+            "batch_size": 4,
+        },
+        model=("module",),
+        images=IMAGES,
+        target=("float", "too_big", "negative"),
+        patch=("posint",),
+        stride=("posint",),
+        fill=("finite",),
+        batch_size=("posint",),
+    )
+    add(
+        "cvlib.explain.upsample_map",
+        explain.upsample_map,
+        lambda: {"maps": torch.rand(2, 4, 4), "size": (8, 8)},
+        maps=("list", "int", "extra_dim"),
+        size=("pair",),
+    )
+    add(
+        "cvlib.explain.layer_features",
+        explain.layer_features,
+        lambda: {"model": small_cnn(), "images": images(), "layer": "features.2", "batch_size": 2},
+        model=("module",),
+        images=IMAGES,
+        layer=("layer",),
+        batch_size=("posint",),
+    )
+    add(
+        "cvlib.explain.first_layer_filters",
+        explain.first_layer_filters,
+        lambda: {"model": small_cnn()},
+        model=("module",),
+    )
+    add(
+        "cvlib.explain.nearest_neighbours",
+        explain.nearest_neighbours,
+        lambda: {"queries": torch.rand(2, 3), "gallery": torch.rand(5, 3), "k": 2},
+        queries=("list", "nan", "extra_dim"),
+        gallery=("list", "nan", "extra_dim"),
+        k=("posint",),
+    )
+    add(
+        "cvlib.explain.pca",
+        explain.pca,
+        lambda: {"features": torch.rand(5, 3), "components": 2},
+        features=("list", "nan", "extra_dim"),
+        components=("posint",),
+    )
+    add(
+        "cvlib.explain.max_activating_patches",
+        explain.max_activating_patches,
+        lambda: {"model": small_cnn(), "images": images(), "layer": "features.2", "channel": 0, "k": 1},
+        model=("module",),
+        images=IMAGES,
+        layer=("layer",),
+        channel=("nonnegint",),
+        k=("posint",),
+    )
+    add(
+        "cvlib.explain.class_visualization",
+        explain.class_visualization,
+        lambda: {
+            "model": small_cnn(),
+            "target": 1,
+            "size": 8,
+            "steps": 1,
+            "lr": 0.01,
+            "l2": 1e-3,
+            "blur_every": 1,
+            "seed": 0,
+        },
+        model=("module",),
+        target=("int",),
+        size=("posint",),
+        steps=("posint",),
+        lr=("positive",),
+        l2=("nonneg",),
+        blur_every=("posint",),
+        seed=("seed",),
+    )
+    add(
+        "cvlib.explain.deep_dream",
+        explain.deep_dream,
+        lambda: {"model": small_cnn(), "image": images(1)[0], "layer": "features.2", "steps": 1, "lr": 0.02},
+        model=("module",),
+        image=("list", "uint8", "nan", "extra_dim"),
+        layer=("layer",),
+        steps=("posint",),
+        lr=("positive",),
+    )
+    add(
+        "cvlib.explain.fgsm",
+        explain.fgsm,
+        lambda: {"model": small_cnn(), "images": images(), "labels": torch.tensor([0, 1]), "eps": 0.03},
+        model=("module",),
+        images=IMAGES,
+        labels=("float", "too_big", "negative"),
+        eps=("nonneg",),
+    )
+    add(
+        "cvlib.explain.iterative_attack",
+        explain.iterative_attack,
+        lambda: {
+            "model": small_cnn(),
+            "images": images(),
+            "labels": torch.tensor([0, 1]),
+            "eps": 0.03,
+            "step_size": 0.01,
+            "steps": 1,
+        },
+        model=("module",),
+        images=IMAGES,
+        labels=("float", "too_big"),
+        eps=("nonneg",),
+        step_size=("positive",),
+        steps=("nonnegint",),
+    )
+    add(
+        "cvlib.explain.cls_attention",
+        explain.cls_attention,
+        lambda: {"attentions": _attentions(), "layer": -1},
+        attentions=("sequence",),
+        layer=("int",),
+    )
+    add(
+        "cvlib.explain.attention_rollout",
+        explain.attention_rollout,
+        lambda: {"attentions": _attentions(), "residual": 0.5, "head_fusion": "mean"},
+        attentions=("sequence",),
+        residual=("unit",),
+        head_fusion=("choice",),
+    )
+    add(
+        "cvlib.explain.attention_rollout[layer]",
+        lambda attention: explain.attention_rollout([attention]),
+        lambda: {"attention": _attentions()[0]},
+        public={"attention": "attentions"},
+        attention=("list", "nan", "int", "negative", "fewer_dims"),
+    )
+    add(
+        "cvlib.explain.tokens_to_grid",
+        explain.tokens_to_grid,
+        lambda: {"values": torch.rand(2, 4)},
+        values=("list",),
+    )
+    score_args = lambda: {"maps": torch.rand(2, 8, 8), "masks": torch.rand(2, 8, 8) > 0.5}  # noqa: E731
+    add(
+        "cvlib.explain.pointing_game",
+        explain.pointing_game,
+        lambda: {**score_args(), "tolerance": 1},
+        maps=("list", "nan", "extra_dim"),
+        masks=("list", "extra_dim"),
+        tolerance=("nonnegint",),
+    )
+    add(
+        "cvlib.explain.map_iou",
+        explain.map_iou,
+        lambda: {**score_args(), "threshold": 0.5},
+        maps=("list", "nan", "extra_dim"),
+        masks=("list", "extra_dim"),
+        threshold=("unit",),
+    )
+    add("cvlib.explain.hooks.check_images", hooks.check_images, lambda: {"images": images()}, images=IMAGES)
+    add(
+        "cvlib.explain.hooks.pick_target",
+        hooks.pick_target,
+        lambda: {"logits": torch.rand(2, 3), "target": torch.tensor([0, 2])},
+        logits=("list", "nan", "extra_dim"),
+        target=("float", "too_big", "negative"),
+    )
+    add(
+        "cvlib.explain.hooks.resolve_layer",
+        hooks.resolve_layer,
+        lambda: {"model": small_cnn(), "layer": "features"},
+        model=("module",),
+        layer=("layer",),
+    )
+    add(
+        "cvlib.explain.hooks.prepared",
+        lambda model: hooks.prepared(model).__enter__(),
+        lambda: {"model": small_cnn()},
+        model=("module",),
+    )
+
+    # cvlib.data -------------------------------------------------------------------------------
+    for cls in ("ShapesDataset", "SingleObjectDataset", "ShapesClassification"):
+        add(
+            f"cvlib.data.shapes.{cls}",
+            getattr(shapes, cls),
+            lambda: {"num_images": 2, "image_size": 32, "seed": 0},
+            num_images=("posint",),
+            image_size=("posint",),
+            seed=("seed",),
+        )
+    add(
+        "cvlib.data.shapes.ShapesDataset[size]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32},
+        image_size=(("huge", 100_000),),
+    )
+    for fn in (
+        "collate_single_object",
+        "collate_detection",
+        "collate_segmentation",
+        "collate_classification",
+    ):
+        data = shapes.ShapesClassification if fn == "collate_classification" else shapes.SingleObjectDataset
+        add(
+            f"cvlib.data.shapes.{fn}",
+            getattr(shapes, fn),
+            lambda data=data: {"batch": list(data(2, 16))},
+            batch=("sequence",),
+        )
+    add(
+        "cvlib.data.shapes.to_coco",
+        shapes.to_coco,
+        lambda: {"dataset": shapes.ShapesDataset(1, 16)},
+        dataset=("sequence",),
+    )
+
+    # cvlib.train ------------------------------------------------------------------------------
+    loader = lambda: [(images(2, 16), torch.tensor([0, 1]))]  # noqa: E731
+    add(
+        "cvlib.train.fit",
+        train.fit,
+        lambda: {
+            "model": small_cnn(),
+            "loader": loader(),
+            "loss_fn": nn.functional.cross_entropy,
+            "epochs": 1,
+            "lr": 1e-3,
+            "grad_clip": 1.0,
+            "seed": 0,
+            "device": "cpu",
+            "progress": False,
+        },
+        model=("module",),
+        loader=(("empty", []), ("number", 3)),
+        epochs=("posint",),
+        lr=("positive",),
+        grad_clip=("positive",),
+        seed=("seed",),
+    )
+    add("cvlib.train.seed_everything", train.seed_everything, lambda: {"seed": 0}, seed=("seed",))
+    add(
+        "cvlib.train.to_device",
+        train.to_device,
+        lambda: {"obj": [torch.zeros(1)], "device": "cpu"},
+        device=(("unknown", "gpu9"), ("number", 3.5)),
+    )
+    add(
+        "cvlib.train.predict",
+        train.predict,
+        lambda: {"model": small_cnn(), "images": images(2, 16), "batch_size": 1},
+        model=("module",),
+        images=("list",),
+        batch_size=("posint",),
+    )
+    add(
+        "cvlib.train.detect",
+        train.detect,
+        lambda: {"model": _detector("faster").eval(), "images": [torch.rand(3, 16, 16)], "batch_size": 1},
+        model=("module",),
+        images=("sequence",),
+        batch_size=("posint",),
+    )
+    add(
+        "cvlib.train.seconds_per_image",
+        train.seconds_per_image,
+        lambda: {"model": _detector("faster").eval(), "images": [torch.rand(3, 16, 16)], "repeats": 1},
+        model=("module",),
+        images=(*NUMBER_KINDS["sequence"], ("empty", [])),
+        repeats=("posint",),
+    )
+
+    # cvlib.weights ----------------------------------------------------------------------------
+    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet"), ("load_model", "shapes_cnn")):
+        add(f"cvlib.weights.{fn}", getattr(weights, fn), lambda name=name: {"name": name}, name=("name",))
+    meta = {
+        "command": "python -m cvlib.train tiny",
+        "seed": 0,
+        "device": "cpu",
+        "train_seconds": 1.0,
+        "created": "now",
+        "metrics": {},
+    }
+    add(
+        "cvlib.weights.save",
+        weights.save,
+        lambda: {"name": "tiny", "model": small_cnn(), "meta": dict(meta), "directory": _tmp()},
+        name=("name",),
+        model=("module",),
+    )
+    add(
+        "cvlib.weights.save_json",
+        weights.save_json,
+        lambda: {"name": "tiny", "data": [1], "directory": _tmp()},
+        name=("name",),
+    )
+    add(
+        "cvlib.weights.sha256",
+        weights.sha256,
+        lambda: {"path": __file__},
+        path=(("missing", "/nonexistent"),),
+    )
+    add(
+        "cvlib.weights.available",
+        weights.available,
+        lambda: {"directory": _tmp()},
+        directory=(("missing", "/nonexistent/weights"),),
+    )
+
+    # cvlib.viz --------------------------------------------------------------------------------
+    add("cvlib.viz.class_color", viz.class_color, lambda: {"label": 1}, label=("int",))
+    add(
+        "cvlib.viz.to_numpy_image",
+        viz.to_numpy_image,
+        lambda: {"image": images(1)[0]},
+        image=(("string", "x"), ("4-D", torch.rand(1, 1, 3, 4, 4))),
+    )
+    add(
+        "cvlib.viz.show_image",
+        viz.show_image,
+        lambda: {"ax": _ax(), "image": images(1)[0]},
+        ax=(("string", "ax"),),
+        image=(("string", "x"),),
+    )
+    add(
+        "cvlib.viz.draw_boxes",
+        viz.draw_boxes,
+        lambda: {
+            "ax": _ax(),
+            "boxes": boxes(2),
+            "labels": torch.tensor([1, 2]),
+            "scores": torch.tensor([0.5, 0.9]),
+        },
+        ax=(("string", "ax"),),
+        boxes=("nan", "inf", "fewer_dims"),
+        labels=("extra_dim", "empty"),
+        scores=("extra_dim", "empty"),
+    )
+    add(
+        "cvlib.viz.colorize_semantic",
+        viz.colorize_semantic,
+        lambda: {"semantic": torch.zeros(4, 4, dtype=torch.long)},
+        semantic=("extra_dim", "float", "negative"),
+    )
+    add(
+        "cvlib.viz.overlay_masks",
+        viz.overlay_masks,
+        lambda: {"image": images(1)[0], "masks": torch.ones(1, 32, 32, dtype=torch.bool), "alpha": 0.5},
+        masks=("fewer_dims", "nan"),
+        alpha=("unit",),
+    )
+    add(
+        "cvlib.viz.image_grid",
+        viz.image_grid,
+        lambda: {"images": [images(1)[0]], "ncols": 2},
+        images=(("empty", []), ("number", 3)),
+        ncols=("posint",),
+    )
+    add(
+        "cvlib.viz.class_legend",
+        viz.class_legend,
+        lambda: {"ax": _ax(), "class_names": ["a", "b"]},
+        ax=(("string", "ax"),),
+        class_names=(("string", "ab"), ("number", 3)),
+    )
+    add(
+        "cvlib.viz.show_matrix",
+        viz.show_matrix,
+        lambda: {"ax": _ax(), "values": torch.rand(2, 3)},
+        ax=(("string", "ax"),),
+        values=("extra_dim", ("string", "x")),
+    )
+
+    # cvlib.widgets ----------------------------------------------------------------------------
+    add(
+        "cvlib.widgets.explore",
+        widgets.explore,
+        lambda: {"fig": _figure(), "update": lambda k: None, "k": widgets.int_slider("k", 1, 3)},
+        fig=(("string", "fig"),),
+        update=(("number", 3),),
+        k=(("string", "k"),),
+    )
+    add(
+        "cvlib.widgets.slider",
+        widgets.slider,
+        lambda: {"description": "s", "min": 0.0, "max": 1.0, "value": 0.5},
+        min=("finite",),
+        max=("finite",),
+        value=("finite", ("outside", 2.0)),
+    )
+    add(
+        "cvlib.widgets.int_slider",
+        widgets.int_slider,
+        lambda: {"description": "s", "min": 0, "max": 3, "value": 1},
+        min=("int",),
+        max=("int",),
+        value=("int", ("outside", 9)),
+    )
+    add(
+        "cvlib.widgets.dropdown",
+        widgets.dropdown,
+        lambda: {"description": "d", "options": ["a", "b"], "value": "a"},
+        options=(("empty", []), ("number", 3)),
+        value=(("unknown", "zz"),),
+    )
+    return cases
+
+
+def _tmp():
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="cvlib-bad-")
+
+
+def _ax():
+    return _figure().add_subplot()
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    return Figure()  # not pyplot's: nothing to close
+
+
+# Public callables without a case, and why.
+INTERNAL_LAYER = "a layer inside a model: its inputs are the model's own tensors, checked by the model"
+EXEMPT = {
+    "cvlib.models.blocks.conv_bn_relu": INTERNAL_LAYER,
+    "cvlib.models.blocks.vgg_features": INTERNAL_LAYER,
+    "cvlib.models.resnet.BasicBlock": INTERNAL_LAYER,
+    "cvlib.models.rcnn.Backbone": INTERNAL_LAYER,
+    "cvlib.models.rcnn.BoxHead": INTERNAL_LAYER,
+    "cvlib.models.rcnn.RoIHeads": INTERNAL_LAYER,
+    "cvlib.models.rcnn.RegionProposalNetwork": INTERNAL_LAYER,
+    "cvlib.models.mask_rcnn.MaskHead": INTERNAL_LAYER,
+    "cvlib.models.mask_rcnn.MaskRoIHeads": INTERNAL_LAYER,
+    "cvlib.models.detr.EncoderLayer": INTERNAL_LAYER,
+    "cvlib.models.detr.DecoderLayer": INTERNAL_LAYER,
+    "cvlib.models.detr.MLP": INTERNAL_LAYER,
+    "cvlib.models.vit.MultiHeadAttention": INTERNAL_LAYER,
+    "cvlib.models.vit.RMSNorm": INTERNAL_LAYER,
+    "cvlib.models.vit.MLP": INTERNAL_LAYER,
+    "cvlib.models.vit.SwiGLU": INTERNAL_LAYER,
+    "cvlib.models.vit.MixtureOfExperts": INTERNAL_LAYER,
+    "cvlib.models.vit.Block": INTERNAL_LAYER,
+    "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
+    "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
+    "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
+    "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
+    "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
+    "cvlib.train.default_device": "takes no argument",
+    "cvlib.weights.ChecksumError": "an exception class",
+    "cvlib.weights.CheckpointError": "an exception class",
+    "cvlib.widgets.Explorer": "built by explore, which checks the figure and controls",
+}
+
+
+# Public callables that landed on main late in issue 23's session (coco, FPN, keypoints, the
+# explain "understanding" half, ops.reference, runtime): not probed yet. Each needs a case.
+LANDED_LATE = "landed on main during issue 23's session, after the probe; needs a case (follow-up)"
+PENDING = dict.fromkeys(
+    [
+        "cvlib.data.coco.CocoDetection",
+        "cvlib.data.coco.export_coco",
+        "cvlib.explain.dissection.unit_concept_iou",
+        "cvlib.explain.faithfulness.area_under_curve",
+        "cvlib.explain.faithfulness.blur",
+        "cvlib.explain.faithfulness.deletion_curve",
+        "cvlib.explain.faithfulness.insertion_curve",
+        "cvlib.explain.faithfulness.pixel_order",
+        "cvlib.explain.inversion.invert_features",
+        "cvlib.explain.inversion.total_variation",
+        "cvlib.explain.sanity.cascading_randomization",
+        "cvlib.explain.sanity.randomized_copy",
+        "cvlib.explain.sanity.rank_correlation",
+        "cvlib.explain.style.gram_matrix",
+        "cvlib.explain.style.style_transfer",
+        "cvlib.explain.style.synthesize_texture",
+        "cvlib.metrics.object_keypoint_similarity",
+        "cvlib.models.backbones.ImageNetBackbone",
+        "cvlib.models.backbones.torchvision_backbone",
+        "cvlib.models.fpn.FeaturePyramidNetwork",
+        "cvlib.ops.reference.nms_loop",
+        "cvlib.ops.reference.roi_align_loop",
+        "cvlib.ops.reference.roi_pool_loop",
+        "cvlib.ops.roi.roi_levels",
+        "cvlib.runtime.start",
+        "cvlib.train.MetricsLog",
+        "cvlib.train.is_distributed",
+        "cvlib.train.open_dataset",
+        "cvlib.train.rank",
+        "cvlib.train.shard_loader",
+        "cvlib.train.start_processes",
+        "cvlib.train.train_on_data",
+        "cvlib.weights.transfer",
+        # merged from photos, exercises and others at 10:50
+        "cvlib.data.photos.category_names",
+        "cvlib.data.photos.coco",
+        "cvlib.data.photos.fitted_size",
+        "cvlib.data.photos.from_array",
+        "cvlib.data.photos.from_path",
+        "cvlib.data.photos.from_upload",
+        "cvlib.data.photos.load",
+        "cvlib.data.photos.names",
+        "cvlib.data.photos.resize",
+        "cvlib.data.photos.target",
+        "cvlib.exercises.check",
+        "cvlib.exercises.exercise",
+        "cvlib.metrics.panoptic_quality",
+        "cvlib.models.vit.from_torchvision",
+        "cvlib.models.vit.torchvision_key",
+        "cvlib.ops.anchors.kmeans_anchors",
+        "cvlib.ops.anchors.shape_iou",
+        "cvlib.pretrained.Pretrained",
+        "cvlib.pretrained.checkpoint_path",
+        "cvlib.pretrained.download_mb",
+        "cvlib.pretrained.is_genuine",
+        "cvlib.pretrained.load",
+        "cvlib.pretrained.main",
+        "cvlib.pretrained.multiscale_anchors",
+        "cvlib.pretrained.multiscale_roi_align",
+        "cvlib.pretrained.trace_rcnn",
+        "cvlib.pretrained.weights_of",
+        "cvlib.pretrained.write_random_weights",
+    ],
+    LANDED_LATE,
+)
+
+
+def public_callables() -> list[str]:
+    """Qualified names of every function and class in the ``__all__`` of a cvlib module."""
+    names = []
+    for info in pkgutil.walk_packages(cvlib.__path__, "cvlib."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        module = importlib.import_module(info.name)
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr)
+            if callable(obj) and not inspect.ismodule(obj) and getattr(obj, "__module__", None) == info.name:
+                names.append(f"{info.name}.{attr}")
+    return sorted(names)
+
+
+CASES = _cases()
+
+
+def covered(name: str) -> bool:
+    """Whether the public callable ``name`` has a case: by name (a class's ``.forward`` counts
+    too) or by the object a case calls (``cvlib.explain.saliency`` is ``...gradients.saliency``)."""
+    module, _, attr = name.rpartition(".")
+    obj = getattr(importlib.import_module(module), attr)
+    return (
+        name in CASES
+        or any(key.startswith((name + ".", name + "[")) for key in CASES)
+        or any(case.call is obj for case in CASES.values())
+    )
+
+
+def attempts(name: str):
+    """Every (public argument name, label, kwargs) of the battery of case ``name``: one bad value
+    at a time."""
+    case = CASES[name]
+    for argument, kinds in case.bad.items():
+        for kind in kinds:
+            if isinstance(kind, tuple):  # an explicit (label, value)
+                pairs = [kind]
+            else:
+                pairs = bad_values(kind, case.valid().get(argument))
+            for label, value in pairs:
+                kwargs = case.valid()
+                kwargs[argument] = value
+                yield case.named(argument), f"{kind if isinstance(kind, str) else 'value'}: {label}", kwargs
+
+
+def clear(error: BaseException, argument: str) -> bool:
+    """A clear rejection: a ``TypeError`` / ``ValueError`` whose message names ``argument``."""
+    import re
+
+    return isinstance(error, (TypeError, ValueError)) and re.search(rf"\b{re.escape(argument)}\b", str(error))
