@@ -233,6 +233,19 @@ print(f"16 one-pixel shifts: RoI Pool output changed {changes_pool} times, RoI A
 assert changes_align == 16 and changes_pool <= 4
 
 # %% [markdown]
+# **The lecture's loops.** `ops.roi_pool` and `ops.roi_align` are vectorised (range-maximum
+# tables, interpolation matrices) and hide the algorithm. `cvlib/ops/reference.py` has them as
+# the lecture states them, one RoI at a time: `roi_pool_loop` (round the box, cut it into
+# rounded bins, max per bin) and `roi_align_loop` (no rounding, $s \times s$ bilinear samples
+# per bin, their mean). They give the same numbers on the 17 slid boxes:
+
+# %%
+rois = torch.cat([torch.zeros(len(slid), 1), slid], 1)  # (batch index, x1, y1, x2, y2)
+assert torch.equal(ops.reference.roi_pool_loop(feature_map, rois, 4, 1 / 8).flatten(1), pooled)
+assert torch.allclose(ops.reference.roi_align_loop(feature_map, rois, 4, 1 / 8, 2).flatten(1), aligned, atol=1e-5)
+print("roi_pool_loop and roi_align_loop == ops.roi_pool and ops.roi_align on the 17 boxes")
+
+# %% [markdown]
 # ## 4. Faster R-CNN: anchors and the Region Proposal Network
 #
 # The RPN slides a small network over the feature map. At every cell it considers $K$

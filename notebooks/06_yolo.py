@@ -447,11 +447,8 @@ yolo_width8 = weights.load_model("yolo_width8", device=device)
 models = {"YOLO (width 16)": yolo, "YOLO (width 8)": yolo_width8, "Faster R-CNN (width 8)": faster}
 results = {name: {k: v for k, v in metrics.evaluate_detections(detect(m, test_images), test_targets).items()
                   if k in ("map", "map_50")} for name, m in models.items()}
-threads = torch.get_num_threads()
-torch.set_num_threads(1)  # one image per call gains little from threads, and busy cores stall them
-for name, model in models.items():
-    results[name]["ms"] = 1000 * seconds_per_image(model, test_images[:30])
-torch.set_num_threads(threads)
+for name, model in models.items():  # one thread: one image per call gains little from more
+    results[name]["ms"] = 1000 * seconds_per_image(model, test_images[:30], threads=1)
 for name, r in results.items():
     print(f"{name:23s} {r['ms']:6.2f} ms per image, mAP {r['map']:.3f}, AP50 {r['map_50']:.3f}")
 with torch.no_grad():
@@ -527,10 +524,7 @@ real_results = {}
 for name, (detector, genuine, _) in real_detectors.items():
     detector.to(device)
     found = detect(detector, photo_images)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = 1000 * seconds_per_image(detector, photo_images[:2], repeats=2)
-    torch.set_num_threads(threads)
+    ms = 1000 * seconds_per_image(detector, photo_images[:2], repeats=2, threads=1)
     real_results[name] = {"detections": found, "ms": ms, "genuine": genuine,
                           "map_50": metrics.evaluate_detections(found, photo_targets)["map_50"]}
     print(f"{name:26s} {ms:7.1f} ms per image, AP50 on the annotated photos {real_results[name]['map_50']:.3f}")

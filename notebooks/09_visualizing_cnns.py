@@ -626,6 +626,9 @@ if resnet is not None and GradCAM is not None:
 #   of a few grey levels (the iterative attack with $\epsilon = 8/255$) flip every prediction.
 # - Attention rollout composes attention through the layers and residuals; on the trained ViT
 #   its map and the last layer's CLS attention are scored like the CNN's maps above.
+# - Notebook 11 continues: the same maps under cascading weight randomisation (Spearman rank
+#   correlation) and deletion / insertion curves (faithfulness), in one scoring table; feature
+#   inversion, t-SNE, style transfer and network dissection.
 #
 # ## Exercises
 #

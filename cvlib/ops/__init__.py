@@ -2,13 +2,12 @@
 lectures and checked against ``torchvision.ops`` (same signatures, same numbers).
 
 - ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas
-- ``nms``: non-maximum suppression, per class with ``batched_nms``, one iteration at a time
-  with ``nms_steps``
+- ``nms``: non-maximum suppression, per class with ``batched_nms``
 - ``anchors``: anchors over a feature map, their labels, balanced sampling
 - ``roi``: RoI Pool and RoI Align
 - ``upsample``: nearest, bed of nails, max unpooling, bilinear, transposed convolution
-- ``reference``: NMS, RoI Pool and RoI Align as the lecture's loops, one box at a time (read
-  these first; the fast versions above give the same numbers)
+- ``reference``: NMS (``nms_steps``: one iteration at a time), RoI Pool and RoI Align as the
+  lecture's loops, one box at a time (read these first; the fast versions give the same numbers)
 """
 
 from cvlib.ops import reference, upsample
@@ -21,7 +20,8 @@ from cvlib.ops.boxes import (
     encode_boxes,
     generalized_box_iou,
 )
-from cvlib.ops.nms import batched_nms, nms, nms_steps
+from cvlib.ops.nms import batched_nms, nms
+from cvlib.ops.reference import nms_steps
 from cvlib.ops.roi import roi_align, roi_pool
 
 __all__ = [

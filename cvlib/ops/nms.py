@@ -15,7 +15,7 @@ import torch
 from cvlib._checks import number, tensor
 from cvlib.ops.boxes import _check_boxes, _inter_union
 
-__all__ = ["nms", "nms_steps", "batched_nms"]
+__all__ = ["nms", "batched_nms"]
 
 BLOCK = 128  # boxes per block: an IoU block stays in cache, memory stays bounded
 
@@ -42,28 +42,6 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     _check_scores(scores, boxes)
     _check_threshold(iou_threshold)
     return _greedy(boxes, _by_score(scores), iou_threshold)
-
-
-def nms_steps(
-    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
-) -> list[tuple[int, torch.Tensor]]:
-    """Greedy NMS as the lecture states it, one iteration at a time: take the best-scoring box
-    left, keep it, remove every box left whose IoU with it is ``> iou_threshold``, repeat.
-    Returns one ``(kept index, suppressed indices [S])`` pair per iteration; the kept indices
-    are those of :func:`nms`, in the same order (a plain loop, for pictures; ``nms`` is the
-    fast version)."""
-    _check_boxes(boxes)
-    _check_scores(scores, boxes)
-    _check_threshold(iou_threshold)
-    left, steps = _by_score(scores), []
-    threshold = _largest_not_above(iou_threshold, boxes.dtype)
-    while len(left):
-        best, rest = left[0], left[1:]
-        inter, union = _inter_union(boxes[best][None], boxes[rest])
-        suppressed = (inter / union > threshold)[0]  # NaN (0 / 0) is not > threshold
-        steps.append((int(best), rest[suppressed]))
-        left = rest[~suppressed]
-    return steps
 
 
 def _by_score(scores: torch.Tensor) -> torch.Tensor:

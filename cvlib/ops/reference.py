@@ -4,49 +4,59 @@ time. Read these first.
 ``cvlib.ops.nms``, ``roi_pool`` and ``roi_align`` compute the same numbers fast (blocks of IoUs,
 range-maximum tables, interpolation matrices), which hides the algorithm. These versions are
 written for reading, as torchvision keeps a slow pure-Python ``_roi_align`` beside its kernel:
-a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box. The
-tests check that they give the same results as the fast versions and as ``torchvision.ops``;
-``bench/ops.py`` times them (they stay within about 20x of torchvision at 100 boxes, so a
-notebook can call them).
+a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box;
+``nms_steps`` also records every iteration, for pictures. The tests check that they give the
+same results as the fast versions and as ``torchvision.ops``; ``bench/reference.py`` times
+them against torchvision (slow, but fast enough for a notebook at a hundred boxes).
 
-They take the inputs the fast versions take, already checked: ``boxes [N, 4]`` xyxy floats,
-``rois [K, 5]`` ``(batch_index, x1, y1, x2, y2)``, features ``[N, C, H, W]``.
+``nms_steps`` checks its inputs; the RoI loops take what the fast versions take, already
+checked: ``rois [K, 5]`` ``(batch_index, x1, y1, x2, y2)`` and features ``[N, C, H, W]``.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from cvlib.ops.boxes import box_iou
+from cvlib.ops.boxes import _check_boxes, _inter_union
+from cvlib.ops.nms import _by_score, _check_scores, _check_threshold, _largest_not_above
 
-__all__ = ["nms_loop", "roi_pool_loop", "roi_align_loop"]
+__all__ = ["nms_steps", "nms_loop", "roi_pool_loop", "roi_align_loop", "bilinear_sample"]
+
+
+def nms_steps(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
+) -> list[tuple[int, torch.Tensor]]:
+    """Greedy non-maximum suppression as the lecture states it, one iteration at a time:
+
+    1. sort the boxes by score (equal scores in index order);
+    2. the best box left is a detection: keep it;
+    3. remove every box left whose IoU with it is ``> iou_threshold`` (two empty boxes, IoU
+       0 / 0, never remove each other);
+    4. repeat until no box is left.
+
+    Returns one ``(kept index, removed indices [S])`` pair per iteration (notebook 04 draws
+    them); the kept indices are those of :func:`cvlib.ops.nms`, in the same order.
+    """
+    _check_boxes(boxes)
+    _check_scores(scores, boxes)
+    _check_threshold(iou_threshold)
+    left, steps = _by_score(scores), []  # 1.
+    threshold = _largest_not_above(iou_threshold, boxes.dtype)  # compared in double, as torchvision
+    while len(left):
+        best, rest = left[0], left[1:]  # 2.
+        inter, union = _inter_union(boxes[best][None], boxes[rest])
+        removed = (inter / union > threshold)[0]  # 3. (NaN is not > threshold)
+        steps.append((int(best), rest[removed]))
+        left = rest[~removed]  # 4.
+    return steps
 
 
 def nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression, the lecture's loop. Returns the kept indices ``[K]``
-    (int64) in decreasing order of score, like :func:`cvlib.ops.nms`.
-
-    1. sort the boxes by score (equal scores in index order);
-    2. the best box not yet suppressed is a detection: keep it;
-    3. suppress every box whose IoU with it is ``> iou_threshold``;
-    4. repeat with the next box in score order.
-
-    The IoU of every pair is computed once, ``[N, N]`` (in double, as torchvision compares):
-    fine for the hundreds of boxes of a lecture, not for 10,000.
-    """
-    order = torch.sort(scores, descending=True, stable=True).indices  # 1.
-    iou = box_iou(boxes, boxes).double().cpu().numpy()
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    keep = []
-    for i in order.tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)  # 2.
-        suppressed |= iou[i] > iou_threshold  # 3. (NaN, for two empty boxes, is not > t)
-    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+    """The kept indices ``[K]`` (int64) of :func:`nms_steps`, like :func:`cvlib.ops.nms`."""
+    kept = [k for k, _ in nms_steps(boxes, scores, iou_threshold)]
+    return torch.tensor(kept, dtype=torch.int64, device=boxes.device)
 
 
 def _pair(size) -> tuple[int, int]:
