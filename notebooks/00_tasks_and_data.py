@@ -68,7 +68,6 @@ from cvlib.metrics import accuracy
 from cvlib.train import fit, predict
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
-print("device:", device)
 
 # %% [markdown]
 # ## The dataset API

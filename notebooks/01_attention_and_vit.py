@@ -72,7 +72,6 @@ from cvlib.models.vit import (
 from cvlib.train import predict
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
-print("device:", device)
 # True: retrain every model of this notebook with its recipe (`python -m cvlib.train NAME`),
 # about 20 minutes on one CPU core, instead of loading the shipped checkpoints and curves.
 TRAIN_FROM_SCRATCH = False

@@ -84,7 +84,6 @@ from cvlib.ops.upsample import (
 from cvlib.train import fit
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
-print("device:", device)
 
 # %% [markdown]
 # ## Unpooling: nearest neighbour, bed of nails, max unpooling

@@ -52,9 +52,8 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/cvlib")
 
 # %%
-import time
-
 import copy
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -66,7 +65,6 @@ from cvlib import explain, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
-print("device:", device)
 
 # %% [markdown]
 # ## The network and the held-out scenes
