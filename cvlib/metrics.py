@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from cvlib._checks import choice, describe, integer, number, sequence, tensor
-from cvlib.ops.boxes import box_iou
+from cvlib.ops.boxes import _check_boxes, box_iou
 
 __all__ = [
     "accuracy",
@@ -472,6 +472,13 @@ def average_precision_coco(recall: torch.Tensor, precision: torch.Tensor) -> tor
 # ----------------------------------------------------------------------------------------------
 
 
+def _positive(values: torch.Tensor, name: str, low: float | None = None) -> torch.Tensor:
+    """``values`` unless one is ``<= 0`` (``< low`` when ``low`` is given)."""
+    if ((values <= 0) if low is None else (values < low)).any():
+        raise ValueError(f"{name} must be {'> 0' if low is None else f'>= {low}'}, got {values.min().item()}")
+    return values
+
+
 def object_keypoint_similarity(
     pred_keypoints: torch.Tensor, true_keypoints: torch.Tensor, true_boxes: torch.Tensor,
     true_areas: torch.Tensor, sigmas: torch.Tensor,
@@ -489,6 +496,11 @@ def object_keypoint_similarity(
         true_keypoints: ``[M, K, 3]`` (x, y, visibility; > 0 is labelled).
         true_boxes: ``[M, 4]`` xyxy; true_areas: ``[M]``; sigmas: ``[K]``.
     """
+    k = len(_positive(tensor(sigmas, "sigmas", ndim=1, dtype="float", finite=True, nonempty=True), "sigmas"))
+    tensor(pred_keypoints, "pred_keypoints", shape=("N", k, None), dtype="float", finite=True)
+    m = len(tensor(true_keypoints, "true_keypoints", shape=("M", k, 3), dtype="float", finite=True))
+    _check_boxes(tensor(true_boxes, "true_boxes", shape=(m, 4)), "true_boxes")
+    _positive(tensor(true_areas, "true_areas", shape=(m,), dtype="float", finite=True), "true_areas", low=0)
     pred, true = pred_keypoints.double(), true_keypoints.double()
     variances = (2 * sigmas.double()) ** 2  # [K]
     xd, yd = pred[:, None, :, 0], pred[:, None, :, 1]  # [N, 1, K]
@@ -843,6 +855,7 @@ def panoptic_quality(
         raise ValueError(f"predictions and targets must have one dict per image each, got "
                          f"{len(predictions)} and {len(targets)}")
     things, stuff = set(sequence(things, "things")), set(sequence(stuff, "stuff"))
+    integer(void, "void")
     if things & stuff:
         raise ValueError(f"things and stuff must be disjoint, both hold {sorted(things & stuff)}")
     counts: dict[int, list[float]] = {}  # class -> [tp, fp, fn, sum of matched IoUs]

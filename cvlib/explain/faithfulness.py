@@ -25,6 +25,10 @@ __all__ = ["deletion_curve", "insertion_curve", "area_under_curve", "pixel_order
 
 def blur(images: torch.Tensor, kernel: int = 11, sigma: float = 5.0) -> torch.Tensor:
     """Gaussian blur ``[B, 3, H, W]`` (reflect padding): the "nothing there yet" image of insertion."""
+    tensor(images, "images", shape=("B", 3, "H", "W"), dtype="float", finite=True)
+    if integer(kernel, "kernel", low=1) % 2 == 0:
+        raise ValueError(f"kernel must be an odd int (the blurred image keeps its size), got {kernel}")
+    number(sigma, "sigma", low=0, low_open=True)
     x = torch.arange(kernel, dtype=images.dtype, device=images.device) - (kernel - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = (g / g.sum()).view(1, 1, 1, kernel).repeat(3, 1, 1, 1)
@@ -37,6 +41,8 @@ def pixel_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pixel indices ``[B, H * W]`` from the most to the least important by ``maps``
     ``[B, H, W]``; equal values in a random (seeded) order, so that a flat region of a map is
     not read in raster order."""
+    tensor(maps, "maps", ndim=3, dtype="real", finite=True)
+    integer(seed, "seed", low=0)
     flat = maps.flatten(1)
     generator = torch.Generator().manual_seed(seed)
     shuffle = torch.stack([torch.randperm(flat.shape[1], generator=generator) for _ in range(len(flat))])

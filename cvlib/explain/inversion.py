@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cvlib._checks import integer, number
+from cvlib._checks import integer, number, tensor
 from cvlib.explain.hooks import capture, check_images, prepared, resolve_layer
 
 __all__ = ["total_variation", "invert_features"]
@@ -25,6 +25,7 @@ __all__ = ["total_variation", "invert_features"]
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of horizontally and vertically neighbouring pixels ``[B]`` of
     ``images`` ``[B, C, H, W]``."""
+    tensor(images, "images", ndim=4, dtype="float", finite=True)
     dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean(dim=(1, 2, 3))
     dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean(dim=(1, 2, 3))
     return dx + dy

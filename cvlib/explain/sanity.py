@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from cvlib._checks import integer, sequence, tensor
+from cvlib._checks import integer, module, sequence, tensor
 from cvlib.explain.hooks import resolve_layer
 
 __all__ = ["randomized_copy", "cascading_randomization", "rank_correlation"]
@@ -42,17 +42,21 @@ def randomized_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> n
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name in layers:
-            _reinitialize(resolve_layer(damaged, name))
+            _reinitialize(resolve_layer(damaged, name, "layers"))
     return damaged.eval()
 
 
 def cascading_randomization(model: nn.Module, layers: Sequence[str], seed: int = 0
                             ) -> Iterator[tuple[str, nn.Module]]:
     """``(name, copy)`` for each name of ``layers`` (list them from the output to the input): the
-    copy has that layer and every layer before it in the list re-initialised."""
+    copy has that layer and every layer before it in the list re-initialised. The arguments
+    are checked at the call, before the first copy is asked for."""
+    module(model)
     layers = sequence(layers, "layers", nonempty=True)
-    for k, name in enumerate(layers):
-        yield name, randomized_copy(model, layers[: k + 1], seed)
+    for name in layers:
+        resolve_layer(model, name, "layers")
+    integer(seed, "seed", low=0)
+    return ((name, randomized_copy(model, layers[: k + 1], seed)) for k, name in enumerate(layers))
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:

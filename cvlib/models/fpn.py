@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import sequence, tensor
+from cvlib._checks import integer, sequence, tensor
 
 __all__ = ["FeaturePyramidNetwork"]
 
@@ -37,10 +37,9 @@ class FeaturePyramidNetwork(nn.Module):
     def __init__(self, in_channels: Sequence[int], out_channels: int):
         super().__init__()
         in_channels = sequence(in_channels, "in_channels", nonempty=True)
-        if not all(isinstance(c, int) and c > 0 for c in [*in_channels, out_channels]):
-            raise ValueError(
-                f"in_channels and out_channels must be positive ints, got {in_channels}, {out_channels}"
-            )
+        for c in in_channels:
+            integer(c, "in_channels", low=1)
+        integer(out_channels, "out_channels", low=1)
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         self.smooth = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         for conv in self.modules():

@@ -121,6 +121,9 @@ def sample_anchors(
 def shape_iou(sizes1: torch.Tensor, sizes2: torch.Tensor) -> torch.Tensor:
     """IoU ``[N, M]`` of box shapes ``[N, 2]`` and ``[M, 2]`` (width, height) placed on the same
     centre: ``min(w) min(h) / (w1 h1 + w2 h2 - min(w) min(h))``. Only the shape counts."""
+    for name, sizes in (("sizes1", sizes1), ("sizes2", sizes2)):
+        if (tensor(sizes, name, shape=("N", 2), dtype="float", finite=True) < 0).any():
+            raise ValueError(f"{name} must be widths and heights >= 0")
     inter = (torch.minimum(sizes1[:, None, 0], sizes2[None, :, 0])
              * torch.minimum(sizes1[:, None, 1], sizes2[None, :, 1]))
     area1, area2 = sizes1.prod(1)[:, None], sizes2.prod(1)[None, :]
@@ -140,6 +143,7 @@ def kmeans_anchors(boxes: torch.Tensor, k: int, iterations: int = 100, seed: int
     _check_boxes(boxes)
     integer(k, "k", low=1)
     integer(iterations, "iterations", low=1)
+    integer(seed, "seed", low=0)
     sizes = (boxes[:, 2:] - boxes[:, :2]).double()
     if len(sizes) < k or (sizes <= 0).any():
         raise ValueError(f"boxes must hold at least k = {k} boxes, each with a positive width and height")

@@ -9,8 +9,8 @@ a loop over boxes (or RoIs), the lecture's steps in order, vectorised only insid
 same results as the fast versions and as ``torchvision.ops``; ``bench/reference.py`` times
 them against torchvision (slow, but fast enough for a notebook at a hundred boxes).
 
-``nms_steps`` checks its inputs; the RoI loops take what the fast versions take, already
-checked: ``rois [K, 5]`` ``(batch_index, x1, y1, x2, y2)`` and features ``[N, C, H, W]``.
+Every function checks its inputs as the fast version does; the RoI loops take ``rois [K, 5]``
+``(batch_index, x1, y1, x2, y2)`` and features ``[N, C, H, W]``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import math
 
 import torch
 
+from cvlib._checks import integer
 from cvlib.ops.boxes import _check_boxes, _inter_union
 from cvlib.ops.nms import _by_score, _check_scores, _check_threshold, _largest_not_above
+from cvlib.ops.roi import _check, rois_from_boxes
 
 __all__ = ["nms_steps", "nms_loop", "roi_pool_loop", "roi_align_loop", "bilinear_sample"]
 
@@ -59,10 +61,6 @@ def nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
     return torch.tensor(kept, dtype=torch.int64, device=boxes.device)
 
 
-def _pair(size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def _round_half_away(x: float) -> int:
     """C's ``round``, which torchvision's RoI Pool uses: halves go away from zero."""
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
@@ -76,7 +74,7 @@ def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
        ``floor(p * h / PH)`` to ``ceil((p + 1) * h / PH)`` of the box, clipped to the map;
     3. each output value is the **max** over its bin's cells (0 for a bin outside the map).
     """
-    ph, pw = _pair(output_size)
+    (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     height, width = input.shape[-2:]
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
     for k, (n, *box) in enumerate(rois.tolist()):
@@ -125,7 +123,8 @@ def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial
        regular sub-grid of each bin (``g = sampling_ratio``, or ``ceil(bin size)`` when <= 0);
     3. read each point by **bilinear interpolation**; a bin's value is the mean of its points.
     """
-    ph, pw = _pair(output_size)
+    (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
+    integer(sampling_ratio, "sampling_ratio")
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
     offset = 0.5 if aligned else 0.0
     for k, (n, *box) in enumerate(rois.tolist()):

@@ -25,36 +25,37 @@ __all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels"]
 CHUNK = 256  # RoIs gathered at once (bounds memory)
 
 
-def rois_from_boxes(boxes, num_images: int | None = None) -> torch.Tensor:
+def rois_from_boxes(boxes, num_images: int | None = None, name: str = "boxes") -> torch.Tensor:
     """``[K, 5]`` RoIs ``(batch_index, x1, y1, x2, y2)`` from a list of ``[K_i, 4]`` boxes (one
     tensor per image) or from a ``[K, 5]`` tensor (checked and returned). RoI Pool and RoI Align
-    then cast them to the dtype and device of their ``input``."""
+    then cast them to the dtype and device of their ``input``. Errors name the argument ``name``."""
     if isinstance(boxes, (list, tuple)):
         if num_images is not None and len(boxes) > num_images:
-            raise ValueError(f"boxes must hold one tensor per image ({num_images}), got {len(boxes)}")
+            raise ValueError(f"{name} must hold one tensor per image ({num_images}), got {len(boxes)}")
         for i, b in enumerate(boxes):
-            _check_boxes(b, f"boxes[{i}]", ordered=False)
+            _check_boxes(b, f"{name}[{i}]", ordered=False)
         if not boxes:
             return torch.zeros((0, 5))
         index = [torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
         return torch.cat([torch.cat(index), torch.cat(list(boxes))], dim=1)
     if not isinstance(boxes, torch.Tensor):
         raise TypeError(
-            f"boxes must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}"
+            f"{name} must be a [K, 5] tensor or a list of [K_i, 4] tensors, got {type(boxes).__name__}"
         )
-    tensor(boxes, "boxes", shape=("K", 5), dtype="float", finite=True)
+    tensor(boxes, name, shape=("K", 5), dtype="float", finite=True)
     if num_images is not None:
         integer(num_images, "num_images", low=1)
     index = boxes[:, 0]
     if ((index < 0) | (index != index.round())).any():
-        raise ValueError(f"boxes[:, 0] must be batch indices (whole numbers >= 0), got {index.tolist()[:20]}")
+        raise ValueError(f"{name}[:, 0] must be batch indices (whole numbers >= 0), "
+                         f"got {index.tolist()[:20]}")
     if (
         num_images is not None
         and len(boxes)
         and not (0 <= boxes[:, 0].min() and boxes[:, 0].max() < num_images)
     ):
         raise ValueError(
-            f"boxes[:, 0] must be batch indices in [0, {num_images}), got {boxes[:, 0].unique().tolist()}"
+            f"{name}[:, 0] must be batch indices in [0, {num_images}), got {boxes[:, 0].unique().tolist()}"
         )
     return boxes
 
@@ -244,10 +245,10 @@ def roi_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: flo
     (including its ``1e-6`` that puts an exact power of two on the coarser level).
     """
     _check_boxes(boxes)
-    if not (isinstance(k_min, int) and isinstance(k_max, int) and k_min <= k_max):
-        raise ValueError(f"k_min and k_max must be ints with k_min <= k_max, got {k_min!r}, {k_max!r}")
-    if not canonical_scale > 0:
-        raise ValueError(f"canonical_scale must be > 0, got {canonical_scale!r}")
+    if integer(k_max, "k_max") < integer(k_min, "k_min"):
+        raise ValueError(f"k_max must be >= k_min, got k_min = {k_min}, k_max = {k_max}")
+    number(canonical_scale, "canonical_scale", low=0, low_open=True)
+    integer(canonical_level, "canonical_level")
     size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
     eps = torch.tensor(1e-6, dtype=size.dtype)
     level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
