@@ -500,8 +500,10 @@ def seconds_per_call(fn: Callable, inputs: Sequence, repeats: int = 3, device=No
     """Time of ``fn(x)`` for each ``x`` of ``inputs``: the mean seconds per call over
     ``inputs``, the best of ``repeats`` passes (the least disturbed by other work on the
     machine), after one warm-up call. On a CUDA ``device`` it waits for the GPU after each pass."""
-    if repeats < 1 or not len(inputs):
-        raise ValueError(f"need repeats >= 1 and at least one input, got {repeats} and {len(inputs)}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {describe(fn)}")
+    inputs = sequence(inputs, "inputs", nonempty=True)
+    integer(repeats, "repeats", low=1)
     fn(inputs[0])
     best = float("inf")
     for _ in range(repeats):

@@ -1427,7 +1427,7 @@ def _cases() -> dict[str, Case]:
 def _pending_cases(add) -> None:
     """The cases of the callables that landed on main late in issue 23's session."""
     from cvlib import metrics, ops, runtime, weights
-    from cvlib.explain import faithfulness, inversion, sanity, style
+    from cvlib.explain import dissection, faithfulness, inversion, sanity, style
     from cvlib.models import fpn
     from cvlib.ops import reference
 
@@ -1604,6 +1604,109 @@ def _pending_cases(add) -> None:
         state_dict=("dict", ("nothing matches", {"x": torch.zeros(1)})),
     )
 
+    # merged later: the lecture's loops, selective search's pieces, timing
+    from cvlib import train
+    from cvlib.models import rcnn
+
+    add(
+        "cvlib.ops.reference.nms_steps",
+        reference.nms_steps,
+        lambda: {"boxes": boxes(), "scores": torch.rand(3, generator=_g()), "iou_threshold": 0.5},
+        boxes=BOXES,
+        scores=("list", "extra_dim", "nan"),
+        iou_threshold=("nonneg",),
+    )
+    add(
+        "cvlib.ops.reference.bilinear_sample",
+        reference.bilinear_sample,
+        lambda: {"feature": torch.rand(2, 5, 5, generator=_g()), "ys": torch.tensor([0.5, 3.2]),
+                 "xs": torch.tensor([1.0, 2.5, 4.0])},
+        feature=("list", "extra_dim", "int"),
+        ys=("list", "extra_dim", "int", "nan", "inf"),
+        xs=("list", "extra_dim", "int", "nan", "inf"),
+    )
+    segments = lambda: torch.tensor([[0, 0, 1, 1], [0, 2, 2, 1], [3, 3, 2, 1]])  # noqa: E731
+    for fn in ("segment_boxes", "touching_segments"):
+        add(f"cvlib.models.rcnn.{fn}", getattr(rcnn, fn), lambda: {"segments": segments()},
+            segments=("list", "extra_dim", "float", "negative", ("a label missing", segments() * 2)))
+    add(
+        "cvlib.models.rcnn.segment_proposals",
+        rcnn.segment_proposals,
+        lambda: {"image": images(1, 16)[0], "scales": (50,), "sigma": 0.5, "min_size": 10},
+        image=("list", "extra_dim", "int", "nan"),
+        scales=("sequence", ("zero", (0,)), ("empty", ())),
+        sigma=("nonneg",),
+        min_size=("nonnegint",),
+    )
+    add(
+        "cvlib.train.seconds_per_call",
+        train.seconds_per_call,
+        lambda: {"fn": torch.relu, "inputs": [torch.zeros(2)], "repeats": 1},
+        fn=(("not callable", 3),),
+        inputs=("sequence", ("empty", [])),
+        repeats=("posint",),
+    )
+
+    # explain: the optimisations and network dissection, on a small CNN for two steps
+    add(
+        "cvlib.explain.dissection.unit_concept_iou",
+        dissection.unit_concept_iou,
+        lambda: {"model": small_cnn(), "images": images(), "layer": "features.1",
+                 "masks": torch.rand(2, 32, 32, generator=_g()) > 0.5, "labels": torch.tensor([0, 1]),
+                 "num_concepts": 2, "quantile": 0.9},
+        model=("module",),
+        images=IMAGES,
+        layer=("layer",),
+        masks=("list", "extra_dim", "float"),
+        labels=("list", "extra_dim", "float", "negative", "too_big"),
+        num_concepts=("posint",),
+        quantile=("unit",),
+    )
+    add(
+        "cvlib.explain.inversion.invert_features",
+        inversion.invert_features,
+        lambda: {"model": small_cnn(), "images": images(1), "layer": "features.1", "steps": 2, "lr": 0.05,
+                 "tv_weight": 0.5, "seed": 0},
+        model=("module",),
+        images=IMAGES,
+        layer=("layer",),
+        steps=("posint",),
+        lr=("positive",),
+        tv_weight=("nonneg",),
+        seed=("seed",),
+    )
+    add(
+        "cvlib.explain.style.style_transfer",
+        style.style_transfer,
+        lambda: {"model": small_cnn(), "content": images(1)[0], "style": images(1, 16)[0],
+                 "content_layer": "features.1", "style_layers": ["features.0", "features.1"], "steps": 2,
+                 "lr": 0.03, "content_weight": 1.0, "style_weight": 10.0, "init": "content", "seed": 0},
+        model=("module",),
+        content=("list", "extra_dim", "uint8", "float64", "nan"),
+        style=("list", "extra_dim", "uint8", "float64", "nan"),
+        content_layer=("layer",),
+        style_layers=("sequence", ("unknown name", ["nope"])),
+        steps=("posint",),
+        lr=("positive",),
+        content_weight=("nonneg",),
+        style_weight=("nonneg",),
+        init=("choice",),
+        seed=("seed",),
+    )
+    add(
+        "cvlib.explain.style.synthesize_texture",
+        style.synthesize_texture,
+        lambda: {"model": small_cnn(), "texture": images(1, 16)[0], "size": (16, 16),
+                 "style_layers": ["features.0", "features.1"], "steps": 2, "lr": 0.03, "seed": 0},
+        model=("module",),
+        texture=("list", "extra_dim", "uint8", "float64", "nan"),
+        size=("pair",),
+        style_layers=("sequence", ("unknown name", ["nope"])),
+        steps=("posint",),
+        lr=("positive",),
+        seed=("seed",),
+    )
+
 
 def _tmp():
     import tempfile
@@ -1661,10 +1764,6 @@ PENDING = dict.fromkeys(
     [
         "cvlib.data.coco.CocoDetection",
         "cvlib.data.coco.export_coco",
-        "cvlib.explain.dissection.unit_concept_iou",
-        "cvlib.explain.inversion.invert_features",
-        "cvlib.explain.style.style_transfer",
-        "cvlib.explain.style.synthesize_texture",
         "cvlib.models.backbones.ImageNetBackbone",
         "cvlib.models.backbones.torchvision_backbone",
         "cvlib.train.MetricsLog",
@@ -1700,13 +1799,6 @@ PENDING = dict.fromkeys(
         "cvlib.pretrained.trace_rcnn",
         "cvlib.pretrained.weights_of",
         "cvlib.pretrained.write_random_weights",
-        # merged after the list was written
-        "cvlib.models.rcnn.segment_boxes",
-        "cvlib.models.rcnn.segment_proposals",
-        "cvlib.models.rcnn.touching_segments",
-        "cvlib.ops.reference.bilinear_sample",
-        "cvlib.ops.reference.nms_steps",
-        "cvlib.train.seconds_per_call",
     ],
     LANDED_LATE,
 )

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cvlib._checks import integer, number, sequence, tensor
+from cvlib._checks import integer, number, pair, sequence, tensor
 from cvlib.explain.hooks import check_images, prepared, resolve_layer
 
 __all__ = ["gram_matrix", "style_transfer", "synthesize_texture"]
@@ -61,7 +61,8 @@ def style_transfer(model: nn.Module, content: torch.Tensor, style: torch.Tensor,
     Returns the image ``[3, H, W]`` and the history ``{"content": [...], "style": [...]}`` (one
     value per step, the first before any step).
     """
-    content, style = check_images(content[None], "content"), check_images(style[None], "style")
+    content = check_images(tensor(content, "content", ndim=3)[None], "content")
+    style = check_images(tensor(style, "style", ndim=3)[None], "style")
     style_layers = sequence(style_layers, "style_layers", nonempty=True)
     integer(steps, "steps", low=1)
     number(lr, "lr", low=0, low_open=True)
@@ -69,10 +70,11 @@ def style_transfer(model: nn.Module, content: torch.Tensor, style: torch.Tensor,
     number(style_weight, "style_weight", low=0)
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
+    integer(seed, "seed", low=0)
     history: dict[str, list[float]] = {"content": [], "style": []}
     with prepared(model):
-        style_modules = [resolve_layer(model, name) for name in style_layers]
-        content_module = resolve_layer(model, content_layer)
+        style_modules = [resolve_layer(model, name, "style_layers") for name in style_layers]
+        content_module = resolve_layer(model, content_layer, "content_layer")
         with torch.no_grad():
             grams = [gram_matrix(f) for f in _features(model, style, style_modules)]
             (target,) = _features(model, content, [content_module])
@@ -105,6 +107,9 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, size: tuple[int,
                        ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """A new image ``[3, *size]`` with the Gram matrices of ``texture`` ``[3, h, w]`` at
     ``style_layers``: style transfer from noise with no content term."""
+    check_images(tensor(texture, "texture", ndim=3)[None], "texture")
+    size = pair(size, "size")
+    style_layers = sequence(style_layers, "style_layers", nonempty=True)
     blank = torch.full((3, *size), 0.5, dtype=texture.dtype, device=texture.device)
     return style_transfer(model, blank, texture, style_layers[-1], style_layers, steps, lr,
                           content_weight=0.0, style_weight=1.0, init="noise", seed=seed)

@@ -131,10 +131,11 @@ def segment_proposals(
     grouping, which goes on merging the most similar neighbours up to the whole image)."""
     from skimage.segmentation import felzenszwalb
 
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"scales must be non-empty and positive, got {scales}")
+    tensor(image, "image", shape=(3, "H", "W"), dtype="float", finite=True)
+    for scale in sequence(scales, "scales", nonempty=True):
+        number(scale, "scales", low=0, low_open=True)
+    number(sigma, "sigma", low=0)
+    integer(min_size, "min_size", low=0)
     rgb = image.detach().permute(1, 2, 0).cpu().numpy()
     proposals = []
     for scale in scales:
@@ -147,9 +148,18 @@ def segment_proposals(
     return torch.cat(proposals).unique(dim=0)
 
 
+def _check_segments(segments) -> None:
+    """``segments`` must be an integer label map ``[H, W]`` whose labels are ``0 .. S-1``, each used."""
+    tensor(segments, "segments", ndim=2, dtype="int", nonempty=True)
+    if segments.min() < 0 or len(segments.unique()) != int(segments.max()) + 1:
+        raise ValueError(f"segments must hold the labels 0 .. S-1, each at least once, "
+                         f"got {segments.unique().tolist()[:20]}")
+
+
 def segment_boxes(segments: torch.Tensor) -> torch.Tensor:
     """The box ``[S, 4]`` (xyxy pixels, a pixel spans one unit) of each segment ``0..S-1`` of a
     label map ``[H, W]``."""
+    _check_segments(segments)
     height, width = segments.shape
     count, flat = int(segments.max()) + 1, segments.flatten()
     ys, xs = (v.flatten() for v in torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
@@ -164,6 +174,7 @@ def segment_boxes(segments: torch.Tensor) -> torch.Tensor:
 def touching_segments(segments: torch.Tensor) -> torch.Tensor:
     """The pairs ``[N, 2]`` (smaller label first, each once) of segments of a label map
     ``[H, W]`` that touch horizontally or vertically."""
+    _check_segments(segments)
     pairs = torch.cat([torch.stack([segments[:, :-1].flatten(), segments[:, 1:].flatten()], 1),
                        torch.stack([segments[:-1].flatten(), segments[1:].flatten()], 1)])
     return pairs[pairs[:, 0] != pairs[:, 1]].sort(1).values.unique(dim=0).reshape(-1, 2)

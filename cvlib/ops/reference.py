@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from cvlib._checks import integer
+from cvlib._checks import integer, tensor
 from cvlib.ops.boxes import _check_boxes, _inter_union
 from cvlib.ops.nms import _by_score, _check_scores, _check_threshold, _largest_not_above
 from cvlib.ops.roi import _check, rois_from_boxes
@@ -98,6 +98,9 @@ def bilinear_sample(feature: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -
     ``(1 - dy) dx``, ``dy (1 - dx)``, ``dy dx``. As in torchvision, a point more than one cell
     outside the map is 0, and a point just outside takes the value at the border.
     """
+    tensor(feature, "feature", ndim=3, dtype="float")
+    tensor(ys, "ys", ndim=1, dtype="float", finite=True)
+    tensor(xs, "xs", ndim=1, dtype="float", finite=True)
     def corners(coords: torch.Tensor, size: int):
         inside = (coords >= -1) & (coords <= size)
         coords = coords.clamp(0, size - 1)
