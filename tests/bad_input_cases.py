@@ -1706,6 +1706,7 @@ def _pending_cases(add) -> None:
         lr=("positive",),
         seed=("seed",),
     )
+    _photo_cases(add)
 
 
 def _tmp():
@@ -1723,6 +1724,80 @@ def _figure():
 
     return Figure()  # not pyplot's: nothing to close
 
+
+
+def _png(size: int = 20) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size + 4, 3), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _photo_cases(add) -> None:
+    import numpy as np
+
+    from cvlib.data import photos
+
+    name = photos.names()[0]
+    add(
+        "cvlib.data.photos.from_array",
+        photos.from_array,
+        lambda: {"array": np.full((4, 5, 3), 200, dtype=np.uint8)},
+        array=(
+            ("string", "x"),
+            ("int64", np.zeros((4, 5, 3), dtype=np.int64)),
+            ("NaN", np.full((4, 5, 3), np.nan)),
+            ("above 1", np.full((4, 5, 3), 2.0)),
+            ("two channels", np.zeros((4, 5, 2), dtype=np.uint8)),
+            ("empty", np.zeros((0, 5, 3), dtype=np.uint8)),
+        ),
+    )
+    add(
+        "cvlib.data.photos.fitted_size",
+        photos.fitted_size,
+        lambda: {"height": 40, "width": 60, "max_side": 32},
+        height=("posint",),
+        width=("posint",),
+        max_side=("posint", ("below 16", 8)),
+    )
+    add(
+        "cvlib.data.photos.resize",
+        photos.resize,
+        lambda: {"image": images(1)[0], "max_side": 16},
+        image=("list", "extra_dim", "int", "nan"),
+        max_side=("posint",),
+    )
+    for fn in ("load", "target"):
+        add(f"cvlib.data.photos.{fn}", getattr(photos, fn), lambda: {"name": name, "max_side": 64},
+            name=("name",), max_side=("posint",))
+    add(
+        "cvlib.data.photos.from_path",
+        photos.from_path,
+        lambda: {"path": _png_file(), "max_side": 16},
+        path=(("missing", "/nonexistent/x.png"), ("number", 3), ("None", None), ("not an image", __file__)),
+        max_side=("posint",),
+    )
+    add(
+        "cvlib.data.photos.from_upload",
+        photos.from_upload,
+        lambda: {"value": ({"name": "a.png", "content": memoryview(_png())},), "max_side": 16, "index": 0},
+        value=("dict", ("no file", ()), ("not an image", ({"name": "a", "content": b"xx"},))),
+        max_side=("posint",),
+        index=("int", ("out of range", 3)),
+    )
+
+
+def _png_file() -> str:
+    import os
+
+    path = os.path.join(_tmp(), "a.png")
+    with open(path, "wb") as f:
+        f.write(_png())
+    return path
 
 # Public callables without a case, and why.
 INTERNAL_LAYER = "a layer inside a model: its inputs are the model's own tensors, checked by the model"
@@ -1751,6 +1826,9 @@ EXEMPT = {
     "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
+    "cvlib.data.photos.names": "takes no argument",
+    "cvlib.data.photos.coco": "takes no argument",
+    "cvlib.data.photos.category_names": "takes no argument",
     "cvlib.weights.ChecksumError": "an exception class",
     "cvlib.weights.CheckpointError": "an exception class",
     "cvlib.widgets.Explorer": "built by explore, which checks the figure and controls",
@@ -1774,16 +1852,6 @@ PENDING = dict.fromkeys(
         "cvlib.train.start_processes",
         "cvlib.train.train_on_data",
         # merged from photos, exercises and others at 10:50
-        "cvlib.data.photos.category_names",
-        "cvlib.data.photos.coco",
-        "cvlib.data.photos.fitted_size",
-        "cvlib.data.photos.from_array",
-        "cvlib.data.photos.from_path",
-        "cvlib.data.photos.from_upload",
-        "cvlib.data.photos.load",
-        "cvlib.data.photos.names",
-        "cvlib.data.photos.resize",
-        "cvlib.data.photos.target",
         "cvlib.exercises.check",
         "cvlib.exercises.exercise",
         "cvlib.models.vit.from_torchvision",

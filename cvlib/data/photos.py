@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cvlib._checks import integer, tensor
+
 __all__ = [
     "PHOTOS", "COCO_FILE", "names", "load", "from_array", "from_path", "from_upload", "fitted_size",
     "resize",
@@ -67,6 +69,8 @@ def from_array(array) -> torch.Tensor:
 
 def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
     """``(height, width)`` shrunk so that the longer side is at most ``max_side`` (ratio kept)."""
+    integer(height, "height", low=1)
+    integer(width, "width", low=1)
     if max_side is not None and (not isinstance(max_side, int) or max_side < 16):
         raise ValueError(f"max_side must be an int >= 16 or None, got {max_side!r}")
     if max_side is None or max(height, width) <= max_side:
@@ -78,6 +82,7 @@ def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int
 def resize(image: torch.Tensor, max_side: int | None) -> torch.Tensor:
     """Shrink ``[3, H, W]`` to :func:`fitted_size` (antialiased bilinear); unchanged when it
     already fits or ``max_side`` is None."""
+    tensor(image, "image", shape=(3, "H", "W"), dtype="float", finite=True)
     size = fitted_size(*image.shape[-2:], max_side)
     if size == tuple(image.shape[-2:]):
         return image
@@ -96,22 +101,24 @@ def load(name: str, max_side: int | None = None) -> torch.Tensor:
     return resize(from_array(array if index is None else array[index]), max_side)
 
 
-def _decode(data: bytes) -> torch.Tensor:
+def _decode(data: bytes, name: str) -> torch.Tensor:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as picture:
             return from_array(np.asarray(picture.convert("RGB")))
     except OSError as error:
-        raise ValueError(f"not an image file PIL can read ({error})") from None
+        raise ValueError(f"{name} is not an image file PIL can read ({error})") from None
 
 
 def from_path(path: str | Path, max_side: int | None = None) -> torch.Tensor:
     """The reader's own image file (JPEG, PNG, ...) as float ``[3, H, W]`` in ``[0, 1]``."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or a pathlib.Path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path must be an image file, got {str(path)!r} (no such file)")
-    return resize(_decode(path.read_bytes()), max_side)
+    return resize(_decode(path.read_bytes(), "path"), max_side)
 
 
 def _upload_files(value) -> list[dict]:
@@ -131,12 +138,12 @@ def from_upload(value, max_side: int | None = None, index: int = 0) -> torch.Ten
     files = _upload_files(value)
     if not files:
         raise ValueError("value holds no file: upload an image first")
-    if not -len(files) <= index < len(files):
+    if not -len(files) <= integer(index, "index") < len(files):
         raise ValueError(f"index must be in [0, {len(files)}), got {index}")
     entry = files[index]
     if not isinstance(entry, dict) or "content" not in entry:
-        raise ValueError("each uploaded file must be a dict with a 'content' entry")
-    return resize(_decode(bytes(entry["content"])), max_side)
+        raise ValueError("value must hold one dict with a 'content' entry per uploaded file")
+    return resize(_decode(bytes(entry["content"]), "value"), max_side)
 
 
 @cache
