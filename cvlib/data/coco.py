@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,12 @@ class CocoDetection(Dataset):
     def __init__(self, annotation_file, image_dir, transforms=None):
         from pycocotools.coco import COCO
 
+        for name, value in (("annotation_file", annotation_file), ("image_dir", image_dir)):
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a str or a pathlib.Path, got {type(value).__name__}")
         self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise ValueError(f"image_dir {self.image_dir} is not a folder")
         if transforms is not None and not callable(transforms):
             raise TypeError(f"transforms must be callable or None, got {type(transforms).__name__}")
         self.transforms = transforms
@@ -220,6 +226,8 @@ def export_coco(dataset: ShapesDataset, directory) -> tuple[Path, Path]:
 
     if not isinstance(dataset, ShapesDataset):
         raise TypeError(f"dataset must be a ShapesDataset, got {type(dataset).__name__}")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a str or a pathlib.Path, got {type(directory).__name__}")
     image_dir = Path(directory) / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     coco = to_coco(dataset)

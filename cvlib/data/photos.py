@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from functools import cache
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def _decode(data: bytes, name: str) -> torch.Tensor:
 
 def from_path(path: str | Path, max_side: int | None = None) -> torch.Tensor:
     """The reader's own image file (JPEG, PNG, ...) as float ``[3, H, W]`` in ``[0, 1]``."""
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or a pathlib.Path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():

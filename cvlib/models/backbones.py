@@ -74,6 +74,8 @@ def torchvision_backbone(name: str, pretrained: bool = True) -> ImageNetBackbone
 
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {type(pretrained).__name__}")
     weights = _weights(name, pretrained)
     norm_layer = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
     if name == "mobilenet_v3":

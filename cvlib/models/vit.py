@@ -338,6 +338,8 @@ _TORCHVISION_NAMES = [
 def torchvision_key(name: str) -> str:
     """The :class:`ViT` parameter name of torchvision's ViT parameter ``name``
     (``encoder.layers.encoder_layer_3.ln_1.weight`` -> ``blocks.3.norm1.weight``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
     for pattern, replacement in _TORCHVISION_NAMES:
         new, count = re.subn(pattern, replacement, name)
         if count:
