@@ -1708,6 +1708,7 @@ def _pending_cases(add) -> None:
     )
     _photo_cases(add)
     _coco_cases(add)
+    _pretrained_cases(add)
 
 
 def _tmp():
@@ -1843,6 +1844,13 @@ def _coco_cases(add) -> None:
     )
 
 
+def _pretrained_cases(add) -> None:
+    from cvlib import pretrained
+
+    for fn in ("weights_of", "checkpoint_path", "download_mb"):
+        add(f"cvlib.pretrained.{fn}", getattr(pretrained, fn), lambda: {"name": "resnet18"}, name=("name",))
+
+
 def _png_file() -> str:
     import os
 
@@ -1878,6 +1886,9 @@ EXEMPT = {
     "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
+    "cvlib.train.rank": "takes no argument",
+    "cvlib.train.is_distributed": "takes no argument",
+    "cvlib.pretrained.main": "the command line; argparse rejects bad arguments",
     "cvlib.data.photos.names": "takes no argument",
     "cvlib.models.backbones.ImageNetBackbone": "built by torchvision_backbone; its images come from a model",
     "cvlib.data.photos.coco": "takes no argument",
@@ -1894,9 +1905,7 @@ LANDED_LATE = "landed on main during issue 23's session, after the probe; needs 
 PENDING = dict.fromkeys(
     [
         "cvlib.train.MetricsLog",
-        "cvlib.train.is_distributed",
         "cvlib.train.open_dataset",
-        "cvlib.train.rank",
         "cvlib.train.shard_loader",
         "cvlib.train.start_processes",
         "cvlib.train.train_on_data",
@@ -1904,15 +1913,11 @@ PENDING = dict.fromkeys(
         "cvlib.exercises.check",
         "cvlib.exercises.exercise",
         "cvlib.pretrained.Pretrained",
-        "cvlib.pretrained.checkpoint_path",
-        "cvlib.pretrained.download_mb",
         "cvlib.pretrained.is_genuine",
         "cvlib.pretrained.load",
-        "cvlib.pretrained.main",
         "cvlib.pretrained.multiscale_anchors",
         "cvlib.pretrained.multiscale_roi_align",
         "cvlib.pretrained.trace_rcnn",
-        "cvlib.pretrained.weights_of",
         "cvlib.pretrained.write_random_weights",
     ],
     LANDED_LATE,
