@@ -512,6 +512,20 @@ def _cases() -> dict[str, Case]:
         iou_type=("choice",),
         max_detections=("posint",),
     )
+    def keypoint_scene() -> tuple[dict, dict]:
+        points = torch.cat([torch.rand(2, 3, 2, generator=_g()) * 20, torch.full((2, 3, 1), 2.0)], 2)
+        return {**_prediction(), "keypoints": points}, {**_target(2), "keypoints": points}
+
+    add(
+        "cvlib.metrics.evaluate_detections[keypoints]",
+        lambda area_ranges, sigmas: metrics.evaluate_detections(
+            [keypoint_scene()[0]], [keypoint_scene()[1]], "keypoints", 20, area_ranges, sigmas
+        ),
+        lambda: {"area_ranges": {"small": (0.0, 100.0)}, "sigmas": torch.tensor([0.025, 0.079, 0.107])},
+        area_ranges=(("string", "x"), ("list", [1]), ("high < low", {"small": (100.0, 1.0)}),
+                     ("NaN", {"small": (0.0, math.nan)})),  # None is the default ranges
+        sigmas=("list", "extra_dim", "int", "nan", "negative", ("one too many", torch.full((4,), 0.1))),
+    )
     add(
         "cvlib.metrics.evaluate_detections[entries]",
         lambda box, score, label: metrics.evaluate_detections(
