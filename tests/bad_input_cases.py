@@ -835,7 +835,7 @@ def _cases() -> dict[str, Case]:
         lambda: {
             "class_logits": torch.rand(3, 4),
             "box_deltas": torch.rand(3, 16),
-            "labels": torch.tensor([0, 1, 3]),
+            "labels": torch.tensor([1, 2, 3]),  # objects only: a background RoI's target is never read
             "regression_targets": torch.rand(3, 4),
         },
         class_logits=("list", "nan", "int"),
