@@ -84,7 +84,6 @@ from cvlib.ops.upsample import (
 from cvlib.train import fit
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
-print("device:", device)
 
 # %% [markdown]
 # ## Unpooling: nearest neighbour, bed of nails, max unpooling
@@ -201,7 +200,7 @@ copies = conv_transpose1d_scatter(torch.diag(a_b)[:, None], filter_1d, stride=2)
 output_1d = conv_transpose1d_scatter(a_b.view(1, 1, 2), filter_1d, stride=2)[0, 0]
 assert torch.equal(copies.sum(0), output_1d)
 assert torch.equal(output_1d, F.conv_transpose1d(a_b.view(1, 1, 2), filter_1d, stride=2)[0, 0])
-fig, ax = plt.subplots(figsize=(3.6, 1.6))
+fig, ax = plt.subplots(figsize=(8, 3.6))
 viz.show_matrix(ax, torch.cat([copies, output_1d[None]]), "a·filter, b·filter, sum", vmax=12)
 ax.set_yticks([0, 1, 2], ["a = 2", "b = 3", "output"])
 plt.show()
@@ -383,10 +382,11 @@ plt.show()
 # %%
 kernels, strides = range(1, 8), range(1, 5)
 scores = torch.tensor([[checkerboard_score(k, s) for k in kernels] for s in strides])
-fig, ax = plt.subplots(figsize=(5, 2.6))
+fig, ax = plt.subplots(figsize=(7, 3.6))
 viz.show_matrix(ax, scores, "checkerboard score (0 = even)", fmt="{:.2f}", cmap="Reds")
 ax.set_xticks(range(len(kernels)), [f"k={k}" for k in kernels])
 ax.set_yticks(range(len(strides)), [f"s={s}" for s in strides])
+ax.set(xlabel="kernel size k", ylabel="stride s")
 plt.show()
 divisible = torch.tensor([[k % s == 0 for k in kernels] for s in strides])
 assert torch.equal(scores == 0, divisible)
@@ -446,7 +446,7 @@ assert flat.std() / flat.mean() < 1e-6
 IN = 4
 fig, (ax_copies, ax_map) = plt.subplots(1, 2, figsize=(7.5, 2.8), gridspec_kw={"width_ratios": [2, 1]})
 copies_image = ax_copies.imshow(torch.zeros(IN + 1, 1), cmap="Blues", vmin=0, vmax=4, aspect="auto")
-sum_labels = [ax_copies.text(0, IN, "", ha="center", va="center", fontsize=7) for _ in range(32)]
+sum_labels = [ax_copies.text(0, IN, "", ha="center", va="center", fontsize=8) for _ in range(32)]
 kept = ax_copies.add_patch(patches.Rectangle((0, -0.5), 1, IN + 1, fill=False, edgecolor="red", linewidth=2))
 ax_copies.set_yticks(range(IN + 1), [f"copy {i}" for i in range(IN)] + ["sum"])
 map_image = ax_map.imshow(torch.zeros(1, 1), cmap="Blues", vmin=0, vmax=4)

@@ -94,17 +94,19 @@ encoded = encode_targets(target["boxes"], target["labels"], S, image.shape[1:])
 channels = {"object": encoded["object"].float(), "x": encoded["params"][..., 0], "y": encoded["params"][..., 1],
             "sqrt w": encoded["params"][..., 2], "sqrt h": encoded["params"][..., 3],
             "class": encoded["labels"].float()}
-fig_target, axes_target = plt.subplots(1, 7, figsize=(12, 2), dpi=80)
+fig_target, axes_target = plt.subplots(1, 7, figsize=(12, 2))
 viz.show_image(axes_target[0], image, "scene and grid")
 axes_target[0].vlines(np.arange(1, S) * 64 / S - 0.5, -0.5, 63.5, color="white", lw=0.5)
 axes_target[0].hlines(np.arange(1, S) * 64 / S - 0.5, -0.5, 63.5, color="white", lw=0.5)
 viz.draw_boxes(axes_target[0], target["boxes"], target["labels"], linewidth=1)
 for ax, (name, values) in zip(axes_target[1:], channels.items()):
-    ax.imshow(values, cmap="viridis", vmin=0, vmax=max(1.0, values.max().item()))
+    heat = ax.imshow(values, cmap="viridis", vmin=0, vmax=max(1.0, values.max().item()))
     ax.set(xticks=[], yticks=[], title=name)
     for row, col in encoded["object"].nonzero().tolist():
         ax.text(col, row, f"{values[row, col]:.2f}" if name != "class" else names[int(values[row, col]) - 1][:3],
-                ha="center", va="center", fontsize=6, color="white")
+                ha="center", va="center", fontsize=8, color="white")
+    if name == "sqrt h":  # the five channels before "class" share the range 0 .. 1
+        fig_target.colorbar(heat, ax=axes_target[1:6], shrink=0.8, label="target value")
 plt.show()
 for row, col in encoded["object"].nonzero().tolist():
     x, y, sw, sh = encoded["params"][row, col].tolist()
@@ -149,7 +151,7 @@ assert lost_by_s[S] < 0.02 and lost_by_s[2] > lost_by_s[S]
 # distribution, and training makes one of them responsible per object (below).
 
 # %%
-fig_grid, ax_grid = plt.subplots(figsize=(3.8, 3.8), dpi=80)
+fig_grid, ax_grid = plt.subplots(figsize=(4.6, 4.6))
 viz.show_image(ax_grid, image)
 viz.draw_boxes(ax_grid, target["boxes"], target["labels"], linewidth=1, linestyle="--")
 centres = (target["boxes"][:, :2] + target["boxes"][:, 2:]) / 2
@@ -217,7 +219,7 @@ short_loader = DataLoader(ShapesDataset(640, seed=0), batch_size=16, shuffle=Tru
 history = fit(YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16), short_loader, max_steps=40,
               lr=2e-3, device=device, progress=False)
 four = ["loss_box", "loss_object", "loss_noobject", "loss_class"]
-fig_loss, axes_loss = plt.subplots(1, 4, figsize=(10, 2.2), dpi=80)
+fig_loss, axes_loss = plt.subplots(1, 4, figsize=(10, 2.2))
 for ax, name in zip(axes_loss, four):
     ax.plot(history["step"], history[name])
     ax.set(title=name, xlabel="step")
@@ -245,7 +247,7 @@ with torch.no_grad():
 cell_boxes, cell_conf, cell_logits = yolo.split(raw)
 cell_boxes = grid_boxes(cell_boxes, (64, 64))[0]  # [S, S, B, 4] pixels
 cell_conf, cell_probs = cell_conf[0].sigmoid(), cell_logits[0].softmax(-1)
-fig_cell, ax_cell = plt.subplots(figsize=(3.8, 3.8), dpi=80)
+fig_cell, ax_cell = plt.subplots(figsize=(4.6, 4.6))
 viz.show_image(ax_cell, image)
 ax_cell.vlines(np.arange(1, S) * 64 / S - 0.5, -0.5, 63.5, color="white", lw=0.4)
 ax_cell.hlines(np.arange(1, S) * 64 / S - 0.5, -0.5, 63.5, color="white", lw=0.4)
@@ -260,7 +262,7 @@ def show_cell(row, col):
     cell_artists.append(ax_cell.add_patch(plt.Rectangle((col * cell - 0.5, row * cell - 0.5), cell, cell,
                                                          color="yellow", alpha=0.5)))
     for b, style in zip(range(B), ["-", "--", ":", "-."]):
-        cell_artists.extend(viz.draw_boxes(ax_cell, cell_boxes[row, col, b], color="yellow", linestyle=style,
+        cell_artists.extend(viz.draw_boxes(ax_cell, cell_boxes[row, col, b][None], color="yellow", linestyle=style,
                                            linewidth=1.2 + 2 * cell_conf[row, col, b].item()))
     confidences = ", ".join(f"{c:.2f}" for c in cell_conf[row, col].tolist())
     probabilities = ", ".join(f"{n} {p:.2f}" for n, p in zip(names, cell_probs[row, col].tolist()))
@@ -309,7 +311,7 @@ print(f"YOLO on 200 test scenes (score > {yolo.score_thresh}, NMS {yolo.nms_thre
 assert yolo_coco["map_50"] >= 0.9
 
 # %%
-fig_det, axes_det = plt.subplots(1, 3, figsize=(7, 2.6), dpi=80)
+fig_det, axes_det = plt.subplots(1, 3, figsize=(8, 2.8))
 for ax, k in zip(axes_det, range(3)):
     viz.show_image(ax, test_images[k])
 det_artists = []
@@ -325,7 +327,8 @@ def show_detections(score_threshold, nms_threshold):
                                           linewidth=1))
         ax.set_title(f"{len(det['boxes'])} detections", fontsize=8)
     coco = metrics.evaluate_detections(selected, test_targets[:50])
-    fig_det.suptitle(f"first 50 test scenes: mAP {coco['map']:.3f}, AP50 {coco['map_50']:.3f}, "
+    fig_det.suptitle(f"score > {score_threshold:.2f}, NMS {nms_threshold:.2f}; first 50 test scenes: "
+                     f"mAP {coco['map']:.3f}, AP50 {coco['map_50']:.3f}, "
                      f"{np.mean([len(d['boxes']) for d in selected]):.1f} detections per scene", fontsize=9)
 
 
@@ -364,13 +367,13 @@ assert by_nms[1.0]["map_50"] < by_nms[0.5]["map_50"]
 # (`cvlib.losses.sigmoid_focal_loss`, equal to `torchvision.ops.sigmoid_focal_loss`.)
 
 # %%
-p_t = torch.linspace(0.01, 1, 200)
-fig_focal, ax_focal = plt.subplots(figsize=(4, 2.8), dpi=80)
+p_t = torch.linspace(0.01, 0.999, 200)  # logit(1) = inf, which the focal loss rejects
+fig_focal, ax_focal = plt.subplots(figsize=(6.4, 2.9))
 for gamma in (0, 0.5, 1, 2, 5):
     loss = sigmoid_focal_loss(torch.logit(p_t), torch.ones_like(p_t), alpha=-1, gamma=gamma)
     ax_focal.plot(p_t, loss, label=f"gamma = {gamma}" + (" (cross-entropy)" if gamma == 0 else ""))
 ax_focal.set(xlabel="probability of the true class p_t", ylabel="loss", ylim=(0, 5))
-ax_focal.legend(fontsize=7)
+ax_focal.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
@@ -432,8 +435,9 @@ assert focal_coco["map_50"] > 0.9 and abs(focal_coco["map"] - yolo_coco["map"]) 
 # on the same 200 held-out scenes and the same device: time per image (30 scenes one image at a
 # time, the best of three rounds, on one CPU thread) and COCO mAP. Faster R-CNN's backbone is the width-8 version
 # of ours (a quarter of the convolution work), so `yolo_width8`, the same YOLO recipe on that
-# backbone, makes the comparison fair. Faster R-CNN scores 1,000 proposals per image with its
-# RoI heads; YOLO reads all its boxes off one $8 \times 8$ output.
+# backbone, makes the comparison fair. Faster R-CNN scores the RPN's proposals with its RoI
+# heads (at most 1,000 per image after NMS; the number is printed below); YOLO reads all its
+# boxes off one $8 \times 8$ output.
 
 # %%
 faster = weights.load_model("faster_rcnn", device=device)
@@ -443,37 +447,108 @@ yolo_width8 = weights.load_model("yolo_width8", device=device)
 models = {"YOLO (width 16)": yolo, "YOLO (width 8)": yolo_width8, "Faster R-CNN (width 8)": faster}
 results = {name: {k: v for k, v in metrics.evaluate_detections(detect(m, test_images), test_targets).items()
                   if k in ("map", "map_50")} for name, m in models.items()}
-threads = torch.get_num_threads()
-torch.set_num_threads(1)  # one image per call gains little from threads, and busy cores stall them
-for name, model in models.items():
-    results[name]["ms"] = 1000 * seconds_per_image(model, test_images[:30])
-torch.set_num_threads(threads)
+for name, model in models.items():  # one thread: one image per call gains little from more
+    results[name]["ms"] = 1000 * seconds_per_image(model, test_images[:30], threads=1)
 for name, r in results.items():
     print(f"{name:23s} {r['ms']:6.2f} ms per image, mAP {r['map']:.3f}, AP50 {r['map_50']:.3f}")
+with torch.no_grad():
+    proposals_per_image = np.mean([len(faster.rpn(faster.backbone(im[None].to(device)), [im.shape[1:]])[0][0])
+                                   for im in test_images[:30]])
+print(f"Faster R-CNN's RoI heads score {proposals_per_image:.0f} proposals per image (at most 1,000)")
 faster_ms = results["Faster R-CNN (width 8)"]["ms"]
 speedups = {name: faster_ms / r["ms"] for name, r in results.items() if name.startswith("YOLO")}
 most_accurate = max(results, key=lambda n: results[n]["map"])
 print("YOLO is faster per image than Faster R-CNN:", ", ".join(f"{n} {v:.1f}x" for n, v in speedups.items()))
 print(f"most accurate (mAP 0.50:0.95) on these scenes: {most_accurate}")
-fig_claim, ax_claim = plt.subplots(figsize=(4.5, 3), dpi=80)
+fig_claim, ax_claim = plt.subplots(figsize=(5.6, 3.4))
 for (name, r), dy in zip(results.items(), (8, -14, 8)):
     ax_claim.scatter(r["ms"], r["map"], s=40)
     ax_claim.annotate(name, (r["ms"], r["map"]), textcoords="offset points", xytext=(6, dy), fontsize=8)
 ax_claim.set(xlim=(0, 1.6 * faster_ms), ylim=(0, 1), xlabel="ms per image", ylabel="mAP (IoU 0.50:0.95)",
              title="speed vs accuracy, 200 test scenes")
 plt.show()
-assert all(v > 1.5 for v in speedups.values())  # measured about 3x; generous margin for busy machines
+assert all(v > 1.5 for v in speedups.values())  # the claim is "faster"; 1.5x leaves room for a busy machine
 
 # %% [markdown]
 # **What the measurement says.** The speed half of the claim holds: one pass over the image and
-# an $8 \times 8$ output is several times cheaper than scoring 1,000 proposals with RoI heads,
-# whichever backbone YOLO uses. The accuracy half does **not** hold on these scenes: YOLO is at
-# least as accurate as the two-stage detector. The scenes are easy for YOLO v1: 1 to 3 objects
-# of similar, medium size on a $64 \times 64$ image, so almost never two centres in one cell
-# (0% lost at $S = 8$, section 1) and no tiny objects, exactly the two weaknesses the paper names.
-# On COCO, with dozens of objects of every size, YOLO v1 was far behind Faster R-CNN (63.4 vs
-# 73.2 mAP on VOC 2007 in the paper); SSD, RetinaNet and later YOLOs closed the gap with anchors,
-# multi-scale features and the focal loss. A claim about accuracy is a claim about a data set.
+# an $8 \times 8$ output is several times cheaper than scoring a few hundred proposals with RoI
+# heads, whichever backbone YOLO uses. A time per image belongs to a machine and its load:
+# notebook 05 times the same Faster R-CNN on other scenes at another moment and prints another
+# number; only ratios measured in the same run, as here, compare detectors.
+#
+# The accuracy half does **not** hold on these scenes: YOLO is at least as accurate as the
+# two-stage detector. The scenes are easy for YOLO v1: 1 to 3 objects of similar, medium size on
+# a $64 \times 64$ image, so rarely two centres in one cell (section 1) and no tiny objects,
+# exactly the two weaknesses the paper names. Does crowding change the ordering? The same three
+# models on 100 scenes with 6 to 8 objects each (more than any training scene had):
+
+# %%
+crowded_images, crowded_targets = collate_detection(list(ShapesDataset(100, min_objects=6, max_objects=8, seed=11)))
+crowded = {name: metrics.evaluate_detections(detect(m, crowded_images), crowded_targets)["map"]
+           for name, m in models.items()}
+for name in models:
+    print(f"{name:23s} mAP {results[name]['map']:.3f} on the test scenes, {crowded[name]:.3f} on crowded scenes")
+assert all(crowded[name] < results[name]["map"] - 0.05 for name in models)  # crowding costs every model
+assert crowded["YOLO (width 16)"] > crowded["Faster R-CNN (width 8)"]  # but not the ordering
+
+# %% [markdown]
+# Crowding costs both detectors accuracy, and YOLO stays ahead: on these synthetic scenes and
+# with these budgets, the two-stage accuracy advantage of the literature does not appear. In
+# the YOLO paper (PASCAL VOC 2007 test), YOLO v1 reached 63.4 mAP against 73.2 for Faster R-CNN
+# with a VGG-16 backbone, with most of its errors in localization and on small objects in groups;
+# SSD, RetinaNet and later YOLOs closed that gap with anchors, multi-scale features and the
+# focal loss. A claim about accuracy is a claim about a data set (and a training budget).
+
+# %% [markdown]
+# ## On real photographs
+#
+# The same comparison with two of torchvision's COCO detectors, both on a MobileNetV3 backbone
+# at 320 px (via `cvlib.pretrained`): **SSDlite** (single stage, 13.4 MB download) and
+# **Faster R-CNN** with an FPN (two stages, 74.2 MB, the model of notebook 05), on
+# scikit-image's photos with their hand-drawn boxes (`cvlib.data.photos`): time per image (one
+# image per call, one thread), detections above a score of 0.5, and mAP against the boxes.
+# Offline, one line per model says why it is skipped.
+
+# %%
+from cvlib import pretrained
+from cvlib.data import photos
+
+real_detectors = {"SSDlite (one stage)": pretrained.load("ssdlite320_mobilenet_v3_large"),
+                  "Faster R-CNN (two stages)": pretrained.load("fasterrcnn_mobilenet_v3_large_320_fpn")}
+real_detectors = {name: loaded for name, loaded in real_detectors.items() if loaded.model is not None}
+photo_names = photos.names()
+photo_images = [photos.load(n, max_side=320) for n in photo_names]
+photo_targets = [photos.target(n, max_side=320) for n in photo_names]
+coco_names = photos.category_names()
+real_results = {}
+for name, (detector, genuine, _) in real_detectors.items():
+    detector.to(device)
+    found = detect(detector, photo_images)
+    ms = 1000 * seconds_per_image(detector, photo_images[:2], repeats=2, threads=1)
+    real_results[name] = {"detections": found, "ms": ms, "genuine": genuine,
+                          "map_50": metrics.evaluate_detections(found, photo_targets)["map_50"]}
+    print(f"{name:26s} {ms:7.1f} ms per image, AP50 on the annotated photos {real_results[name]['map_50']:.3f}")
+if len(real_results) == 2:
+    (one, r1), (two, r2) = real_results.items()
+    print(f"the single-stage detector is {r2['ms'] / r1['ms']:.1f}x faster per image")
+    if r1["genuine"] and r2["genuine"]:
+        assert r2["ms"] > r1["ms"]
+    else:
+        print("weights not genuine: the speed ratio is not asserted (random weights keep more boxes for NMS)")
+
+# %%
+if real_results:
+    shown = ["motorcycle_left", "astronaut"]
+    fig, axes = plt.subplots(len(real_results), 2, figsize=(7, 2.6 * len(real_results)), dpi=100, squeeze=False)
+    for row, (name, r) in zip(axes, real_results.items()):
+        for ax, photo in zip(row, shown):
+            k = photo_names.index(photo)
+            d = r["detections"][k]
+            keep = d["scores"] >= 0.5
+            viz.show_image(ax, photo_images[k], f"{name}: {int(keep.sum())} with score >= 0.5")
+            viz.draw_boxes(ax, d["boxes"][keep], d["labels"][keep], d["scores"][keep], coco_names)
+    plt.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## Summary
@@ -490,7 +565,7 @@ assert all(v > 1.5 for v in speedups.values())  # measured about 3x; generous ma
 # - The focal loss makes easy negatives nearly free; with only 128 predictors per scene and
 #   $\lambda_\text{noobj}$, our YOLO hardly suffers from the imbalance it fixes (experiment above).
 # - Measured on the same scenes and device: YOLO is several times faster than Faster R-CNN; on
-#   these easy scenes it is also the more accurate one.
+#   these scenes, and on crowded ones, it is also the more accurate one.
 #
 # ## Exercises
 #

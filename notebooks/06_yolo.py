@@ -262,7 +262,7 @@ def show_cell(row, col):
     cell_artists.append(ax_cell.add_patch(plt.Rectangle((col * cell - 0.5, row * cell - 0.5), cell, cell,
                                                          color="yellow", alpha=0.5)))
     for b, style in zip(range(B), ["-", "--", ":", "-."]):
-        cell_artists.extend(viz.draw_boxes(ax_cell, cell_boxes[row, col, b], color="yellow", linestyle=style,
+        cell_artists.extend(viz.draw_boxes(ax_cell, cell_boxes[row, col, b][None], color="yellow", linestyle=style,
                                            linewidth=1.2 + 2 * cell_conf[row, col, b].item()))
     confidences = ", ".join(f"{c:.2f}" for c in cell_conf[row, col].tolist())
     probabilities = ", ".join(f"{n} {p:.2f}" for n, p in zip(names, cell_probs[row, col].tolist()))

@@ -108,7 +108,7 @@ viz.show_image(ax_pairs, image, "objects (solid), matched predictions (dashed)")
 viz.draw_boxes(ax_pairs, target["boxes"], target["labels"], class_names=names)
 matched_xyxy = ops.box_convert(pred_boxes[rows], "cxcywh", "xyxy") * 64
 for box, label in zip(matched_xyxy, target["labels"][cols]):
-    viz.draw_boxes(ax_pairs, box, color=viz.class_color(label), linestyle="--", linewidth=1)
+    viz.draw_boxes(ax_pairs, box[None], color=viz.class_color(label), linestyle="--", linewidth=1)
 plt.tight_layout()
 plt.show()
 
