@@ -36,7 +36,7 @@ RESULTS = ARTIFACTS / "widgets_browser.json"
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "cvlib-browser-test"
-RUN_TIMEOUT_S = 240
+RUN_TIMEOUT_S = 480
 STEP_ATTEMPTS = 6  # key presses before an explorer counts as dead (a step may change nothing,
 # e.g. a score threshold that crosses no detection)
 
@@ -148,12 +148,13 @@ def _image_src(cell) -> str:
     return cell.locator(".jp-OutputArea-output img").first.get_attribute("src") or ""
 
 
-def _step(page, cell) -> None:
-    """Move the first slider one step right, or pick the next option of the first dropdown."""
+def _step(page, cell, attempt: int = 0) -> None:
+    """Move the first slider one step (right, or left on odd attempts: a slider that opens at
+    its maximum cannot go right), or pick the next option of the first dropdown."""
     handles = cell.locator(".noUi-handle, .ui-slider-handle")
     if handles.count():
         handles.first.focus()
-        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight" if attempt % 2 == 0 else "ArrowLeft")
         return
     select = cell.locator(".widget-dropdown select").first
     options = select.locator("option").all_inner_texts()
@@ -209,7 +210,7 @@ def test_notebook_widgets_respond(lab, browser, timings, name):
         redrawn = lambda cell=cell, before=before: _image_src(cell) != before
         for attempt in range(STEP_ATTEMPTS):  # one step may legitimately change nothing
             start = time.perf_counter()
-            _step(page, cell)
+            _step(page, cell, attempt)
             try:
                 timeout = 3 if attempt < STEP_ATTEMPTS - 1 else 30
                 _wait_for(redrawn, timeout, f"{name}: explorer {k} did not redraw", 0.01)
