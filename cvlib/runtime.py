@@ -8,8 +8,9 @@ Every notebook starts with ``device = runtime.start()``:
    ``start(threads=4)``). The course's models are small: a step is many small tensor
    operations, and each multi-threaded one waits for *every* thread. On a laptop that is doing
    something else one busy core stalls them all; measured on a 2-core machine with both cores
-   busy, notebook 09 took 148 s with torch's default two threads against 33 s with one
-   (``bench/notebooks.py`` records every notebook idle and busy);
+   busy, notebook 09 took 148 s with torch's default two threads against 33 s with one (as
+   reported in the project's issue 24, load about 3; ``bench/notebooks.py`` measures every
+   notebook idle and busy, and has not yet been run on an idle machine);
 3. **seeds** for Python, NumPy and torch, so the figures and numbers are the ones committed.
 """
 
