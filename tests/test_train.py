@@ -3,6 +3,7 @@
 import copy
 import random
 import time
+import types
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+import cvlib.train
 from cvlib.data import ShapesClassification, collate_classification
 from cvlib.models.blocks import SmallCNN
 from cvlib.train import detect, fit, main, predict, seconds_per_call, seconds_per_image, to_device
@@ -89,14 +91,20 @@ def test_grad_clip_bounds_the_step():
             assert step == pytest.approx(clip, rel=1e-3)
 
 
-def test_max_steps_and_time_limit():
+def test_max_steps_and_time_limit(monkeypatch):
     h = fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy, epochs=50,
             time_limit=1e-9, device="cpu", progress=False)
     assert len(h["loss"]) == 1
+    # A clock that advances 0.1 s per reading (one at the start, one after each step), so the
+    # test does not depend on how fast this machine is: step k ends at 0.1 k seconds, and a
+    # 0.55 s limit stops after step 5, the last one whose successor would still end in time
+    # being step 4 (0.4 + 0.1 <= 0.55) and the first that would not being step 5 (0.6 > 0.55).
+    clock = iter(0.1 * k for k in range(10_000))
+    monkeypatch.setattr(cvlib.train, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     h = fit(SmallCNN(3, 4), _loader(64, 16), loss_fn=nn.functional.cross_entropy, epochs=50,
-            time_limit=0.5, device="cpu", progress=False)
-    t = h["time"]
-    assert len(t) > 2 and 2 * t[-1] - t[-2] > 0.5 >= 2 * t[-2] - t[-3]  # stopped before a late step
+            time_limit=0.55, device="cpu", progress=False)
+    assert h["step"] == [1, 2, 3, 4, 5]
+    assert h["time"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
 
 
 def test_bad_arguments():
