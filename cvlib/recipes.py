@@ -380,6 +380,7 @@ VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
 TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
+TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain")
 
 
 def _classification_batches(num_images: int, seed: int):
@@ -426,27 +427,40 @@ def twin_history(name: str) -> dict:
     return weights.load_json(name)
 
 
+def train_twin(name: str, seed: int, steps: int = TWIN_STEPS, device: str | torch.device = "cpu",
+               model: nn.Module | None = None, progress: bool | None = None) -> tuple[nn.Module, list[float]]:
+    """One seed of twin recipe ``name``: a fresh model (initialised after seeding with ``seed``,
+    unless ``model`` is given) trained for ``steps`` steps of AdamW at lr 1e-3 (warm-up:
+    ``TWIN_WARMUP``) on batches of 64 scenes shuffled with ``seed``. Returns the model and its
+    loss at every step; the first ``steps`` losses of the stored curve are reproduced (notebook 01)."""
+    from cvlib.train import fit, seed_everything
+
+    if name not in TWIN_NAMES:
+        raise ValueError(f"name must be a twin recipe, one of {TWIN_NAMES}, got {name!r}")
+    if model is None:
+        seed_everything(seed)
+        model = RECIPES[name].build()
+    warmup = TWIN_WARMUP.get(name, 1)  # lr factor min(1, (step + 1) / warmup): 1 = no warm-up
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1, (step + 1) / warmup))
+    losses = fit(model, _classification_batches(3000, seed), loss_fn=nn.functional.cross_entropy,
+                 epochs=100, max_steps=steps, optimizer=optimizer, scheduler=ramp,
+                 device=device, seed=seed, progress=progress)["loss"]
+    return model, losses
+
+
 def _train_twin(name: str):
-    """Train the recipe's model (seed 0) and two more of the same build (seeds 1, 2) for
-    ``TWIN_STEPS`` steps of AdamW at lr 1e-3 (warm-up: ``TWIN_WARMUP``); write every loss curve
-    to ``data/weights/NAME.json``."""
+    """Train the recipe's model (seed 0) and two more of the same build (seeds 1, 2) with
+    ``train_twin``; write every loss curve to ``data/weights/NAME.json``."""
 
     def train(model: nn.Module, device: torch.device) -> dict[str, float]:
         from cvlib import weights
-        from cvlib.train import fit, seed_everything
 
         history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [],
                    "val_accuracy": []}
-        warmup = TWIN_WARMUP.get(name, 1)  # lr factor min(1, (step + 1) / warmup): 1 = no warm-up
         for seed in TWIN_SEEDS:
-            if seed != TWIN_SEEDS[0]:  # a fresh twin, initialised with this seed
-                seed_everything(seed)
-                model = RECIPES[name].build()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-            ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1, (step + 1) / warmup))
-            losses = fit(model, _classification_batches(3000, seed), loss_fn=nn.functional.cross_entropy,
-                         epochs=100, max_steps=TWIN_STEPS, optimizer=optimizer, scheduler=ramp,
-                         device=device, seed=seed)["loss"]
+            first = seed == TWIN_SEEDS[0]  # seed 0 trains the recipe's model, the others a fresh twin
+            model, losses = train_twin(name, seed, device=device, model=model if first else None)
             history["loss"].append([round(v, 4) for v in losses])
             history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
         weights.save_json(name, history)

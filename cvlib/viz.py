@@ -21,6 +21,7 @@ __all__ = [
     "class_color",
     "to_numpy_image",
     "show_image",
+    "overlay_heatmap",
     "draw_boxes",
     "colorize_semantic",
     "overlay_masks",
@@ -79,6 +80,23 @@ def show_image(ax: plt.Axes, image, title: str | None = None, **kwargs):
     if title is not None:
         ax.set_title(title, fontsize=9)
     return artist
+
+
+def overlay_heatmap(ax: plt.Axes, image, heat, title: str | None = None, alpha: float = 0.6,
+                    cmap: str = "viridis", **kwargs):
+    """Show ``image`` (``[3, H, W]``) and, on top, the map ``heat`` (``[h, w]``, e.g. an
+    attention map of 8 x 8 patches) stretched over the whole image and drawn with opacity
+    ``alpha``, so that each value sits on the pixels it describes. Return the map's
+    ``AxesImage`` (for ``fig.colorbar``, ``set_data`` and ``set_clim``)."""
+    _check_axes(ax)
+    _checks.number(alpha, "alpha", low=0.0, high=1.0)
+    heat = heat.detach().cpu().float().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
+    if heat.ndim != 2:
+        raise ValueError(f"heat must have shape [h, w], got {heat.shape}")
+    picture = to_numpy_image(image)
+    extent = (0, picture.shape[1], picture.shape[0], 0)  # both on the image's pixel coordinates
+    show_image(ax, picture, title, extent=extent, cmap="gray" if picture.ndim == 2 else None)
+    return ax.imshow(heat, cmap=cmap, alpha=alpha, extent=extent, **kwargs)
 
 
 def draw_boxes(

@@ -1354,6 +1354,15 @@ def _cases() -> dict[str, Case]:
         image=(("string", "x"),),
     )
     add(
+        "cvlib.viz.overlay_heatmap",
+        viz.overlay_heatmap,
+        lambda: {"ax": _ax(), "image": images(1)[0], "heat": torch.rand(8, 8)},
+        ax=(("string", "ax"),),
+        image=(("string", "x"),),
+        heat=("extra_dim", "fewer_dims"),
+        alpha=("unit",),
+    )
+    add(
         "cvlib.viz.draw_boxes",
         viz.draw_boxes,
         lambda: {
@@ -1897,6 +1906,8 @@ EXEMPT = {
     "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
     "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
     "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
+    "cvlib.recipes.train_twin": "trains a 12-block ViT or a ResNet-56 (seconds per step); its name is "
+    "checked against TWIN_NAMES (tests/test_weights.py), steps and seed by fit",
     "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",

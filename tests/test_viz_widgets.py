@@ -93,3 +93,15 @@ def test_explore_needs_controls():
     with pytest.raises(TypeError, match="value widgets"):
         widgets.explore(fig, lambda x: None, x=3)
     plt.close(fig)
+
+
+def test_overlay_heatmap_covers_the_image():
+    fig, ax = plt.subplots()
+    image, heat = torch.rand(3, 64, 48), torch.rand(8, 6)
+    artist = viz.overlay_heatmap(ax, image, heat, "t", alpha=0.4)
+    picture, overlay = ax.get_images()
+    assert overlay is artist and artist.get_alpha() == 0.4
+    assert np.allclose(artist.get_array(), heat.numpy())
+    assert picture.get_extent() == artist.get_extent() == [0, 48, 64, 0]  # the 8 x 6 map spans every pixel
+    assert np.allclose(picture.get_array(), viz.to_numpy_image(image))
+    plt.close(fig)
