@@ -55,6 +55,7 @@ CATALOGUE = {
                                       "06: single-stage detection on COCO"),
     "maskrcnn_resnet50_fpn": ("MaskRCNN_ResNet50_FPN_Weights.COCO_V1", "08: instance segmentation"),
     "vit_b_16": ("ViT_B_16_Weights.IMAGENET1K_V1", "01: a Vision Transformer on ImageNet"),
+    "vgg16": ("VGG16_Weights.IMAGENET1K_V1", "11: Gatys style transfer on VGG features (the largest file)"),
 }
 # The builders' default backbones would be downloaded too when building without weights.
 _NO_BACKBONE = {"weights_backbone": None}
@@ -163,7 +164,7 @@ def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretr
     a download it first prints the size and where the file goes.
     ``download=False`` uses only what is cached; None (the default) downloads unless the
     environment variable ``CVLIB_NO_DOWNLOAD=1`` is set (for CI runs that must not fetch
-    645 MB). Never raises for a missing or broken download (only for an unknown ``name``).
+    1.2 GB). Never raises for a missing or broken download (only for an unknown ``name``).
     """
     _check_name(name)
     if download is None:

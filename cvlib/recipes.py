@@ -99,6 +99,34 @@ def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float
     return {"val_accuracy": accuracy(predict(model, images, device=device), labels)}
 
 
+def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 2000, epochs: int = 8,
+                      seed: int = 0, held_out: int = 500) -> dict[str, float]:
+    """Train ``model`` as ``shapes_cnn`` is trained (``num_scenes`` scenes of seed 0, batches of
+    64, AdamW lr 1e-3, ``epochs`` passes) but on labels shuffled by a fixed permutation
+    (``torch.randperm`` seeded ``seed``): the label-randomisation check of Adebayo et al. (2018).
+    Returns the accuracy on the training scenes against the shuffled labels (memorisation) and
+    on ``held_out`` held-out scenes (seed 1) against the true labels (chance is 1/3)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cvlib.data import ShapesClassification, collate_classification
+    from cvlib.metrics import accuracy
+    from cvlib.train import fit, predict
+
+    images, labels = collate_classification(list(ShapesClassification(num_scenes, seed=0)))
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
+    loader = DataLoader(TensorDataset(images, shuffled), batch_size=64, shuffle=True)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=epochs, lr=1e-3, device=device, seed=seed)
+    unseen, true_labels = collate_classification(list(ShapesClassification(held_out, seed=1)))
+    return {"train_accuracy_shuffled_labels": accuracy(predict(model, images, device=device), shuffled),
+            "val_accuracy_true_labels": accuracy(predict(model, unseen, device=device), true_labels)}
+
+
+@register("shapes_cnn_random_labels", _small_cnn,
+          "the shapes_cnn architecture and recipe (same scenes, same 256 steps) on shuffled labels")
+def _train_shapes_cnn_random_labels(model: nn.Module, device: torch.device) -> dict[str, float]:
+    return fit_random_labels(model, device)
+
+
 # ---------------------------------------------------------------------------------------------
 # 04 detection basics: single-object detection (classification + localization)
 

@@ -31,7 +31,7 @@ def torch_home(tmp_path, monkeypatch):
 
 def test_catalogue_sizes_and_file_names():
     for name in pretrained.CATALOGUE:
-        assert 10 < pretrained.download_mb(name) < 400
+        assert 10 < pretrained.download_mb(name) < 600  # VGG-16 (528 MB) the largest
         file_name = pretrained.checkpoint_path(name).name
         assert file_name.startswith(name.split("320")[0][:8]) and file_name.endswith(".pth")
     assert pretrained.checkpoint_path("resnet18").name == "resnet18-f37072fd.pth"

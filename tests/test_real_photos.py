@@ -28,6 +28,7 @@ SECTIONS = {  # notebook -> the catalogue models its section loads
     "06_yolo": ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"],
     "08_mask_rcnn": ["maskrcnn_resnet50_fpn"],
     "09_visualizing_cnns": ["resnet18"],
+    "11_understanding_cnns": ["vgg16"],
 }
 
 

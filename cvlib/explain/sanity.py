@@ -6,7 +6,8 @@ top (the classifier) down to the input, and after each step compare the map of t
 model with the map of the trained one by their **Spearman rank correlation** (1: same ranking
 of the pixels; about 0: unrelated). Gradients and Grad-CAM fall towards 0; a method whose map
 stays correlated (Adebayo et al. found guided backpropagation does) shows the image's edges
-rather than what the model uses.
+rather than what the model uses. The **label-randomisation test** compares the same maps with
+those of a model trained on shuffled labels (the recipe ``shapes_cnn_random_labels``).
 """
 
 from __future__ import annotations
