@@ -345,9 +345,10 @@ assert correlation["guided backprop"][0] > 0.7 and correlation["Grad-CAM"][0] < 
 # %% [markdown]
 # ### Label randomisation
 #
-# Adebayo et al.'s second check: the same architecture trained by the same recipe (the same
-# 2000 scenes, 256 steps, AdamW) on labels shuffled once by a seeded permutation, shipped as
-# `shapes_cnn_random_labels`. It can learn nothing true about the shapes; a map that explains
+# Adebayo et al.'s second check: the same architecture trained by the same recipe (AdamW,
+# batches of 64) on labels shuffled once by a seeded permutation, until it has memorised them
+# (256 of the training scenes, 40 passes), shipped as `shapes_cnn_random_labels`. It can learn
+# nothing true about the shapes; a map that explains
 # what the model learned must differ from the trained model's. Its recorded metrics: the
 # accuracy on its shuffled training labels (how much it memorised) and on held-out scenes with
 # the true labels (chance is 1/3). On the same 24 scenes, each method's map of the true class
