@@ -1279,6 +1279,9 @@ def _cases() -> dict[str, Case]:
             lambda data=data: {"batch": list(data(2, 16))},
             batch=("sequence",),
         )
+    add("cvlib.data.shapes.held_out_classification", shapes.held_out_classification, lambda: {"n": 2},
+        n=("posint",))
+    add("cvlib.data.shapes.held_out_detection", shapes.held_out_detection, lambda: {"n": 2}, n=("posint",))
     add(
         "cvlib.data.shapes.to_coco",
         shapes.to_coco,
