@@ -551,7 +551,7 @@ if torchvision_vit is not None:
 # 2. Train the ViT with `pool="gap"` and compare its accuracy with the CLS model.
 # 3. Shuffle the patches of the held-out scenes: how much accuracy does the trained ViT lose?
 # 4. Train a ViT with `mlp="moe"` and plot `last_load` per block: is the routing balanced?
-# 5. Train `ResNet(blocks=9, drop_path=0.2)`: does stochastic depth change the held-out accuracy?
+# 5. Train `ResNet(blocks=9, drop_path_rate=0.2)`: does stochastic depth change the held-out accuracy?
 
 # %% [markdown]
 # ## Your turn: implement it

@@ -62,7 +62,8 @@ from torch.utils.data import DataLoader
 
 from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.rcnn import FasterRCNN, segment_proposals, torchvision_twin, window_proposals
+from cvlib.models.rcnn import FasterRCNN, segment_proposals, window_proposals
+from cvlib.models.rcnn_torchvision import torchvision_twin
 from cvlib.train import detect, fit, seconds_per_call, seconds_per_image
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds

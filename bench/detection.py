@@ -23,7 +23,8 @@ import torchvision
 
 from cvlib.data import ShapesDataset
 from cvlib.metrics import evaluate_detections
-from cvlib.models.rcnn import FasterRCNN, torchvision_twin
+from cvlib.models.rcnn import FasterRCNN
+from cvlib.models.rcnn_torchvision import torchvision_twin
 from cvlib.train import detect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"

@@ -20,7 +20,7 @@ import torch
 from detection import conditions, time_per_image, write_report  # bench/detection.py
 
 from cvlib import weights
-from cvlib.data import ShapesDataset, collate_detection
+from cvlib.data import held_out_detection
 from cvlib.metrics import evaluate_detections
 from cvlib.train import detect
 
@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+    images, targets = held_out_detection(200)
     models = {name: weights.load_model(name) for name in MODELS}
     load_before = os.getloadavg()
     results = {}

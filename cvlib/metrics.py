@@ -520,8 +520,9 @@ def object_keypoint_similarity(
 
 
 def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``; 0 (not NaN) when both boxes are
-    empty, as in pycocotools."""
+    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]`` as pycocotools computes it for
+    matching: pycocotools says 0 where both boxes have zero area, but ``cvlib.ops.box_iou`` (like
+    torchvision's) gives NaN there (0 / 0), so that NaN becomes 0 here."""
     return box_iou(boxes1, boxes2).nan_to_num(0.0)
 
 

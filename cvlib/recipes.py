@@ -89,14 +89,12 @@ def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float
     from torch.utils.data import DataLoader
 
     from cvlib.data import ShapesClassification, collate_classification
-    from cvlib.metrics import accuracy
-    from cvlib.train import fit, predict
+    from cvlib.train import fit
 
     train_set = ShapesClassification(2000, seed=0)
     loader = DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_classification)
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=8, lr=1e-3, device=device)
-    images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
-    return {"val_accuracy": accuracy(predict(model, images, device=device), labels)}
+    return {"val_accuracy": _val_accuracy(model, device)}
 
 
 def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 256, epochs: int = 40,
@@ -282,14 +280,14 @@ def _rcnn_family(name: str):
 
 
 def _evaluate_detector(model: nn.Module, device: torch.device, iou_types=("bbox",)) -> dict[str, float]:
-    """COCO mAP, mAP50 and mAP75 of a detector on ``ShapesDataset(200, seed=1)``, the held-out
+    """COCO mAP, mAP50 and mAP75 of a detector on ``held_out_detection(200)``, the held-out
     scenes of every detection recipe. With ``iou_types=("bbox", "segm")`` (Mask R-CNN) both box
     and mask metrics, prefixed ``box_`` and ``mask_``."""
-    from cvlib.data import ShapesDataset, collate_detection
+    from cvlib.data import held_out_detection
     from cvlib.metrics import evaluate_detections
     from cvlib.train import detect
 
-    images, targets = collate_detection(list(ShapesDataset(200, seed=1)))
+    images, targets = held_out_detection(200)
     detections = detect(model, images, device=device)
     metrics = {}
     for iou_type in iou_types:
@@ -426,11 +424,12 @@ def _classification_batches(num_images: int, seed: int):
 
 
 def _val_accuracy(model: nn.Module, device: torch.device) -> float:
-    from cvlib.data import ShapesClassification, collate_classification
+    """Accuracy on the 500 held-out classification scenes (``ShapesClassification(500, seed=1)``)."""
+    from cvlib.data import held_out_classification
     from cvlib.metrics import accuracy
     from cvlib.train import predict
 
-    images, labels = collate_classification(list(ShapesClassification(500, seed=1)))
+    images, labels, _ = held_out_classification(500)
     return accuracy(predict(model, images, device=device), labels)
 
 

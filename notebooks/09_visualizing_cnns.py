@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from cvlib import explain, runtime, viz, weights, widgets
-from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset
+from cvlib.data import CLASSES, held_out_classification
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 
@@ -71,16 +71,13 @@ device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 #
 # `SmallCNN` (notebook 00) is seven 3x3 conv-BN-ReLU layers, global average pooling and one
 # linear layer: exactly the structure CAM needs. The shipped checkpoint `shapes_cnn` was
-# trained on 2000 single-object scenes (seed 0). We explain 100 held-out scenes (seed 1); the
-# object mask of scene $i$ is `SingleObjectDataset(100, seed=1)[i][1]["masks"]`.
+# trained on 2000 single-object scenes (seed 0). We explain 100 held-out scenes (seed 1),
+# `held_out_classification(100)`: images, labels and the mask of each scene's object.
 
 # %%
 model = weights.load_model("shapes_cnn", device=device)
 N = 100
-scenes = ShapesClassification(N, seed=1)
-images = torch.stack([scenes[i][0] for i in range(N)]).to(device)
-labels = torch.tensor([scenes[i][1] for i in range(N)], device=device)
-masks = torch.stack([SingleObjectDataset(N, seed=1)[i][1]["masks"][0] for i in range(N)]).to(device)
+images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
     accuracy = (model(images).argmax(dim=1) == labels).float().mean().item()
 print(f"classes {CLASSES}; held-out accuracy {accuracy:.3f}; object covers {masks.float().mean():.1%} of the pixels")

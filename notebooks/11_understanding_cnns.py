@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from sklearn.manifold import TSNE
 
 from cvlib import explain, runtime, viz, weights, widgets
-from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset
+from cvlib.data import CLASSES, held_out_classification
 from cvlib.explain import dissection, faithfulness, inversion, sanity, style
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
@@ -78,10 +78,7 @@ device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 # %%
 model = weights.load_model("shapes_cnn", device=device)
 N = 100
-scenes = ShapesClassification(N, seed=1)
-images = torch.stack([scenes[i][0] for i in range(N)]).to(device)
-labels = torch.tensor([scenes[i][1] for i in range(N)], device=device)
-masks = torch.stack([SingleObjectDataset(N, seed=1)[i][1]["masks"][0] for i in range(N)]).to(device)
+images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
     accuracy = (model(images).argmax(dim=1) == labels).float().mean().item()
 print(f"held-out accuracy {accuracy:.3f}")

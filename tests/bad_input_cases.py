@@ -189,7 +189,20 @@ def _cases() -> dict[str, Case]:
     from cvlib import explain, losses, metrics, ops, train, viz, weights, widgets
     from cvlib.data import shapes
     from cvlib.explain import hooks
-    from cvlib.models import blocks, detr, fcn, mask_rcnn, rcnn, resnet, single, unet, vit, yolo
+    from cvlib.models import (
+        blocks,
+        detection,
+        detr,
+        fcn,
+        mask_rcnn,
+        rcnn,
+        rcnn_torchvision,
+        resnet,
+        single,
+        unet,
+        vit,
+        yolo,
+    )
     from cvlib.ops import upsample
 
     cases: dict[str, Case] = {}
@@ -230,6 +243,20 @@ def _cases() -> dict[str, Case]:
         deltas=("list", "extra_dim", "int", "nan", "inf"),
         references=BOXES,
         clip=("finite",),
+    )
+    add(
+        "cvlib.ops.boxes.clip_boxes_to_image",
+        ops.clip_boxes_to_image,
+        lambda: {"boxes": boxes(), "size": (16, 16)},
+        boxes=("list", "int", "nan"),
+        size=("pair",),
+    )
+    add(
+        "cvlib.ops.boxes.remove_small_boxes",
+        ops.remove_small_boxes,
+        lambda: {"boxes": boxes(), "min_size": 1e-2},
+        boxes=("list", "extra_dim", "int", "nan", "inf"),
+        min_size=("nonneg",),
     )
     add(
         "cvlib.ops.nms.nms",
@@ -792,25 +819,38 @@ def _cases() -> dict[str, Case]:
         stride=("positive",),
     )
     add(
-        "cvlib.models.rcnn.check_inputs",
-        rcnn.check_inputs,
+        "cvlib.models.detection.check_detection_inputs",
+        detection.check_detection_inputs,
         lambda: {"images": [torch.rand(3, 8, 8)], "targets": [_target()], "num_classes": 3, "training": True},
         images=("sequence",),
         targets=("sequence",),
         num_classes=("posint",),
     )
     add(
-        "cvlib.models.rcnn.batch_images",
-        rcnn.batch_images,
+        "cvlib.models.detection.batch_images",
+        detection.batch_images,
         lambda: {"images": [torch.rand(3, 8, 8)]},
         images=("sequence",),
     )
     add(
-        "cvlib.models.rcnn.clip_boxes",
-        rcnn.clip_boxes,
-        lambda: {"boxes": boxes(), "image_size": (16, 16)},
-        boxes=("list", "int", "nan"),
-        image_size=("pair",),
+        "cvlib.models.detection.select_detections",
+        detection.select_detections,
+        lambda: {
+            "boxes": boxes(),
+            "scores": torch.rand(3, generator=_g()),
+            "labels": torch.tensor([1, 2, 1]),
+            "score_thresh": 0.05,
+            "nms_thresh": 0.5,
+            "detections_per_img": 10,
+            "min_size": 1e-2,
+        },
+        boxes=("list", "extra_dim", "int", "nan", "inf"),
+        scores=("list", "extra_dim", "int"),
+        labels=("list", "float", "extra_dim"),
+        score_thresh=("unit",),
+        nms_thresh=("unit",),
+        detections_per_img=("posint",),
+        min_size=("nonneg",),
     )
     add(
         "cvlib.models.rcnn.match_proposals",
@@ -864,8 +904,8 @@ def _cases() -> dict[str, Case]:
         detections_per_img=("posint",),
     )
     add(
-        "cvlib.models.rcnn.torchvision_twin",
-        rcnn.torchvision_twin,
+        "cvlib.models.rcnn_torchvision.torchvision_twin",
+        rcnn_torchvision.torchvision_twin,
         lambda: {"model": rcnn.FasterRCNN(width=2, hidden=8), "image_size": 32},
         model=("module",),
         image_size=("posint",),
@@ -1239,6 +1279,9 @@ def _cases() -> dict[str, Case]:
             lambda data=data: {"batch": list(data(2, 16))},
             batch=("sequence",),
         )
+    add("cvlib.data.shapes.held_out_classification", shapes.held_out_classification, lambda: {"n": 2},
+        n=("posint",))
+    add("cvlib.data.shapes.held_out_detection", shapes.held_out_detection, lambda: {"n": 2}, n=("posint",))
     add(
         "cvlib.data.shapes.to_coco",
         shapes.to_coco,
@@ -1888,10 +1931,10 @@ EXEMPT = {
     "cvlib.models.blocks.conv_bn_relu": INTERNAL_LAYER,
     "cvlib.models.blocks.vgg_features": INTERNAL_LAYER,
     "cvlib.models.resnet.BasicBlock": INTERNAL_LAYER,
-    "cvlib.models.rcnn.Backbone": INTERNAL_LAYER,
+    "cvlib.models.detection.Backbone": INTERNAL_LAYER,
     "cvlib.models.rcnn.BoxHead": INTERNAL_LAYER,
     "cvlib.models.rcnn.RoIHeads": INTERNAL_LAYER,
-    "cvlib.models.rcnn.RegionProposalNetwork": INTERNAL_LAYER,
+    "cvlib.models.rpn.RegionProposalNetwork": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskHead": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskRoIHeads": INTERNAL_LAYER,
     "cvlib.models.detr.EncoderLayer": INTERNAL_LAYER,

@@ -1,5 +1,5 @@
 """cvlib.ops.boxes against torchvision.ops on random and edge-case boxes: formats, areas, IoU,
-generalized IoU, R-CNN deltas, bad input."""
+generalized IoU, R-CNN deltas, clipping, removing small boxes, bad input."""
 
 import pytest
 import torch
@@ -45,6 +45,24 @@ def test_area_iou_giou(boxes1, boxes2):
     positive = (boxes1[:, 2:] > boxes1[:, :2]).all(1)  # GIoU: torchvision needs non-degenerate
     p1, p2 = boxes1[positive], boxes2[(boxes2[:, 2:] > boxes2[:, :2]).all(1)]
     _close(ops.generalized_box_iou(p1, p2), torchvision.ops.generalized_box_iou(p1, p2))
+
+
+@given(box_sets(), st.sampled_from([(100, 100), (50, 80), (1, 1), 30]))
+def test_clip_boxes_to_image_like_torchvision(boxes, size):
+    expected = torchvision.ops.clip_boxes_to_image(boxes, (size, size) if isinstance(size, int) else size)
+    _close(ops.clip_boxes_to_image(boxes, size), expected)
+
+
+def test_clip_boxes_to_image_keeps_leading_dimensions():
+    boxes = torch.tensor([[-5.0, 2, 120, 40], [10, -3, 20, 200]]).expand(3, 2, 4)
+    clipped = ops.clip_boxes_to_image(boxes, (100, 50))
+    assert clipped.shape == (3, 2, 4)
+    _close(clipped[1], torch.tensor([[0.0, 2, 50, 40], [10, 0, 20, 100]]))
+
+
+@given(box_sets(), st.sampled_from([0.0, 1e-3, 1e-2, 1.0, 10.0]))
+def test_remove_small_boxes_like_torchvision(boxes, min_size):
+    _close(ops.remove_small_boxes(boxes, min_size), torchvision.ops.remove_small_boxes(boxes, min_size))
 
 
 def test_non_contiguous_input():
@@ -95,6 +113,8 @@ def test_lecture_delta_example():
         (lambda: ops.generalized_box_iou(torch.tensor([[0.0, 3, 1, 1]]), torch.zeros(0, 4)), "boxes1"),
         (lambda: ops.encode_boxes(torch.rand(3, 4).cumsum(1), torch.rand(2, 4).cumsum(1)), "same shape"),
         (lambda: ops.decode_boxes(torch.rand(2, 4), torch.rand(2, 4).cumsum(1), (1, 1, 0, 1)), "weights"),
+        (lambda: ops.clip_boxes_to_image(torch.rand(2, 4), (10, 0)), "size"),
+        (lambda: ops.remove_small_boxes(torch.rand(2, 4), -1.0), "min_size"),
     ],
 )
 def test_bad_input(call, match):

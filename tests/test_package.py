@@ -32,3 +32,94 @@ def test_import_opens_no_socket():
         "cvlib.weights.load_model('shapes_cnn')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _module_imports(lazy: bool = False) -> dict[str, set[str]]:
+    """Which cvlib modules each cvlib module imports, read from the source with ``ast`` (nothing
+    is imported): ``{"cvlib.models.yolo": {"cvlib.models.detection", ...}, ...}``. Module level
+    only unless ``lazy`` (then imports inside functions count too); ``from cvlib.x import y``
+    counts as importing ``cvlib.x.y`` when that is a module, else ``cvlib.x``."""
+    import ast
+    from pathlib import Path
+
+    import cvlib
+
+    root = Path(cvlib.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def statements(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not lazy:
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            yield node
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                yield from statements(getattr(node, field, []) or [])
+
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in statements(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in names else base)
+        graph[name] = {t for t in targets if t in names and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_import_cycles():
+    """No two cvlib modules import each other, directly or round a longer circle, at module
+    level: each module can be read (and imported) after the ones it builds on. An import inside
+    a function runs when the function is called, after every module has loaded, so it is not a
+    module-level cycle and is not counted (``weights.load_model`` builds a recipe's model that
+    way). Importing ``cvlib.a.b`` also runs the package ``cvlib.a``'s ``__init__``; that edge
+    is Python's package machinery, not a dependency, and is not counted either."""
+    graph = _module_imports()
+    assert graph["cvlib.models.yolo"] >= {"cvlib.models.detection"}  # the walk sees the imports
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

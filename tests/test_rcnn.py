@@ -21,14 +21,14 @@ from cvlib.models.rcnn import (
     RCNN,
     FasterRCNN,
     FastRCNN,
-    RegionProposalNetwork,
     RoIHeads,
     segment_boxes,
     segment_proposals,
-    torchvision_twin,
     touching_segments,
     window_proposals,
 )
+from cvlib.models.rcnn_torchvision import torchvision_twin
+from cvlib.models.rpn import RegionProposalNetwork
 from cvlib.ops import box_iou
 
 SMALL = {"sizes": (8, 12, 16), "stride": 4}  # proposals for 32 x 32 images

@@ -53,7 +53,7 @@ def test_drop_path():
 
 
 def test_stochastic_depth_rises_with_depth_and_is_off_in_eval():
-    model = ResNet(width=4, blocks=2, drop_path=0.5)
+    model = ResNet(width=4, blocks=2, drop_path_rate=0.5)
     probs = [block.drop_prob for block in model.layers]
     assert probs[0] == 0 and probs[-1] == pytest.approx(0.5) and probs == sorted(probs)
     model.eval()
@@ -75,8 +75,8 @@ def test_bad_input():
         ResNet(width=4, blocks=1)(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match="blocks"):
         ResNet(blocks=0)
-    with pytest.raises(ValueError, match="drop_path"):
-        ResNet(drop_path=1.0)
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        ResNet(drop_path_rate=1.0)
     with pytest.raises(ValueError, match="drop_prob"):
         BasicBlock(4, 4, residual=False, drop_prob=0.1)
 

@@ -17,7 +17,7 @@ from model_checks import (
 from torch import nn
 
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.rcnn import Backbone
+from cvlib.models.detection import Backbone
 from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
 from cvlib.ops import box_iou
 

@@ -11,6 +11,8 @@ from cvlib.data.shapes import (
     collate_detection,
     collate_segmentation,
     collate_single_object,
+    held_out_classification,
+    held_out_detection,
     to_coco,
 )
 
@@ -25,5 +27,7 @@ __all__ = [
     "collate_segmentation",
     "collate_single_object",
     "export_coco",
+    "held_out_classification",
+    "held_out_detection",
     "to_coco",
 ]

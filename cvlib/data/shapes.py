@@ -35,10 +35,13 @@ __all__ = [
     "collate_detection",
     "collate_segmentation",
     "collate_classification",
+    "held_out_classification",
+    "held_out_detection",
     "to_coco",
 ]
 
 CLASSES = ("circle", "square", "triangle")
+HELD_OUT_SEED = 1  # every model trains on seed-0 scenes and is measured on seed-1 scenes
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
 MIN_VISIBLE_FRACTION = 0.35  # a shape with less of its area visible than this is dropped
@@ -270,6 +273,28 @@ def collate_classification(batch):
     """``[(image, label), ...]`` -> images ``[B, 3, H, W]`` and labels int64 ``[B]``."""
     images, labels = _unzip(batch)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def held_out_classification(n: int = 100, device=None):
+    """The first ``n`` held-out single-object scenes (``ShapesClassification(n, seed=1)``; the
+    classifiers trained on seed 0), as three tensors on ``device``: images float32
+    ``[n, 3, 64, 64]``, labels int64 ``[n]`` (``0..C-1``) and the object's mask bool
+    ``[n, 64, 64]`` (``SingleObjectDataset(n, seed=1)[i][1]["masks"][0]``, the same scene),
+    against which an explanation map is scored."""
+    _checks.integer(n, "n", low=1)
+    scenes = SingleObjectDataset(n, seed=HELD_OUT_SEED)
+    images, targets = zip(*(scenes[i] for i in range(n)))
+    labels = torch.tensor([int(t["labels"][0]) - 1 for t in targets], dtype=torch.int64)
+    masks = torch.stack([t["masks"][0] for t in targets])
+    return torch.stack(images).to(device), labels.to(device), masks.to(device)
+
+
+def held_out_detection(n: int = 200):
+    """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
+    trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
+    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``)."""
+    _checks.integer(n, "n", low=1)
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:

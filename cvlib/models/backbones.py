@@ -5,7 +5,7 @@ classification network, cut before its pooling and classifier, computes the feat
 the RPN, the YOLO grid, DETR's transformer or the FCN scoring layer read. A backbone here is a
 module ``[B, 3, H, W]`` (pixels in ``[0, 1]``) -> ``[B, out_channels, H / stride, W / stride]``
 with the attributes ``out_channels`` and ``stride``, like the course's own
-:class:`~cvlib.models.rcnn.Backbone` (stride 8):
+:class:`~cvlib.models.detection.Backbone` (stride 8):
 
 | name | cut after | stride | out_channels |
 |---|---|---|---|

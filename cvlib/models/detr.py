@@ -8,15 +8,15 @@ Read top to bottom, this file is the lecture's story:
    cells of the CNN feature map attend to each other; the decoder turns ``N`` learned **object
    queries** into ``N`` object slots by self-attention (slots talk to each other, which is how
    they avoid predicting the same object twice) and cross-attention to the image.
-3. **Heads** (``DETR``): each slot predicts a class among ``C + 1`` (0 = "no object") and a box
-   ``(cx, cy, w, h)`` in ``[0, 1]`` (a sigmoid), relative to the image size. No anchors.
-4. **Bipartite matching** (``HungarianMatcher``): the ``N`` predictions and ``M <= N`` objects
+3. **Bipartite matching** (``HungarianMatcher``): the ``N`` predictions and ``M <= N`` objects
    are paired one to one by the Hungarian algorithm on the cost
    ``-p(class) + 5 L1 - 2 GIoU`` (``scipy.optimize.linear_sum_assignment``).
-5. **Set loss** (``SetCriterion``): cross-entropy on every slot (matched slots learn their
+4. **Set loss** (``SetCriterion``): cross-entropy on every slot (matched slots learn their
    object's class, the others "no object", down-weighted 10x) + L1 + generalized IoU on the
    matched boxes; the same loss on every decoder layer's output (auxiliary losses). Because
    every object has exactly one slot to go to, duplicates are penalised: no NMS is needed.
+5. **Heads** (``DETR``): each slot predicts a class among ``C + 1`` (0 = "no object") and a box
+   ``(cx, cy, w, h)`` in ``[0, 1]`` (a sigmoid), relative to the image size. No anchors.
 
 ``DETR`` follows torchvision's detection contract: ``model(images, targets)`` returns a dict of
 losses in training mode; ``model(images)`` returns one ``{"boxes", "labels", "scores"}`` dict
@@ -37,8 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from cvlib._checks import counts, number, tensor
-from cvlib.models.rcnn import Backbone, batch_images, check_inputs, clip_boxes
-from cvlib.ops import box_convert, generalized_box_iou
+from cvlib.models.detection import Backbone, batch_images, check_detection_inputs
+from cvlib.ops import box_convert, clip_boxes_to_image, generalized_box_iou
 
 __all__ = [
     "sine_position_encoding",
@@ -149,7 +149,7 @@ class MLP(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Bipartite matching
+# 3. Bipartite matching
 
 
 def _check_cost(cost) -> None:
@@ -225,7 +225,7 @@ class HungarianMatcher(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. The set loss
+# 4. The set loss
 
 
 class SetCriterion(nn.Module):
@@ -285,7 +285,7 @@ class SetCriterion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. The model: backbone, transformer, object queries and heads, trained with 4 and 5
+# 5. The model: backbone, transformer, object queries and heads, trained with 3 and 4
 
 
 class DETR(nn.Module):
@@ -383,14 +383,15 @@ class DETR(nn.Module):
         scores, labels = logits.softmax(-1)[..., 1:].max(-1)
         detections = []
         for score, label, box, image in zip(scores, labels, boxes, images):
-            xyxy = clip_boxes(box_convert(box, "cxcywh", "xyxy") * self._scale(image), image.shape[1:])
+            xyxy = box_convert(box, "cxcywh", "xyxy") * self._scale(image)
+            xyxy = clip_boxes_to_image(xyxy, image.shape[1:])
             keep = torch.nonzero(score > self.score_thresh).flatten()
             keep = keep[score[keep].argsort(descending=True)]
             detections.append({"boxes": xyxy[keep], "labels": label[keep] + 1, "scores": score[keep]})
         return detections
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training, self)
+        check_detection_inputs(images, targets, self.num_classes, self.training, self)
         outputs = self.outputs(images)
         if self.training:
             return self.criterion(outputs, self.normalise_targets(images, targets), aux=self.aux_loss)

@@ -12,15 +12,17 @@ Read top to bottom, this file is the lecture's story:
    the feature map for each proposal with **RoI Pool** or **RoI Align** (``RoIHeads``), then
    the same per-RoI heads.
 4. **Faster R-CNN** (``FasterRCNN``): the proposals come from the network itself, a **Region
-   Proposal Network** (``RegionProposalNetwork``) scoring K anchors at every feature-map cell.
-   Four losses: RPN objectness, RPN box, head classification, head box.
+   Proposal Network** (``RegionProposalNetwork``, in ``cvlib/models/rpn.py``) scoring K anchors
+   at every feature-map cell. Four losses: RPN objectness, RPN box, head classification, head box.
 
 All three follow torchvision's detection contract: ``model(images, targets)`` returns a dict
 of losses in training mode; ``model(images)`` returns one ``{"boxes", "labels", "scores"}``
 dict per image in eval mode. Images are float ``[3, H, W]`` in ``[0, 1]``; boxes float xyxy
 pixels; labels ``1..C`` (0 is background). The settings and loss normalisations are
 torchvision's (``FasterRCNN``'s defaults), so the two can be compared one to one.
-Everything is built from ``cvlib.ops``.
+Everything is built from ``cvlib.ops`` and the pieces every detector shares
+(``cvlib/models/detection.py``); torchvision's twin of ``FasterRCNN`` is in
+``cvlib/models/rcnn_torchvision.py``.
 """
 
 from __future__ import annotations
@@ -31,27 +33,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import (
-    all_finite,
-    choice,
-    counts,
-    describe,
-    integer,
-    module,
-    number,
-    pair,
-    sequence,
-    tensor,
-)
+from cvlib._checks import all_finite, choice, counts, describe, integer, number, pair, sequence, tensor
 from cvlib.models.blocks import vgg_features
+from cvlib.models.detection import (
+    SMOOTH_L1_BETA,
+    Backbone,
+    batch_images,
+    check_detection_inputs,
+    check_head_settings,
+    select_detections,
+)
+from cvlib.models.rpn import RegionProposalNetwork
 from cvlib.ops import (
-    batched_nms,
     box_iou,
+    clip_boxes_to_image,
     decode_boxes,
     encode_boxes,
-    generate_anchors,
-    label_anchors,
-    nms,
     roi_align,
     roi_pool,
     sample_anchors,
@@ -63,9 +60,6 @@ __all__ = [
     "segment_proposals",
     "segment_boxes",
     "touching_segments",
-    "check_inputs",
-    "batch_images",
-    "Backbone",
     "match_proposals",
     "sample_proposals",
     "box_losses",
@@ -74,13 +68,10 @@ __all__ = [
     "BoxHead",
     "RoIHeads",
     "FastRCNN",
-    "RegionProposalNetwork",
     "FasterRCNN",
-    "torchvision_twin",
 ]
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh): head deltas scaled as torchvision's
-SMOOTH_L1_BETA = 1.0 / 9  # torchvision's box losses: quadratic below 1/9, linear above
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,98 +172,7 @@ def touching_segments(segments: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs, backbone and the pieces all three detectors share
-
-
-def check_inputs(images, targets, num_classes: int, training: bool, like: nn.Module | None = None) -> None:
-    """Raise ``TypeError`` / ``ValueError`` naming the argument unless ``images`` is a list of
-    finite float ``[3, H, W]`` tensors (of the dtype of the parameters of the model ``like``)
-    and, in training, ``targets`` one dict per image with ``boxes`` finite float ``[N, 4]``
-    (x2 >= x1, y2 >= y1) and ``labels`` int64 ``[N]`` in ``1..num_classes``."""
-    if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) for i in images):
-        raise TypeError(f"images must be a list of [3, H, W] tensors, got {describe(images)}")
-    integer(num_classes, "num_classes", low=1)
-    dtype = next(like.parameters()).dtype if like is not None else None
-    for i, image in enumerate(images):
-        tensor(image, f"images[{i}]", shape=(3, "H", "W"), dtype="float", finite=True)
-        if dtype is not None and image.dtype != dtype:
-            raise ValueError(f"images[{i}] must have the model's dtype {dtype}, got {image.dtype}")
-    if not images:
-        raise ValueError("images must not be empty")
-    if not training:
-        return
-    if targets is None:
-        raise ValueError(
-            "targets are required in training mode (model.train()); call model.eval() to predict"
-        )
-    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
-        raise ValueError(
-            f"targets must be a list of one dict per image ({len(images)}), got {type(targets).__name__}"
-        )
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict):
-            raise TypeError(f"targets[{i}] must be a dict with 'boxes' and 'labels', got {describe(t)}")
-        boxes, labels = t.get("boxes"), t.get("labels")
-        if not isinstance(boxes, torch.Tensor) or boxes.shape[1:] != (4,) or not boxes.is_floating_point():
-            got = getattr(boxes, "shape", boxes)
-            raise ValueError(f"targets[{i}]['boxes'] must be a float [N, 4] tensor, got {got}")
-        int_vector = isinstance(labels, torch.Tensor) and not labels.is_floating_point() and labels.ndim == 1
-        if not int_vector or len(labels) != len(boxes):
-            got = getattr(labels, "shape", labels)
-            raise ValueError(f"targets[{i}]['labels'] must be an int tensor [N] = [{len(boxes)}], got {got}")
-        if len(labels) and (labels.min() < 1 or labels.max() > num_classes):
-            raise ValueError(
-                f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), "
-                f"got {labels.tolist()}"
-            )
-        if not torch.isfinite(boxes).all():
-            raise ValueError(
-                f"targets[{i}]['boxes'] contains NaN or inf; it must be finite, got {boxes.tolist()}"
-            )
-        if (boxes[:, 2:] < boxes[:, :2]).any():
-            raise ValueError(
-                f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1, got {boxes.tolist()}"
-            )
-
-
-def batch_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A list of ``[3, H_i, W_i]`` images -> one ``[B, 3, H, W]`` batch, zero-padded at the
-    bottom and right to the largest size (boxes keep their pixel coordinates)."""
-    for i, image in enumerate(sequence(images, "images", nonempty=True)):
-        tensor(image, f"images[{i}]", shape=(3, "H", "W"))
-    height = max(i.shape[1] for i in images)
-    width = max(i.shape[2] for i in images)
-    batch = images[0].new_zeros((len(images), 3, height, width))
-    for b, image in zip(batch, images):
-        b[:, : image.shape[1], : image.shape[2]] = image
-    return batch
-
-
-class Backbone(nn.Module):
-    """The small VGG-style CNN of the course (``vgg_features``): ``[B, 3, H, W]`` ->
-    ``[B, out_channels, H / 8, W / 8]``, ``out_channels = 8 * width``, stride 8."""
-
-    stride = 8
-
-    def __init__(self, width: int = 8):
-        super().__init__()
-        counts(width=width)
-        self.body = vgg_features(width)
-        self.out_channels = 8 * width
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
-
-
-def clip_boxes(boxes: torch.Tensor, image_size) -> torch.Tensor:
-    """Clamp xyxy ``boxes`` ``[..., 4]`` into an image of ``image_size`` ``(H, W)``."""
-    tensor(boxes, "boxes", dtype="float", finite=True)
-    if boxes.ndim == 0 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
-    height, width = pair(image_size, "image_size")
-    x = boxes[..., 0::2].clamp(0, width)
-    y = boxes[..., 1::2].clamp(0, height)
-    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+# The pieces R-CNN, Fast and Faster R-CNN share: training RoIs, the multitask loss, detections
 
 
 def _check_target(target, name: str = "target") -> None:
@@ -348,32 +248,22 @@ def postprocess_detections(
 ) -> dict[str, torch.Tensor]:
     """Detections of one image from its ``K`` RoIs ``[K, 4]``: each RoI gives one box per class
     (its deltas decoded, clipped to the image) scored by the softmax; background is dropped,
-    then scores <= ``score_thresh``, tiny boxes, and per-class NMS; the best
-    ``detections_per_img`` are kept. Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``."""
+    then :func:`~cvlib.models.detection.select_detections` drops tiny boxes and scores <=
+    ``score_thresh``, runs per-class NMS and keeps the best ``detections_per_img``.
+    Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``."""
     _check_boxes(rois, "rois")
     tensor(class_logits, "class_logits", shape=(len(rois), "C + 1"), dtype="float", finite=True)
     tensor(box_deltas, "box_deltas", shape=(len(rois), 4 * class_logits.shape[1]), dtype="float", finite=True)
     pair(image_size, "image_size")
-    _check_head_settings(score_thresh, nms_thresh, detections_per_img)
+    check_head_settings(score_thresh, nms_thresh, detections_per_img)
     num_classes = class_logits.shape[1] - 1
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C]
     refs = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     deltas = box_deltas.reshape(len(rois), num_classes + 1, 4)[:, 1:].reshape(-1, 4)
-    boxes = clip_boxes(decode_boxes(deltas, refs, HEAD_BOX_WEIGHTS), image_size)
+    boxes = clip_boxes_to_image(decode_boxes(deltas, refs, HEAD_BOX_WEIGHTS), image_size)
     labels = torch.arange(1, num_classes + 1, device=rois.device).repeat(len(rois))
-    scores = scores.reshape(-1)
-    wide = (boxes[:, 2] - boxes[:, 0] >= 1e-2) & (boxes[:, 3] - boxes[:, 1] >= 1e-2)
-    keep = torch.nonzero((scores > score_thresh) & wide).flatten()
-    survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], nms_thresh)
-    keep = keep[survivors][:detections_per_img]
-    return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
-
-
-def _check_head_settings(score_thresh, nms_thresh, detections_per_img) -> None:
-    """The thresholds of a detector's eval mode."""
-    number(score_thresh, "score_thresh", low=0, high=1)
-    number(nms_thresh, "nms_thresh", low=0, high=1)
-    integer(detections_per_img, "detections_per_img", low=1)
+    return select_detections(boxes, scores.reshape(-1), labels, score_thresh=score_thresh,
+                             nms_thresh=nms_thresh, detections_per_img=detections_per_img)
 
 
 class BoxHead(nn.Module):
@@ -430,7 +320,7 @@ class RCNN(nn.Module):
         counts(num_classes=num_classes, width=width, crop_size=crop_size, hidden=hidden, chunk=chunk,
                batch_size_per_image=batch_size_per_image)
         number(positive_fraction, "positive_fraction", low=0, high=1)
-        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
+        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         if crop_size % 8:
             raise ValueError(f"crop_size must be a multiple of 8, got {crop_size}")
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
@@ -454,7 +344,7 @@ class RCNN(nn.Module):
         return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training, self)
+        check_detection_inputs(images, targets, self.num_classes, self.training, self)
         if self.training:
             samples = []
             for image, target in zip(images, targets):
@@ -510,7 +400,7 @@ class RoIHeads(nn.Module):
                batch_size_per_image=batch_size_per_image)
         choice(pooler, "pooler", ("align", "pool"))
         number(positive_fraction, "positive_fraction", low=0, high=1)
-        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
+        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.spatial_scale, self.pooler = num_classes, spatial_scale, pooler
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
@@ -586,7 +476,7 @@ class FastRCNN(nn.Module):
                                   batch_size_per_image=batch_size_per_image, **head_args)
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training, self)
+        check_detection_inputs(images, targets, self.num_classes, self.training, self)
         features = self.backbone(batch_images(images))
         proposals = [window_proposals(i.shape[1:], **self.proposal_args).to(i.device) for i in images]
         detections, losses = self.roi_heads(features, proposals, [i.shape[1:] for i in images], targets)
@@ -595,104 +485,6 @@ class FastRCNN(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # 4. Faster R-CNN: the Region Proposal Network replaces the external proposals
-
-
-class RegionProposalNetwork(nn.Module):
-    """RPN (Ren et al. 2015): ``K = len(scales) * len(aspect_ratios)`` anchors at every cell of
-    the feature map; a 3x3 conv then two 1x1 convs give each anchor an **objectness** logit
-    and **box deltas**. Proposals: decode, keep the ``pre_nms_top_n`` best, clip, drop tiny
-    boxes, NMS at ``nms_thresh``, keep ``post_nms_top_n``.
-
-    Training labels anchors positive at IoU >= 0.7 (and each gt box's best anchor), negative
-    below 0.3 (``label_anchors``), samples 256 per image, half positive at most
-    (``sample_anchors``), and returns ``loss_objectness`` (binary cross-entropy) and
-    ``loss_rpn_box_reg`` (smooth L1 on the positives, divided by the sample size).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        stride: int = 8,
-        scales: Sequence[float] = (16.0, 32.0),
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        pre_nms_top_n: tuple[int, int] = (2000, 1000),
-        post_nms_top_n: tuple[int, int] = (2000, 1000),
-        nms_thresh: float = 0.7,
-        fg_iou: float = 0.7,
-        bg_iou: float = 0.3,
-        batch_size_per_image: int = 256,
-        positive_fraction: float = 0.5,
-    ):
-        """``pre_nms_top_n`` and ``post_nms_top_n``: ``(training, testing)``."""
-        super().__init__()
-        self.stride, self.scales, self.aspect_ratios = stride, tuple(scales), tuple(aspect_ratios)
-        self.pre_nms_top_n, self.post_nms_top_n, self.nms_thresh = pre_nms_top_n, post_nms_top_n, nms_thresh
-        self.fg_iou, self.bg_iou = fg_iou, bg_iou
-        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        k = len(self.scales) * len(self.aspect_ratios)
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
-        self.cls_logits = nn.Conv2d(in_channels, k, 1)
-        self.bbox_pred = nn.Conv2d(in_channels, 4 * k, 1)
-        for layer in (self.conv, self.cls_logits, self.bbox_pred):
-            nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
-
-    def anchors(self, feature_size, device=None) -> torch.Tensor:
-        """All ``[h * w * K, 4]`` anchors of an ``(h, w)`` feature map, in image pixels."""
-        return generate_anchors(feature_size, self.stride, self.scales, self.aspect_ratios).to(device)
-
-    def head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, C, h, w]`` -> objectness ``[B, h * w * K]`` and deltas ``[B, h * w * K, 4]``,
-        in the order of :meth:`anchors`."""
-        t = F.relu(self.conv(features))
-        batch = len(features)
-        objectness = self.cls_logits(t).permute(0, 2, 3, 1).reshape(batch, -1)
-        deltas = self.bbox_pred(t)  # [B, K * 4, h, w]
-        deltas = deltas.reshape(batch, -1, 4, *deltas.shape[2:]).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
-        return objectness, deltas
-
-    def select(self, objectness: torch.Tensor, boxes: torch.Tensor, image_size) -> torch.Tensor:
-        """The proposals ``[P, 4]`` of one image from all its decoded anchors ``[A, 4]``."""
-        mode = 0 if self.training else 1
-        top = objectness.topk(min(self.pre_nms_top_n[mode], len(objectness))).indices
-        boxes, scores = clip_boxes(boxes[top], image_size), objectness[top]
-        wide = torch.nonzero(
-            (boxes[:, 2] - boxes[:, 0] >= 1e-3) & (boxes[:, 3] - boxes[:, 1] >= 1e-3)
-        ).flatten()
-        boxes, scores = boxes[wide], scores[wide]
-        return boxes[nms(boxes, scores, self.nms_thresh)[: self.post_nms_top_n[mode]]]
-
-    def losses(self, objectness, deltas, anchors, targets) -> dict[str, torch.Tensor]:
-        """The two RPN losses over a balanced sample of anchors of every image."""
-        picked, labels, reg_targets, positives = [], [], [], []
-        for b, target in enumerate(targets):
-            anchor_labels, matched = label_anchors(anchors, target["boxes"], self.fg_iou, self.bg_iou)
-            pos, neg = sample_anchors(anchor_labels, self.batch_size_per_image, self.positive_fraction)
-            gt = target["boxes"][matched[pos]]
-            offset = b * len(anchors)
-            positives.append(pos + offset)
-            picked.append(torch.cat([pos, neg]) + offset)
-            labels.append(torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(objectness))
-            reg_targets.append(encode_boxes(gt, anchors[pos]))
-        picked, positives = torch.cat(picked), torch.cat(positives)
-        loss_objectness = F.binary_cross_entropy_with_logits(
-            objectness.reshape(-1)[picked], torch.cat(labels)
-        )
-        box = F.smooth_l1_loss(
-            deltas.reshape(-1, 4)[positives], torch.cat(reg_targets), beta=SMOOTH_L1_BETA, reduction="sum"
-        )
-        return {"loss_objectness": loss_objectness, "loss_rpn_box_reg": box / max(len(picked), 1)}
-
-    def forward(self, features: torch.Tensor, image_sizes, targets=None):
-        """Returns ``(proposals, losses)``: one ``[P_i, 4]`` tensor per image, and the RPN
-        losses in training mode (else an empty dict)."""
-        objectness, deltas = self.head(features)
-        anchors = self.anchors(features.shape[2:], features.device)
-        boxes = decode_boxes(deltas.detach().reshape(-1, 4), anchors.repeat(len(features), 1))
-        boxes = boxes.reshape(len(features), -1, 4)  # no gradient through the proposals
-        proposals = [self.select(o, b, size) for o, b, size in zip(objectness.detach(), boxes, image_sizes)]
-        losses = self.losses(objectness, deltas, anchors, targets) if self.training else {}
-        return proposals, losses
 
 
 class FasterRCNN(nn.Module):
@@ -727,8 +519,8 @@ class FasterRCNN(nn.Module):
                                     hidden=hidden, **(head_args or {}))
 
     def check_inputs(self, images, targets) -> None:
-        """:func:`check_inputs`; Mask R-CNN also checks the masks."""
-        check_inputs(images, targets, self.num_classes, self.training, self)
+        """:func:`~cvlib.models.detection.check_detection_inputs`; Mask R-CNN also checks the masks."""
+        check_detection_inputs(images, targets, self.num_classes, self.training, self)
 
     def forward(self, images, targets=None):
         self.check_inputs(images, targets)
@@ -737,71 +529,3 @@ class FasterRCNN(nn.Module):
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_sizes, targets)
         return {**rpn_losses, **head_losses} if self.training else detections
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference: torchvision's FasterRCNN with the same architecture (and weights)
-
-_TORCHVISION_NAMES = {  # cvlib parameter prefix -> torchvision's
-    "rpn.conv.": "rpn.head.conv.0.0.",
-    "rpn.cls_logits.": "rpn.head.cls_logits.",
-    "rpn.bbox_pred.": "rpn.head.bbox_pred.",
-    "roi_heads.box_head.mlp.1.": "roi_heads.box_head.fc6.",
-    "roi_heads.box_head.mlp.3.": "roi_heads.box_head.fc7.",
-    "roi_heads.box_head.cls_score.": "roi_heads.box_predictor.cls_score.",
-    "roi_heads.box_head.bbox_pred.": "roi_heads.box_predictor.bbox_pred.",
-}
-
-
-def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool = True) -> nn.Module:
-    """torchvision's ``FasterRCNN`` built like ``model`` (a RoI Align one): the same backbone
-    class, anchors, RoI Align, heads and settings, no resizing of ``image_size`` images and no
-    normalisation; with ``model``'s weights when ``copy_weights`` (then both give the same
-    detections), else freshly initialised."""
-    from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.rpn import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
-
-    integer(image_size, "image_size", low=1)
-    if not isinstance(module(model), FasterRCNN) or model.roi_heads.pooler != "align":
-        raise ValueError(
-            "model must be a cvlib FasterRCNN with pooler='align' (torchvision has no RoI Pool head)"
-        )
-    rpn, heads = model.rpn, model.roi_heads
-    backbone = Backbone(model.backbone.out_channels // 8)
-    hidden = heads.box_head.cls_score.in_features
-    twin = TorchvisionFasterRCNN(
-        backbone,
-        None,
-        min_size=image_size,
-        max_size=image_size,
-        image_mean=[0.0] * 3,
-        image_std=[1.0] * 3,
-        rpn_anchor_generator=AnchorGenerator((rpn.scales,), (rpn.aspect_ratios,)),
-        rpn_pre_nms_top_n_train=rpn.pre_nms_top_n[0],
-        rpn_pre_nms_top_n_test=rpn.pre_nms_top_n[1],
-        rpn_post_nms_top_n_train=rpn.post_nms_top_n[0],
-        rpn_post_nms_top_n_test=rpn.post_nms_top_n[1],
-        rpn_nms_thresh=rpn.nms_thresh,
-        rpn_fg_iou_thresh=rpn.fg_iou,
-        rpn_bg_iou_thresh=rpn.bg_iou,
-        rpn_batch_size_per_image=rpn.batch_size_per_image,
-        rpn_positive_fraction=rpn.positive_fraction,
-        box_roi_pool=MultiScaleRoIAlign(["0"], heads.output_size, heads.sampling_ratio),
-        box_head=TwoMLPHead(backbone.out_channels * heads.output_size**2, hidden),
-        box_predictor=FastRCNNPredictor(hidden, heads.num_classes + 1),
-        box_score_thresh=heads.score_thresh,
-        box_nms_thresh=heads.nms_thresh,
-        box_detections_per_img=heads.detections_per_img,
-        box_batch_size_per_image=heads.batch_size_per_image,
-        box_positive_fraction=heads.positive_fraction,
-    )
-    if copy_weights:
-
-        def rename(key: str) -> str:
-            prefix = next((p for p in _TORCHVISION_NAMES if key.startswith(p)), None)
-            return key if prefix is None else _TORCHVISION_NAMES[prefix] + key[len(prefix) :]
-
-        twin.load_state_dict({rename(k): v for k, v in model.state_dict().items()})
-    return twin

@@ -64,21 +64,21 @@ class ResNet(nn.Module):
     A stride-2 stem conv (``width`` channels), then three stages of ``blocks`` basic blocks each
     (widths ``width, 2 width, 4 width``; the 2nd and 3rd stages halve the resolution), global
     average pooling and a linear layer: ``6 * blocks + 2`` weighted layers. ``residual=False``
-    gives the plain twin. ``drop_path`` is the stochastic-depth probability of the last block,
-    rising linearly from 0 over the depth.
+    gives the plain twin. ``drop_path_rate`` is the stochastic-depth probability of the last block,
+    rising linearly from 0 over the depth (:func:`drop_path` drops a block's residual branch).
     """
 
     def __init__(self, num_classes: int = 3, width: int = 8, blocks: int = 3, residual: bool = True,
-                 drop_path: float = 0.0):
+                 drop_path_rate: float = 0.0):
         super().__init__()
         counts(num_classes=num_classes, width=width, blocks=blocks)
-        number(drop_path, "drop_path", low=0, high=1, high_open=True)
+        number(drop_path_rate, "drop_path_rate", low=0, high=1, high_open=True)
         self.stem = conv_bn_relu(3, width, stride=2)
         layers, channels, total = [], width, 3 * blocks
         for stage in range(3):
             for i in range(blocks):
                 out, stride = width * 2**stage, 2 if stage and i == 0 else 1
-                prob = drop_path * len(layers) / max(total - 1, 1)
+                prob = drop_path_rate * len(layers) / max(total - 1, 1)
                 layers.append(BasicBlock(channels, out, stride, residual, prob))
                 channels = out
         self.layers = nn.Sequential(*layers)

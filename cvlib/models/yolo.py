@@ -25,7 +25,8 @@ Read top to bottom, this file is the lecture's story:
 
 ``YOLO`` follows torchvision's detection contract as the R-CNN family does (``model(images,
 targets)`` -> dict of losses in training mode, one ``{"boxes", "labels", "scores"}`` dict per
-image in eval mode) and reuses its input checks and image batching.
+image in eval mode) and shares its input checks, image batching and the last step of
+inference (``cvlib/models/detection.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ from torch import nn
 from cvlib._checks import counts, number, pair, tensor
 from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.blocks import conv_bn_relu
-from cvlib.models.rcnn import Backbone, _check_head_settings, batch_images, check_inputs, clip_boxes
-from cvlib.ops import batched_nms, box_convert, box_iou
+from cvlib.models.detection import (
+    Backbone,
+    batch_images,
+    check_detection_inputs,
+    check_head_settings,
+    select_detections,
+)
+from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
 from cvlib.ops.boxes import _check_boxes
 
 __all__ = ["encode_targets", "grid_boxes", "YOLO"]
@@ -148,7 +155,7 @@ class YOLO(nn.Module):
         for name, value in (("lambda_coord", lambda_coord), ("lambda_noobj", lambda_noobj),
                             ("focal_gamma", focal_gamma)):
             number(value, name, low=0)
-        _check_head_settings(score_thresh, nms_thresh, detections_per_img)
+        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
         self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma
@@ -176,7 +183,7 @@ class YOLO(nn.Module):
         return boxes[..., :4].sigmoid(), boxes[..., 4], output[..., 5 * self.boxes_per_cell :]
 
     def forward(self, images, targets=None):
-        check_inputs(images, targets, self.num_classes, self.training, self)
+        check_detection_inputs(images, targets, self.num_classes, self.training, self)
         batch = batch_images(images)
         output = self.grid(batch)
         if self.training:
@@ -218,19 +225,16 @@ class YOLO(nn.Module):
     def postprocess(self, output: torch.Tensor, grid_image_size, image_size) -> dict[str, torch.Tensor]:
         """Detections of one image from its output ``[S, S, 5B + C]`` (the grid covers
         ``grid_image_size``, the padded batch): every predictor gives one box per class scored
-        ``confidence x P(class | object)``; boxes are clipped to ``image_size``; scores <=
-        ``score_thresh`` and tiny boxes are dropped, then per-class NMS at ``nms_thresh``;
-        the best ``detections_per_img`` are kept. Returns ``{"boxes" [D, 4], "labels" [D],
+        ``confidence x P(class | object)``; boxes are clipped to ``image_size``; then
+        :func:`~cvlib.models.detection.select_detections` drops tiny boxes and scores <=
+        ``score_thresh``, runs per-class NMS at ``nms_thresh`` and keeps the best
+        ``detections_per_img``. Returns ``{"boxes" [D, 4], "labels" [D],
         "scores" [D]}``."""
         boxes, confidence, class_logits = self.split(output)
-        boxes = clip_boxes(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
+        boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)[:, :, None, :]  # [S, S, B, C]
         scores = scores.reshape(len(boxes), self.num_classes)
         boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
         labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
-        scores = scores.reshape(-1)
-        wide = (boxes[:, 2] - boxes[:, 0] >= 1e-2) & (boxes[:, 3] - boxes[:, 1] >= 1e-2)
-        keep = torch.nonzero((scores > self.score_thresh) & wide).flatten()
-        survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], self.nms_thresh)
-        keep = keep[survivors][: self.detections_per_img]
-        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+        return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
+                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)

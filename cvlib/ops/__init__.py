@@ -1,7 +1,8 @@
 """The operations every detector and segmenter of the course is built from, written from the
 lectures and checked against ``torchvision.ops`` (same signatures, same numbers).
 
-- ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas
+- ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas, clipping boxes into
+  the image and removing degenerate ones
 - ``nms``: non-maximum suppression, per class with ``batched_nms``
 - ``anchors``: anchors over a feature map, their labels, balanced sampling
 - ``roi``: RoI Pool and RoI Align
@@ -16,9 +17,11 @@ from cvlib.ops.boxes import (
     box_area,
     box_convert,
     box_iou,
+    clip_boxes_to_image,
     decode_boxes,
     encode_boxes,
     generalized_box_iou,
+    remove_small_boxes,
 )
 from cvlib.ops.nms import batched_nms, nms
 from cvlib.ops.reference import nms_steps
@@ -33,6 +36,8 @@ __all__ = [
     "generalized_box_iou",
     "encode_boxes",
     "decode_boxes",
+    "clip_boxes_to_image",
+    "remove_small_boxes",
     "nms",
     "nms_steps",
     "batched_nms",

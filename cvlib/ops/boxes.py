@@ -1,4 +1,5 @@
-"""Boxes: formats, areas, IoU, generalized IoU, and the R-CNN box deltas.
+"""Boxes: formats, areas, IoU, generalized IoU, the R-CNN box deltas, and the two clean-ups
+every detector applies to its boxes (clip them into the image, drop the degenerate ones).
 
 Boxes are float tensors ``[N, 4]``; the default format is ``xyxy`` = ``(x1, y1, x2, y2)`` in
 pixels with ``x1 <= x2`` and ``y1 <= y2``. The functions give the same numbers as
@@ -11,7 +12,7 @@ import math
 
 import torch
 
-from cvlib._checks import number, tensor
+from cvlib._checks import number, pair, tensor
 
 __all__ = [
     "box_convert",
@@ -21,6 +22,8 @@ __all__ = [
     "encode_boxes",
     "decode_boxes",
     "BBOX_XFORM_CLIP",
+    "clip_boxes_to_image",
+    "remove_small_boxes",
 ]
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -33,6 +36,29 @@ def _check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
     tensor(boxes, name, shape=("N", 4), dtype="float", finite=True)
     if ordered and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
         raise ValueError(f"{name} must be xyxy with x1 <= x2 and y1 <= y2")
+
+
+def clip_boxes_to_image(boxes: torch.Tensor, size) -> torch.Tensor:
+    """Clamp xyxy ``boxes`` ``[..., 4]`` into an image of ``size`` ``(H, W)``: x into ``[0, W]``,
+    y into ``[0, H]``. A box wholly outside the image becomes a line on its border (width or
+    height 0), which :func:`remove_small_boxes` then drops."""
+    tensor(boxes, "boxes", dtype="float", finite=True)
+    if boxes.ndim == 0 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
+    height, width = pair(size, "size")
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """The indices ``[K]`` (int64, in order) of the xyxy ``boxes`` ``[N, 4]`` that are at least
+    ``min_size`` wide **and** high: the rest are degenerate (a line or a point after clipping),
+    and a detector drops them before NMS."""
+    _check_boxes(boxes, ordered=False)
+    number(min_size, "min_size", low=0)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return torch.nonzero((widths >= min_size) & (heights >= min_size)).flatten()
 
 
 def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:

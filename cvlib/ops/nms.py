@@ -55,7 +55,7 @@ def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> t
 
     A block of ``BLOCK`` boxes at a time: its boxes that no earlier block suppressed get one
     vectorized IoU matrix against every later box still alive that reaches into the block's
-    x-range (the others cannot overlap it). Its square part is resolved by :func:`_resolve`;
+    x-range (the others cannot overlap it). Its square part is resolved by :func:`_greedy_from_overlaps`;
     then the kept rows suppress the later boxes all at once.
     """
     boxes = boxes[order]
@@ -72,13 +72,13 @@ def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> t
         columns = torch.from_numpy(np.concatenate([rows, later])).to(boxes.device)
         inter, union = _inter_union(boxes[columns[: len(rows)]], boxes[columns])
         overlaps = (inter / union > threshold).cpu().numpy()  # NaN (0 / 0) is not > threshold
-        kept = _resolve(np.triu(overlaps[:, : len(rows)], k=1))
+        kept = _greedy_from_overlaps(np.triu(overlaps[:, : len(rows)], k=1))
         keep[rows] = kept
         keep[later] &= ~overlaps[kept, len(rows) :].any(axis=0)
     return order[torch.from_numpy(keep).to(order.device)]
 
 
-def _resolve(overlaps: np.ndarray) -> np.ndarray:
+def _greedy_from_overlaps(overlaps: np.ndarray) -> np.ndarray:
     """Greedy NMS of ``m`` boxes in visiting order, given ``overlaps`` ``[m, m]`` (bool, True
     where box ``j`` would suppress box ``i > j``; False on and below the diagonal).
 
