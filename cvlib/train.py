@@ -693,7 +693,7 @@ def _check_data_args(args) -> None:
         raise ValueError(f"args must have the fields name, data and {', '.join(DATA_FLAGS)}; "
                          f"missing {missing}")
     choice(args.name, "args.name", tuple(recipes.DATA_RECIPES))
-    _data_spec(args.data, "args.data")
+    _data_spec(args.data, "args.data (--data)")
     if args.backbone is not None:
         choice(args.backbone, "args.backbone", BACKBONES)
     integer(args.epochs, "args.epochs", low=1)
