@@ -54,6 +54,11 @@ EXPLAINED = {
         "block's first box has no earlier box, the matrix is strictly upper triangular, so the two "
         "never differ everywhere); it runs all len(overlaps) rounds, and the fixed point, reached "
         "within them, stays put",
+    ("cvlib/ops/nms.py", "keep = _greedy(boxes + offsets[:, None], by_category, iou_threshold).sort().values",
+     "boxes + offsets[:, None]  ->  boxes - offsets[:, None]"):
+        "equivalent: the offsets only keep categories apart; categories shifted by -k * span instead "
+        "of +k * span (span = the coordinate range + 1, more than any box) are as far apart, and a "
+        "shift shared by all boxes of a category leaves their IoUs unchanged",
     ("cvlib/ops/roi.py", "g_max = max(int(grid.max()), 1) if len(grid) else 1", "1  ->  2"):
         "equivalent: g_max only sizes the sample grid; the points past each RoI's own grid get "
         "weight 0 (used = i < grid), so one more padding point changes no output",
