@@ -37,6 +37,8 @@ import torch
 import torchvision
 from torch import nn
 
+from cvlib._checks import choice, describe, integer, pair, tensor
+
 __all__ = [
     "CATALOGUE", "Pretrained", "weights_of", "checkpoint_path", "download_mb", "is_genuine",
     "load", "write_random_weights", "trace_rcnn", "multiscale_anchors", "multiscale_roi_align",
@@ -71,8 +73,7 @@ class Pretrained(NamedTuple):
 
 
 def _check_name(name: str) -> None:
-    if name not in CATALOGUE:
-        raise ValueError(f"name must be one of {sorted(CATALOGUE)}, got {name!r}")
+    choice(name, "name", sorted(CATALOGUE))
 
 
 def weights_of(name: str) -> torchvision.models.WeightsEnum:
@@ -99,6 +100,8 @@ def is_genuine(path: str | Path) -> bool:
     """True when the SHA-256 of the file ``path`` starts with the hex prefix in its torchvision
     file name (``resnet18-f37072fd.pth``: ``f37072fd``). The result is remembered per file
     size and modification time (hashing 330 MB takes a second or two)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or Path), got {describe(path)}")
     path = Path(path)
     match = re.search(r"-([0-9a-f]{6,64})\.", path.name)
     if match is None or not path.is_file():
@@ -167,6 +170,10 @@ def load(name: str, download: bool | None = None, verbose: bool = True) -> Pretr
     1.2 GB). Never raises for a missing or broken download (only for an unknown ``name``).
     """
     _check_name(name)
+    for flag, value in (("download", download), ("verbose", verbose)):
+        if not isinstance(value, bool) and not (flag == "download" and value is None):
+            raise TypeError(f"{flag} must be a bool{' or None' if flag == 'download' else ''}, "
+                            f"got {describe(value)}")
     if download is None:
         download = os.environ.get("CVLIB_NO_DOWNLOAD") != "1"
     path = checkpoint_path(name)
@@ -203,7 +210,7 @@ def write_random_weights(name: str, seed: int = 0) -> Path:
     that a wrong mapping of any parameter changes the outputs. Overwrites a cached file.
     """
     weights = weights_of(name)
-    torch.manual_seed(seed)
+    torch.manual_seed(integer(seed, "seed", low=0))
     extra = _NO_BACKBONE if "weights_backbone" in _builder_parameters(name) else {}
     model = torchvision.models.get_model(name, weights=None, num_classes=len(weights.meta["categories"]),
                                          **extra)
@@ -258,8 +265,12 @@ def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
       ``"mask_logits"`` ``[D, classes, 28, 28]``,
     - ``"detections"``: the model's output dict, in the original image's pixels.
     """
+    from torchvision.models.detection import FasterRCNN
     from torchvision.ops import boxes as box_ops
 
+    if not isinstance(model, FasterRCNN):
+        raise TypeError(f"model must be torchvision's Faster or Mask R-CNN, got {describe(model)}")
+    _check_image(image, model)
     model.eval()
     heads = model.roi_heads
     watched = {"transform": model.transform, "backbone": model.backbone,
@@ -296,12 +307,44 @@ def trace_rcnn(model: nn.Module, image: torch.Tensor) -> dict:
     return trace
 
 
+def _check_image(image, model: nn.Module) -> None:
+    """One image ``[3, H, W]`` in ``[0, 1]``, of the model's dtype."""
+    tensor(image, "image", shape=(3, "H", "W"), dtype="float", finite=True, nonempty=True)
+    dtype = next(model.parameters()).dtype
+    if image.dtype != dtype:
+        raise ValueError(f"image must have the model's dtype {dtype}, got {image.dtype}")
+    if image.min() < 0 or image.max() > 1:
+        low, high = image.min().item(), image.max().item()
+        raise ValueError(f"image must hold values in [0, 1], got {low:.3g}..{high:.3g}")
+
+
+def _check_features(features, count: int | None = None) -> None:
+    """A dict of feature maps ``name -> [B, C, h, w]`` float tensors (``count`` of them)."""
+    if not isinstance(features, dict):
+        raise TypeError(f"features must be a dict of feature maps, got {describe(features)}")
+    for key, feature in features.items():
+        tensor(feature, f"features[{key!r}]", ndim=4, dtype="float")
+    if count is not None and len(features) != count:
+        raise ValueError(f"features must hold one map per level of the generator ({count}), "
+                         f"got {len(features)}")
+
+
 def multiscale_anchors(generator: nn.Module, image_size, features: dict) -> torch.Tensor:
     """:func:`cvlib.ops.generate_anchors` for every feature map, with the scales and aspect ratios
     of torchvision's ``AnchorGenerator`` ``generator`` and its stride rule (image size // map
     size): ``[A, 4]``, the anchors of all levels in order, as the generator makes them."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
     from cvlib.ops import generate_anchors
 
+    if not isinstance(generator, AnchorGenerator):
+        raise TypeError(f"generator must be torchvision's AnchorGenerator, got {describe(generator)}")
+    image_size = pair(image_size, "image_size")
+    _check_features(features, len(generator.sizes))
+    for key, feature in features.items():
+        if any(f > s for f, s in zip(feature.shape[-2:], image_size)):
+            raise ValueError(f"features[{key!r}] must not be larger than image_size {image_size}, "
+                             f"got {tuple(feature.shape[-2:])}")
     anchors = []
     for feature, sizes, ratios in zip(features.values(), generator.sizes, generator.aspect_ratios):
         stride = [s // f for s, f in zip(image_size, feature.shape[-2:])]
@@ -315,11 +358,19 @@ def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -
     there, with the settings of torchvision's ``MultiScaleRoIAlign`` ``pool`` (its maps, scales,
     output size, sampling ratio). ``boxes [K, 4]`` of one image -> ``[K, C, S, S]``, the same
     numbers as ``pool``'s output. ``pool`` must have run once (it sets its scales then)."""
+    from torchvision.ops import MultiScaleRoIAlign
+
     from cvlib.ops.roi import roi_align, roi_levels
 
+    if not isinstance(pool, MultiScaleRoIAlign):
+        raise TypeError(f"pool must be torchvision's MultiScaleRoIAlign, got {describe(pool)}")
+    _check_features(features)
     names = [n for n in features if n in pool.featmap_names]
-    if pool.scales is None or len(pool.scales) != len(names):
-        raise ValueError("pool must be the model's MultiScaleRoIAlign, after one forward pass")
+    if pool.scales is None:
+        raise ValueError("pool must have run once, as in the model's forward pass (it sets its scales)")
+    if len(pool.scales) != len(names):
+        raise ValueError(f"features must hold the pool's maps {list(pool.featmap_names)}, "
+                         f"got {list(features)}")
     k_min, k_max = (int(-math.log2(scale)) for scale in (pool.scales[0], pool.scales[-1]))  # as torchvision
     levels = roi_levels(boxes, k_min, k_max, getattr(pool, "canonical_scale", 224.0),
                         getattr(pool, "canonical_level", 4))

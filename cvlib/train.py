@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from cvlib._checks import describe, integer, number, sequence, tensor
+from cvlib._checks import choice, describe, integer, number, sequence, tensor
 
 __all__ = [
     "default_device", "seed_everything", "to_device", "fit", "predict", "detect", "seconds_per_call",
@@ -346,6 +346,9 @@ class MetricsLog:
     later ones (steps trained after the checkpoint, which the resumed run repeats)."""
 
     def __init__(self, out: str | Path, resume_step: int | None = None):
+        _check_folder(out, "out")
+        if resume_step is not None:
+            integer(resume_step, "resume_step", low=0)
         path = Path(out) / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -373,6 +376,14 @@ class MetricsLog:
         self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _check_folder(value, name: str) -> None:
+    """A folder to write into: a path (str or ``os.PathLike``) that is not an existing file."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path (str or Path), got {describe(value)}")
+    if Path(value).is_file():
+        raise ValueError(f"{name} must be a folder, got the file {str(value)!r}")
 
 
 def _mixed_precision(device: torch.device, amp: bool):
@@ -403,8 +414,13 @@ def shard_loader(loader, seed: int = 0):
     """The same ``DataLoader`` for one of ``world_size`` processes: a ``DistributedSampler``
     (shuffled by ``seed`` and epoch when the loader shuffles) and ``batch_size / world_size``
     items per process, so that the processes together read the loader's batch size. A loader
-    that already has a ``DistributedSampler``, or is not a ``DataLoader``, is returned as is."""
-    if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
+    that already has a ``DistributedSampler``, or is not a ``DataLoader``, is returned as is, as
+    is any loader when this process is alone (not distributed)."""
+    if not hasattr(loader, "__iter__") or isinstance(loader, (str, bytes, dict)):
+        raise TypeError(f"loader must be an iterable of (inputs, targets) batches, got {describe(loader)}")
+    integer(seed, "seed", low=0)
+    alone = not is_distributed()
+    if alone or not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
         return loader
     world = dist.get_world_size()
     if loader.batch_size is None or loader.batch_size % world:
@@ -565,13 +581,21 @@ def open_dataset(spec: str):
     or ``shapes:N`` (``N`` synthetic scenes, :class:`cvlib.data.ShapesDataset` seed 0)."""
     from cvlib.data import CocoDetection, ShapesDataset
 
-    kind, _, rest = spec.partition(":")
-    if kind == "coco" and rest.count(":") >= 1:
+    kind, rest = _data_spec(spec, "spec (--data)")
+    if kind == "coco":
         annotation_file, _, image_dir = rest.rpartition(":")
         return CocoDetection(annotation_file, image_dir)
-    if kind == "shapes" and rest.isdigit():
-        return ShapesDataset(int(rest), seed=0)
-    raise ValueError(f"--data must be coco:ANNOTATIONS.json:IMAGE_DIR or shapes:N, got {spec!r}")
+    return ShapesDataset(int(rest), seed=0)
+
+
+def _data_spec(spec, name: str) -> tuple[str, str]:
+    """``(kind, the rest)`` of a ``--data`` value, else a clear error naming ``name``."""
+    if not isinstance(spec, str):
+        raise TypeError(f"{name} must be a str, got {describe(spec)}")
+    kind, _, rest = spec.partition(":")
+    if not ((kind == "coco" and rest.count(":") >= 1) or (kind == "shapes" and rest.isdigit())):
+        raise ValueError(f"{name} must be coco:ANNOTATIONS.json:IMAGE_DIR or shapes:N, got {spec!r}")
+    return kind, rest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -613,6 +637,7 @@ def start_processes(device: torch.device) -> torch.device:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group,
     ``nccl`` on CUDA (each process on GPU ``LOCAL_RANK``) or ``gloo`` on the CPU; the device of
     this process. Alone, nothing happens."""
+    _check_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     if device.type == "cuda":
@@ -624,10 +649,15 @@ def start_processes(device: torch.device) -> torch.device:
 
 def train_on_data(args: argparse.Namespace, device: torch.device, command: str) -> dict:
     """Train model ``args.name`` on ``args.data`` with ``fit`` (AdamW, ``WARMUP_STEPS`` of
-    warm-up, checkpoints every ``CHECKPOINT_EVERY`` steps in ``args.out``); the history."""
+    warm-up, checkpoints every ``CHECKPOINT_EVERY`` steps in ``args.out``); the history.
+    ``args`` holds ``name``, ``data`` and every flag of ``DATA_FLAGS`` (as ``main`` fills them)."""
     from cvlib import recipes
     from cvlib.data import collate_detection, collate_segmentation
 
+    _check_data_args(args)
+    _check_device(device)
+    if not isinstance(command, str):
+        raise TypeError(f"command must be a str, got {describe(command)}")
     dataset = open_dataset(args.data)
     recipe = recipes.DATA_RECIPES[args.name]
     model = recipes.build_for_data(args.name, dataset.num_classes, args.backbone)
@@ -643,6 +673,38 @@ def train_on_data(args: argparse.Namespace, device: torch.device, command: str) 
                epochs=args.epochs, max_steps=args.max_steps, optimizer=optimizer, scheduler=warmup,
                device=device, out=args.out, checkpoint_every=CHECKPOINT_EVERY, resume=args.resume,
                amp=args.amp, meta=meta, desc=args.name)
+
+
+def _check_device(device) -> None:
+    if not isinstance(device, torch.device):
+        raise TypeError(f"device must be a torch.device, got {describe(device)}")
+
+
+def _check_data_args(args) -> None:
+    """The contract of :func:`train_on_data`'s ``args``; errors name the field (``args.lr``)."""
+    from cvlib import recipes
+    from cvlib.models.backbones import BACKBONES
+
+    if not isinstance(args, argparse.Namespace):
+        raise TypeError(f"args must be an argparse.Namespace (as python -m cvlib.train makes), "
+                        f"got {describe(args)}")
+    missing = [f for f in ("name", "data", *DATA_FLAGS) if not hasattr(args, f)]
+    if missing:
+        raise ValueError(f"args must have the fields name, data and {', '.join(DATA_FLAGS)}; "
+                         f"missing {missing}")
+    choice(args.name, "args.name", tuple(recipes.DATA_RECIPES))
+    _data_spec(args.data, "args.data (--data)")
+    if args.backbone is not None:
+        choice(args.backbone, "args.backbone", BACKBONES)
+    integer(args.epochs, "args.epochs", low=1)
+    if args.max_steps is not None:
+        integer(args.max_steps, "args.max_steps", low=1)
+    integer(args.batch_size, "args.batch_size", low=1)
+    number(args.lr, "args.lr", low=0, low_open=True)
+    _check_folder(args.out, "args.out")
+    for flag in ("resume", "amp"):
+        if not isinstance(getattr(args, flag), bool):
+            raise TypeError(f"args.{flag} must be a bool, got {describe(getattr(args, flag))}")
 
 
 def main(argv: list[str] | None = None) -> int:

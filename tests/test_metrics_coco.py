@@ -180,6 +180,17 @@ def test_random_detections_match_cocoeval(seed):
     assert_matches_coco(predictions, targets)
 
 
+def test_many_tied_detections_keep_their_order_as_cocoeval():
+    """80 detections of one class with one score: the order of ties decides which duplicate
+    matches, and COCOeval keeps the given order (a stable sort); so must we."""
+    g = torch.Generator().manual_seed(0)
+    target = {"boxes": _random_boxes(g, 40), "labels": torch.ones(40, dtype=torch.long)}
+    boxes = _jitter(g, target["boxes"].repeat(2, 1), 0.15)
+    prediction = {"boxes": boxes, "scores": torch.full((80,), 0.5),
+                  "labels": torch.ones(80, dtype=torch.long)}
+    assert_matches_coco([prediction], [target])
+
+
 def test_shapes_dataset_boxes_match_cocoeval():
     dataset = ShapesDataset(30, image_size=64, max_objects=4, seed=3, min_objects=0)
     targets = [dataset[i][1] for i in range(len(dataset))]

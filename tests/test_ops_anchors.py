@@ -91,6 +91,9 @@ def test_anchor_bad_input():
         ops.label_anchors([[0, 0, 1, 1]], torch.zeros(1, 4))
     with pytest.raises(TypeError, match="dtype must be a floating point torch.dtype"):
         ops.generate_anchors((4, 4), 8, dtype=torch.int64)  # a survivor of bench/mutation.py
+    for bad in (1.5, -0.1):  # an IoU threshold outside [0, 1] (a survivor of bench/mutation.py)
+        with pytest.raises(ValueError, match="fg_iou"):
+            ops.label_anchors(torch.zeros(1, 4), torch.zeros(1, 4), fg_iou=bad, bg_iou=0.0)
 
 
 def test_shape_iou_by_hand():

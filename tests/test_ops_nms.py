@@ -10,6 +10,7 @@ from test_ops_boxes import box_sets
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from cvlib import ops
+from cvlib.ops.nms import BLOCK
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
@@ -100,6 +101,18 @@ def test_chains_and_blocks():
         assert torch.equal(
             ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
         )
+
+
+def test_a_block_with_one_surviving_box_still_suppresses_later_blocks():
+    """Block 1 has one box left after block 0's suppression; it must still suppress its
+    duplicate in block 2 (a block of one row is not skipped)."""
+    block = BLOCK
+    a, c = torch.tensor([0.0, 0, 10, 10]), torch.tensor([100.0, 100, 110, 110])
+    boxes = torch.stack([a] * (2 * block - 1) + [c, c])  # block 0: a; block 1: a..., c; block 2: c
+    scores = -torch.arange(len(boxes), dtype=torch.float32)  # in this order
+    keep = ops.nms(boxes, scores, 0.5)
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.5))
+    assert keep.tolist() == [0, 2 * block - 1]
 
 
 def test_non_contiguous_input():

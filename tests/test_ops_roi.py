@@ -66,6 +66,29 @@ def test_list_of_boxes_float64_and_non_contiguous():
         torch.testing.assert_close(ours, ref)
 
 
+def test_roi_levels_like_torchvision():
+    """FPN's level of each box (eq. 1) equals torchvision's LevelMapper, on boxes of every
+    size and aspect ratio."""
+    from torchvision.ops.poolers import LevelMapper
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(500, 2, generator=g) * 500
+    wh = torch.exp(torch.rand(500, 2, generator=g) * 7)  # 1 to 1100 pixels, widths != heights
+    boxes = torch.cat([xy, xy + wh], 1)
+    levels = ops.roi.roi_levels(boxes, 2, 5)
+    assert torch.equal(levels, LevelMapper(2, 5)([boxes]))
+    assert levels.unique().tolist() == [0, 1, 2, 3]
+
+
+def test_roi_pool_of_a_box_below_the_map_is_zero():
+    """Every bin of a RoI outside the map is empty (0, as torchvision); the rows it would read are
+    clamped into the map (a survivor of bench/mutation.py read past the end of the table)."""
+    x = torch.rand(1, 3, 8, 8)
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 1.0, 22.0]])
+    ours = ops.roi_pool(x, boxes, 2)
+    assert torch.equal(ours, torchvision.ops.roi_pool(x, boxes, 2)) and not ours.any()
+
+
 def test_empty_boxes_and_dtypes():
     x = torch.randn(1, 2, 5, 5)
     assert ops.roi_align(x.double(), [], 2).dtype == torch.float64  # boxes follow the input

@@ -166,7 +166,7 @@ def test_cli_errors(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--data must be"):
+    with pytest.raises(ValueError, match=r"\(--data\) must be"):
         main(["yolo", "--data", "voc:x"])
     assert main(["--list"]) == 0 and "with --data: faster_rcnn" in capsys.readouterr().out
 

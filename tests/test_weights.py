@@ -163,3 +163,21 @@ def test_shipped_detectors_reproduce_their_recorded_metrics(name):
     recorded = weights.load(name)["meta"]["metrics"]
     measured = _evaluate_detector(weights.load_model(name), torch.device("cpu"), DETECTORS[name])
     assert measured == pytest.approx({k: recorded[k] for k in measured}, abs=2e-3)
+
+
+def test_transfer_copies_the_tensors_whose_name_and_shape_match():
+    """Fine-tuning a 3-class SmallCNN from a 5-class one: every tensor but the classifier is
+    copied; the classifier (other shape) and a tensor of another name are left alone."""
+    torch.manual_seed(0)
+    source, target = SmallCNN(5, width=2), SmallCNN(3, width=2)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    state = {**source.state_dict(), "extra.weight": torch.zeros(2)}
+    assert weights.transfer(target, state) == ["fc.weight", "fc.bias"]
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, before[key] if key.startswith("fc.") else state[key]), key
+    with pytest.raises(ValueError, match="no tensor"):
+        weights.transfer(target, {"fc.weight": torch.zeros(5, 16)})  # the name, not the shape
+    with pytest.raises(TypeError, match="state_dict must be"):
+        weights.transfer(target, [torch.zeros(1)])
+    with pytest.raises(TypeError, match="model must be"):
+        weights.transfer("smallcnn", state)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cvlib._checks import choice
 from cvlib.exercises import boxes, dense, explain, losses, roi
 from cvlib.exercises.core import Exercise, run
 
@@ -34,9 +35,7 @@ NAMES = tuple(_FACTORIES)
 
 def exercise(name: str) -> Exercise:
     """The :class:`~cvlib.exercises.core.Exercise` behind ``check(name, ...)``."""
-    if name not in _FACTORIES:
-        raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
-    return _FACTORIES[name]()
+    return _FACTORIES[choice(name, "name", NAMES)]()
 
 
 def check(name: str, fn: Callable) -> bool:
