@@ -72,9 +72,10 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", workdir / "notebooks")
     settings = workdir / "settings" / "@jupyterlab"
     for extension, name, value in [
-        ("notebook-extension", "tracker", {"windowingMode": "none"}),  # render every cell
         ("apputils-extension", "notification", {"fetchNews": "false"}),  # no news pop-up
-    ] if LAB_MAJOR >= 4 else []:  # JupyterLab 3 renders every cell and has no news
+        # render every cell (JupyterLab 3 always does, and rejects the setting)
+        *([("notebook-extension", "tracker", {"windowingMode": "none"})] if LAB_MAJOR >= 4 else []),
+    ]:
         (settings / extension).mkdir(parents=True)
         (settings / extension / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port = _free_port()
