@@ -55,12 +55,30 @@ test-mutation: $(TEST_STAMP)
 # needs root (as root, or install it yourself first); and Playwright's Python package (not in
 # requirements.txt: readers do not need it). Round-trip timings go to tests/browser/artifacts/
 # (ignored); `make bench` copies them to bench/results/.
-browser-test: install
+# WIDGETS=7: the same tests against Colab's widget front end, ipywidgets 7.7, which runs only in
+# JupyterLab 3 (tests/browser/widgets7-requirements.txt), from .venv-widgets7, made when missing
+# (requirements.txt less its jupyterlab line); its artifacts go to tests/browser/artifacts/widgets7/.
+# BROWSER_K="unrun" runs only the tests whose names match (pytest -k), e.g. the unrun pass.
+WIDGETS ?= 8
+BROWSER_K ?=
+VENV7 := .venv-widgets7
+STAMP7 := $(VENV7)/.installed
+BROWSER_PY := $(if $(filter 7,$(WIDGETS)),$(VENV7)/bin/python,$(PY))
+
+$(STAMP7): requirements.txt pyproject.toml tests/browser/widgets7-requirements.txt
+	test -x $(VENV7)/bin/python || $(PYTHON) -m venv $(VENV7)
+	$(VENV7)/bin/python -m pip install -q --upgrade pip
+	grep -v '^jupyterlab' requirements.txt > $(VENV7)/requirements.txt
+	$(VENV7)/bin/python -m pip install -q -r $(VENV7)/requirements.txt -r tests/browser/widgets7-requirements.txt
+	touch $@
+
+browser-test: $(if $(filter 7,$(WIDGETS)),$(STAMP7),install)
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" != 0 ]; then echo "browser-test needs /usr/bin/chromium: run as root, or 'sudo apt-get install --no-install-recommends chromium' first"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
-	$(PY) -m pip install -q "playwright>=1.40"
-	CVLIB_NO_DOWNLOAD=1 CVLIB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -v
+	$(BROWSER_PY) -m pip install -q "playwright>=1.40"
+	$(BROWSER_PY) -c "import jupyterlab, ipywidgets; print('browser-test: JupyterLab', jupyterlab.__version__, 'ipywidgets', ipywidgets.__version__)"
+	CVLIB_WIDGETS=$(WIDGETS) CVLIB_NO_DOWNLOAD=1 CVLIB_BROWSER_TESTS=1 $(BROWSER_PY) -m pytest tests/browser -v $(if $(BROWSER_K),-k "$(BROWSER_K)")
 
 # The tests and every notebook with Colab's versions (tests/colab-constraints.txt: torch 2.11,
 # torchvision 0.26, ipywidgets 7.7) and Colab's Python, 3.13, in .venv-colab. It says which
@@ -116,4 +134,4 @@ lint: install
 	$(VENV)/bin/ruff check cvlib tests bench
 
 clean:
-	rm -rf $(VENV) .venv-colab .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-colab $(VENV7) .pytest_cache .hypothesis

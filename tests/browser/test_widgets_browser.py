@@ -13,7 +13,10 @@ first sees it: the browser console must show no widget error ("Could not instant
 "... is not registered") and the page no raw widget text (``VBox(children=...``), only the
 static figures and the "Run this cell to explore" line under each.
 
-Run with ``make browser-test`` (installs Debian's chromium and Playwright's Python package).
+Run with ``make browser-test`` (installs Debian's chromium and Playwright's Python package):
+JupyterLab 4 and ipywidgets 8, from ``.venv``. ``make browser-test WIDGETS=7`` runs the same
+tests against Colab's widget front end, ipywidgets 7.7 in JupyterLab 3.6 (``.venv-widgets7``);
+its timings and screenshots go to ``tests/browser/artifacts/widgets7/``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import ipywidgets
+import jupyterlab
 import pytest
 
+LAB_MAJOR = int(jupyterlab.__version__.split(".")[0])  # 4, or 3 for ipywidgets 7
+WIDGETS_MAJOR = int(ipywidgets.__version__.split(".")[0])
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / ("widgets7" if WIDGETS_MAJOR == 7 else "")
 RESULTS = ARTIFACTS / "widgets_browser.json"
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM = "/usr/bin/chromium"
@@ -43,6 +50,7 @@ STEP_ATTEMPTS = 6  # key presses before an explorer counts as dead (a step may c
 pytestmark = pytest.mark.skipif(
     not os.environ.get("CVLIB_BROWSER_TESTS"), reason="browser tests run with `make browser-test`"
 )
+WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"  # the front end of ipywidgets 7 and 8
 
 
 def _free_port() -> int:
@@ -53,13 +61,20 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on a free local port over a copy of notebooks/; stopped afterwards."""
+    """A JupyterLab server on a free local port over a copy of notebooks/; stopped afterwards.
+
+    ``make browser-test WIDGETS=7`` sets CVLIB_WIDGETS=7: the server and its kernels must then
+    really have ipywidgets 7 (and JupyterLab 3, the only one whose front end it has)."""
+    asked = int(os.environ.get("CVLIB_WIDGETS", WIDGETS_MAJOR))
+    assert WIDGETS_MAJOR == asked, f"ipywidgets {ipywidgets.__version__}, asked for {asked}"
+    assert LAB_MAJOR == (3 if WIDGETS_MAJOR == 7 else 4), f"JupyterLab {jupyterlab.__version__}"
     workdir = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", workdir / "notebooks")
     settings = workdir / "settings" / "@jupyterlab"
     for extension, name, value in [
-        ("notebook-extension", "tracker", {"windowingMode": "none"}),  # render every cell
         ("apputils-extension", "notification", {"fetchNews": "false"}),  # no news pop-up
+        # render every cell (JupyterLab 3 always does, and rejects the setting)
+        *([("notebook-extension", "tracker", {"windowingMode": "none"})] if LAB_MAJOR >= 4 else []),
     ]:
         (settings / extension).mkdir(parents=True)
         (settings / extension / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
@@ -175,14 +190,21 @@ def test_unrun_notebook_shows_no_widget_errors(lab, browser, name):
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     time.sleep(3)  # let the widget manager try (and fail, if it would) to restore views
     outputs = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    config = json.loads(page.locator("#jupyter-config-data").text_content())
     page.close()
-    assert "VBox(children" not in outputs and "Slider(value" not in outputs, f"{name}: raw widget text"
-    assert not [e for e in WIDGET_ERRORS if e in outputs], f"{name}: a widget error is shown"
+    # without the widget manager nothing would try to restore a widget, and nothing could fail
+    loaded = [e["name"] for e in config.get("federated_extensions", [])]
+    assert WIDGET_MANAGER in loaded, f"{WIDGET_MANAGER} is not loaded: {loaded}"
+    problems = []
+    if "VBox(children" in outputs or "Slider(value" in outputs:
+        problems.append("raw widget text")
+    problems += [f"shown: {e}" for e in WIDGET_ERRORS if e in outputs]
+    problems += [line for line in console if any(e in line for e in WIDGET_ERRORS)][:3]
     explorers = json.loads((ROOT / "notebooks" / name).read_text()).get("cells", [])
     expected = sum("explore(" in "".join(c["source"]) for c in explorers if c["cell_type"] == "code")
-    assert outputs.count("Run this cell to explore") >= min(expected, 1), f"{name}: no 'run to explore' line"
-    errors = [line for line in console if any(e in line for e in WIDGET_ERRORS)]
-    assert not errors, f"{name}: widget errors in the console: {errors[:3]}"
+    if outputs.count("Run this cell to explore") < min(expected, 1):
+        problems.append("no 'run to explore' line")
+    assert not problems, f"{name} (ipywidgets {ipywidgets.__version__}): {problems}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -219,6 +241,6 @@ def test_notebook_widgets_respond(lab, browser, timings, name):
                 if attempt == STEP_ATTEMPTS - 1:
                     raise
         timings[name][f"explorer_{k}"] = round(time.perf_counter() - start, 3)
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
     page.close()
