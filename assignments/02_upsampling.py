@@ -452,7 +452,7 @@ ax_copies.set_yticks(range(IN + 1), [f"copy {i}" for i in range(IN)] + ["sum"])
 map_image = ax_map.imshow(torch.zeros(1, 1), cmap="Blues", vmin=0, vmax=4)
 ax_map.set_xticks([])
 ax_map.set_yticks([])
-fig.tight_layout()
+fig.colorbar(map_image, ax=[ax_copies, ax_map], shrink=0.8, label="copies summed at a pixel")
 
 
 def show_transposed(kernel, stride, padding, output_padding):

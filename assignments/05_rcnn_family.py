@@ -181,14 +181,17 @@ def align_points(x1, x2, k, s, scale=1 / 8):
 
 fig_roi, (ax_map, ax_pool, ax_align) = plt.subplots(1, 3, figsize=(8, 2.9),
                                                     gridspec_kw={"width_ratios": [1.6, 1, 1]})
-ax_map.imshow(feature_map[0, 0], cmap="viridis")
+map_image = ax_map.imshow(feature_map[0, 0], cmap="viridis")
 ax_map.set(xticks=[], yticks=[], title=f"feature map, channel {channel} (16 x 16)")
 roi_rect = ax_map.add_patch(plt.Rectangle((0, 0), 1, 1, fill=False, color="white", lw=2))
 align_dots = ax_map.scatter([], [], s=4, color="red")
-pool_image = ax_pool.imshow(np.zeros((2, 2)), cmap="viridis")
-align_image = ax_align.imshow(np.zeros((2, 2)), cmap="viridis")
+value_range = dict(vmin=float(feature_map.min()), vmax=float(feature_map.max()))  # one scale for all three
+map_image.set_clim(**value_range)
+pool_image = ax_pool.imshow(np.zeros((2, 2)), cmap="viridis", **value_range)
+align_image = ax_align.imshow(np.zeros((2, 2)), cmap="viridis", **value_range)
 for ax in (ax_pool, ax_align):
     ax.set(xticks=[], yticks=[])
+fig_roi.colorbar(map_image, ax=[ax_map, ax_pool, ax_align], shrink=0.8, label="feature value")
 bin_artists = []
 
 
@@ -209,7 +212,6 @@ def show_roi(x, y, w, h, k, s):
     for artist, out in ((pool_image, pooled), (align_image, aligned)):
         artist.set_data(out)
         artist.set_extent((-0.5, k - 0.5, k - 0.5, -0.5))
-        artist.set_clim(feature_map.min().item(), feature_map.max().item())
     ax_pool.set_title(f"RoI Pool {k}x{k}", fontsize=9)
     ax_align.set_title(f"RoI Align {k}x{k}, {s}x{s} points", fontsize=9)
 
@@ -466,8 +468,8 @@ for name, r in bench["results"].items():
 # %% [markdown]
 # ## 6. The claim: where the time goes
 #
-# Run the three shipped detectors on the same 20 test scenes, one image at a time (best of 2
-# passes after a warm-up), and score them with the same mAP. R-CNN runs the CNN on 2,055
+# Run the three shipped detectors on the same 20 test scenes and score them with the same mAP;
+# time them one image at a time on the first 8 (best of 2 passes after a warm-up). R-CNN runs the CNN on 2,055
 # warped windows; Fast R-CNN runs it once and pools 2,055 RoIs; Faster R-CNN runs it once and
 # pools only the RPN's proposals (counted below).
 
@@ -475,7 +477,7 @@ for name, r in bench["results"].items():
 fast = weights.load_model("fast_rcnn", device=device)
 models = {"R-CNN": rcnn, "Fast R-CNN": fast, "Faster R-CNN": faster}
 same_images, same_targets = test_images[:20], test_targets[:20]
-per_image = {name: seconds_per_image(m, same_images, repeats=2) for name, m in models.items()}
+per_image = {name: seconds_per_image(m, same_images[:8], repeats=2) for name, m in models.items()}
 maps = {name: metrics.evaluate_detections(detect(m, same_images), same_targets)["map"] for name, m in models.items()}
 with torch.no_grad():
     rpn_proposals_per_image = np.mean([len(faster.rpn(faster.backbone(im[None].to(device)), [im.shape[1:]])[0][0])
@@ -528,7 +530,7 @@ bars = {"R-CNN\n(windows)": (0, per_image["R-CNN"]), "Fast R-CNN\n(windows)": (0
 proposal_ms, network_ms = ([1000 * pair[k] for pair in bars.values()] for k in (0, 1))
 ax_time.bar(list(bars), proposal_ms, color="tab:orange", label="external proposals")
 ax_time.bar(list(bars), network_ms, bottom=proposal_ms, color="tab:blue", label="network (proposals inside)")
-ax_time.set(ylabel="ms per image", title="where the time goes (20 scenes)")
+ax_time.set(ylabel="ms per image", title="where the time goes (mean per image)")
 ax_time.legend(fontsize=8)
 ax_accuracy.bar(list(bars), [maps["R-CNN"], maps["Fast R-CNN"], segment_map, maps["Faster R-CNN"]], color="tab:green")
 ax_accuracy.set(ylim=(0, 1), ylabel="mAP (IoU 0.50:0.95)", title="accuracy, same 20 scenes")

@@ -436,6 +436,7 @@ fig_att, ax_att = plt.subplots(figsize=(4.6, 4.6))
 att_image = viz.show_image(ax_att, test_images[0])
 att_map = ax_att.imshow(np.zeros((8, 8)), cmap="magma", alpha=0.5, extent=(-0.5, 63.5, 63.5, -0.5),
                         interpolation="bilinear")
+fig_att.colorbar(att_map, ax=ax_att, shrink=0.7, label="cross-attention weight")
 att_artists = []
 
 

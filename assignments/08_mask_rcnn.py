@@ -193,8 +193,8 @@ fig_cls, axes_cls = plt.subplots(1, 4, figsize=(8, 2.2))
 first = 0
 viz.show_image(axes_cls[0], cut[first], f"target ({names[target['labels'][first] - 1]})", cmap="gray")
 for c, ax in enumerate(axes_cls[1:], start=1):
-    viz.show_image(ax, class_maps[first, c], f"map of class '{names[c - 1]}'", cmap="gray", vmin=0, vmax=1)
-plt.tight_layout()
+    probability = viz.show_image(ax, class_maps[first, c], f"'{names[c - 1]}' map", cmap="gray", vmin=0, vmax=1)
+fig_cls.colorbar(probability, ax=axes_cls, shrink=0.8, label="mask probability")
 plt.show()
 
 
@@ -355,10 +355,11 @@ plt.show()
 
 # %%
 explore_dets = detections["RoI Align"][:20]
-fig_mask, axes_mask = plt.subplots(1, 4, figsize=(9, 2.5))
+fig_mask, axes_mask = plt.subplots(1, 4, figsize=(10, 2.5), gridspec_kw={"wspace": 0.45})
 image_artist = viz.show_image(axes_mask[0], test_images[0])
 grid_lines = axes_mask[0].add_collection(LineCollection([], colors="black", linewidths=0.4, alpha=0.7))
 mask_artist = viz.show_image(axes_mask[1], np.zeros((28, 28)), cmap="viridis", vmin=0, vmax=1)
+fig_mask.colorbar(mask_artist, ax=axes_mask[1], shrink=0.8, label="probability")
 pasted_artist = viz.show_image(axes_mask[2], test_images[0])
 all_artist = viz.show_image(axes_mask[3], test_images[0])
 box_artists = []
@@ -458,7 +459,8 @@ if mask_model is not None:
     fig, axes = plt.subplots(1, 4, figsize=(11, 2.4), dpi=100, gridspec_kw={"width_ratios": [1.5, 0.7, 1.5, 1.5]})
     viz.show_image(axes[0], street, "best detection")
     viz.draw_boxes(axes[0], found["boxes"][top : top + 1], [label], found["scores"][top : top + 1], coco_names)
-    viz.show_image(axes[1], small, "its 28x28 mask", cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(viz.show_image(axes[1], small, "its 28x28 mask", cmap="viridis", vmin=0, vmax=1), ax=axes[1],
+                 shrink=0.8, label="probability")
     viz.show_image(axes[2], viz.overlay_masks(street, pasted[None] > 0.5, [label]), "pasted back by cvlib")
     viz.show_image(axes[3], viz.overlay_masks(street, found["masks"][keep] > 0.5, found["labels"][keep]),
                    f"{int(keep.sum())} masks with score >= 0.5")
