@@ -67,12 +67,15 @@ def main(pattern: str = "[0-9][0-9]_*.ipynb", two_threads: str = "") -> dict:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("CVLIB_NO_DOWNLOAD", "1")
     load_before = os.getloadavg()
-    rows = {}
-    for path in sorted((ROOT / "notebooks").glob(pattern)):
+    out = ROOT / "bench" / "results" / "notebooks.json"
+    # A pattern that matches some notebooks re-measures those and keeps the others' rows.
+    rows = json.loads(out.read_text())["notebooks"] if out.exists() else {}
+    for path in sorted(p for p in (ROOT / "notebooks").glob(pattern) if p.suffix == ".ipynb"):
         idle = seconds(path)
         with busy_cores():
             busy = seconds(path)
-            rows[path.stem] = {"idle_s": idle, "busy_s": busy, "busy_ratio": round(busy / idle, 2)}
+            rows[path.stem] = {"idle_s": idle, "busy_s": busy, "busy_ratio": round(busy / idle, 2),
+                               "load_average_1min_before": round(load_before[0], 2)}
             if two_threads and fnmatch.fnmatch(path.name, two_threads):
                 with threads(2):
                     rows[path.stem]["busy_two_threads_s"] = seconds(path)
@@ -86,10 +89,9 @@ def main(pattern: str = "[0-9][0-9]_*.ipynb", two_threads: str = "") -> dict:
         "target": f"busy <= {TARGET}x idle",
         "worst": [worst[0], worst[1]["busy_ratio"]],
         "cpu_count": os.cpu_count(),
-        "load_average_1_5_15_before": [round(v, 2) for v in load_before],
-        "notebooks": rows,
+        "load_average_1_5_15_before_last_run": [round(v, 2) for v in load_before],
+        "notebooks": dict(sorted(rows.items())),
     }
-    out = ROOT / "bench" / "results" / "notebooks.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"worst: {worst[0]} {worst[1]['busy_ratio']}x (target <= {TARGET}x)")
     return report
