@@ -2174,8 +2174,6 @@ EXEMPT = {
     "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
     "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
     "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
-    "cvlib.recipes.train_twin": "trains a 12-block ViT or a ResNet-56 (seconds per step); its name is "
-    "checked against TWIN_NAMES (tests/test_weights.py), steps and seed by fit",
     "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
