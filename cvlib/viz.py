@@ -95,7 +95,7 @@ def overlay_heatmap(ax: plt.Axes, image, heat, title: str | None = None, alpha: 
         raise ValueError(f"heat must have shape [h, w], got {heat.shape}")
     picture = to_numpy_image(image)
     extent = (0, picture.shape[1], picture.shape[0], 0)  # both on the image's pixel coordinates
-    show_image(ax, picture, title, extent=extent, cmap="gray" if picture.ndim == 2 else None)
+    show_image(ax, image, title, extent=extent, cmap="gray" if picture.ndim == 2 else None)
     return ax.imshow(heat, cmap=cmap, alpha=alpha, extent=extent, **kwargs)
 
 
