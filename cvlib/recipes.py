@@ -108,7 +108,7 @@ def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 
     on ``held_out`` held-out scenes (seed 1) against the true labels (chance is 1/3)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from cvlib.data import ShapesClassification, collate_classification
+    from cvlib.data import ShapesClassification, collate_classification, held_out_classification
     from cvlib.metrics import accuracy
     from cvlib.train import fit, predict
 
@@ -116,7 +116,7 @@ def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
     loader = DataLoader(TensorDataset(images, shuffled), batch_size=64, shuffle=True)
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=epochs, lr=1e-3, device=device, seed=seed)
-    unseen, true_labels = collate_classification(list(ShapesClassification(held_out, seed=1)))
+    unseen, true_labels, _ = held_out_classification(held_out)
     return {"train_accuracy_shuffled_labels": accuracy(predict(model, images, device=device), shuffled),
             "val_accuracy_true_labels": accuracy(predict(model, unseen, device=device), true_labels)}
 

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from cvlib import explain, weights
-from cvlib.data import ShapesClassification
+from cvlib.data import ShapesClassification, held_out_classification
 from cvlib.explain import dissection, faithfulness, inversion, sanity, style
 from cvlib.models.blocks import SmallCNN
 
@@ -227,9 +227,7 @@ def test_shipped_random_label_checkpoint_loads_and_does_not_know_the_shapes():
         {k: v.shape for k, v in trained_model.state_dict().items()}
     meta = weights.load("shapes_cnn_random_labels")["meta"]
     assert set(meta["metrics"]) == {"train_accuracy_shuffled_labels", "val_accuracy_true_labels"}
-    scenes = ShapesClassification(90, seed=1)
-    images = torch.stack([scenes[i][0] for i in range(90)])
-    labels = torch.tensor([scenes[i][1] for i in range(90)])
+    images, labels, _ = held_out_classification(90)
     with torch.no_grad():
         accuracy = {name: (m.eval()(images).argmax(1) == labels).float().mean().item()
                     for name, m in [("trained", trained_model), ("random labels", random_labels)]}
