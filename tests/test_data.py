@@ -1,6 +1,7 @@
 """cvlib.data.shapes: determinism, target invariants, COCO export, bad input."""
 
 import contextlib
+import hashlib
 import io
 
 import numpy as np
@@ -148,6 +149,10 @@ def test_to_coco_rejects_other_datasets():
         ({"num_images": 1, "seed": -1}, "seed"),
         ({"num_images": 1, "seed": "0"}, "seed"),
         ({"num_images": 1, "image_size": 8192}, r"image_size must be an int in \[16, 1024\]"),
+        ({"num_images": 1, "elongation": 0.5}, "elongation"),
+        ({"num_images": 1, "elongation": 7}, "elongation"),
+        ({"num_images": 1, "elongation": float("nan")}, "elongation"),
+        ({"num_images": 1, "elongation": "3"}, "elongation"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -184,3 +189,37 @@ def test_held_out_detection_is_the_seed_1_scenes():
         assert ours.keys() == theirs.keys()
         assert all(torch.equal(torch.as_tensor(ours[k]), torch.as_tensor(theirs[k])) for k in ours)
 
+
+
+def _scene_digest(**options) -> str:
+    digest = hashlib.sha256()
+    for seed in (0, 1):
+        for image, t in ShapesDataset(30, seed=seed, max_objects=4, min_objects=0, **options):
+            for x in (image, t["boxes"], t["labels"], t["masks"], t["semantic"]):
+                digest.update(x.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_elongation_off_leaves_every_scene_bit_identical():
+    """The digest of these scenes as the code drew them before the option existed."""
+    before = "914e11cb57727d47e157a017c5646c40e2991f50644d48ffee3624ad31b62f28"
+    assert _scene_digest() == before
+    assert _scene_digest(elongation=1.0) == before
+
+
+def test_elongation_stretches_shapes_and_keeps_the_invariants():
+    def aspect_ratios(dataset):
+        boxes = torch.cat([t["boxes"] for _, t in dataset])
+        w, h = (boxes[:, 2:] - boxes[:, :2]).unbind(1)
+        return torch.maximum(w / h, h / w)
+
+    plain, long = aspect_ratios(ShapesDataset(60, seed=3)), aspect_ratios(ShapesDataset(60, seed=3, elongation=3))
+    assert plain.max() < 1.6 and long.median() > 1.5 and long.max() > 2.5, (plain.max(), long.median(), long.max())
+    assert (long < 3 * 1.3).all()  # at most 3, plus the rounding to whole pixels and the triangles' shape
+    dataset = ShapesDataset(20, seed=4, elongation=3)
+    for image, t in dataset:  # the target contract holds: tight boxes around the visible masks
+        for box, mask in zip(t["boxes"], t["masks"]):
+            ys, xs = mask.nonzero().unbind(1)
+            assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    assert torch.equal(dataset[5][0], ShapesDataset(20, seed=4, elongation=3)[5][0])  # deterministic
+    assert "elongation=3" in repr(dataset) and "elongation" not in repr(ShapesDataset(1))

@@ -46,6 +46,7 @@ MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
 MIN_VISIBLE_FRACTION = 0.35  # a shape with less of its area visible than this is dropped
 MIN_VISIBLE_PIXELS = 12
+MAX_ELONGATION = 6.0  # a longer shape of the smallest radius is thinner than two pixels
 
 
 def _check_args(num_images, image_size, classes, min_objects, max_objects, seed):
@@ -77,10 +78,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return base + 0.25 * (smooth - 0.5)
 
 
-def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
-    """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy)."""
+def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int, stretch=None) -> np.ndarray:
+    """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy);
+    ``stretch = (sx, sy)`` scales it by ``sx`` horizontally and ``sy`` vertically."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     dx, dy = xs - cx, ys - cy
+    if stretch is not None:
+        dx, dy = dx / np.float32(stretch[0]), dy / np.float32(stretch[1])
     if name == "circle":
         return dx * dx + dy * dy <= r * r
     if name == "square":
@@ -102,7 +106,17 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
+def _stretch(rng: np.random.Generator, elongation: float):
+    """``None`` (no random draw) when ``elongation == 1``, else ``(sx, sy)``: a shape stretched
+    to a random aspect ratio ``a`` in ``[1, elongation]``, along x or y at random, area kept
+    (``sx sy = 1``)."""
+    if elongation == 1:
+        return None
+    root = float(np.sqrt(rng.uniform(1.0, elongation)))
+    return (root, 1 / root) if rng.integers(2) else (1 / root, root)
+
+
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, elongation: float = 1.0):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
 
     Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask and the label (1..C)
@@ -114,8 +128,9 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int)
     for _ in range(n):
         label = int(rng.integers(len(classes)))
         r = float(rng.uniform(size / 10, size / 4.5))
+        stretch = _stretch(rng, elongation)  # no draw by default: the default scenes stay the same
         cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
-        mask = _shape_mask(classes[label], cx, cy, r, float(rng.uniform(0, 2 * np.pi)), size)
+        mask = _shape_mask(classes[label], cx, cy, r, float(rng.uniform(0, 2 * np.pi)), size, stretch)
         colour = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
         colour[rng.integers(3)] *= rng.uniform(0.1, 0.5)  # saturate: one channel darker
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
@@ -153,6 +168,11 @@ class ShapesDataset(Dataset):
 
     ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
     ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
+
+    ``elongation > 1`` (off by default) stretches every shape to a random aspect ratio between
+    1 and ``elongation`` (at most ``MAX_ELONGATION``), horizontally or vertically, with the
+    same area: long thin objects, for detectors with anchor shapes (notebook 06). With the
+    default 1 every scene is the same as without the option.
     """
 
     def __init__(
@@ -163,8 +183,10 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
+        elongation: float = 1.0,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
+        self.elongation = _checks.number(elongation, "elongation", low=1, high=MAX_ELONGATION)
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -188,7 +210,7 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels = _render(rng, self.image_size, self.classes, self._num_objects(rng))
+        image, masks, labels = _render(rng, self.image_size, self.classes, self._num_objects(rng), self.elongation)
         target = self._target(masks, labels, index)
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
@@ -208,7 +230,8 @@ class ShapesDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
-            f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes})"
+            f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
+            + (f", elongation={self.elongation})" if self.elongation != 1 else ")")
         )
 
 
