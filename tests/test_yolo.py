@@ -18,7 +18,7 @@ from torch import nn
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.detection import Backbone
-from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
+from cvlib.models.yolo import YOLO, YOLOv2, anchor_grid_boxes, encode_anchor_targets, encode_targets, grid_boxes
 from cvlib.ops import box_iou
 
 
@@ -193,3 +193,89 @@ def test_bad_input():
     check_rejects_bad_input(model, images, targets)
     with pytest.raises(ValueError, match="grid_size"):
         YOLO(grid_size=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# YOLO v2: anchor priors
+
+PRIORS = torch.tensor([[6.0, 6.0], [12.0, 5.0], [5.0, 12.0]])
+
+
+def tiny_v2(**kwargs):
+    """A test-size YOLOv2: width-4 backbone, 4 x 4 grid, three priors (square, wide, tall)."""
+    return YOLOv2(PRIORS, **{"width": 4, "grid_size": 4, **kwargs})
+
+
+@given(st.integers(0, 10_000), st.integers(1, 9), st.integers(16, 80), st.integers(16, 80))
+def test_anchor_encode_decode_round_trip_random_boxes(seed, grid_size, height, width):
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(6, 2, generator=generator) * torch.tensor([width, height])
+    wh = 1 + torch.rand(6, 2, generator=generator) * torch.tensor([width, height]) / 2
+    boxes = torch.cat([xy, xy + wh], 1)
+    labels = torch.arange(1, 7)
+    encoded = encode_anchor_targets(boxes, labels, PRIORS, grid_size, (height, width))
+    decoded = anchor_grid_boxes(encoded["params"], PRIORS, (height, width))
+    for box, label in zip(boxes, labels):  # every object whose slot it did not lose is decoded exactly
+        slot = encoded["labels"] == label
+        if slot.any():
+            torch.testing.assert_close(decoded[slot][0], box, atol=1e-3, rtol=1e-5)
+    assert encoded["object"].equal(encoded["labels"] > 0)
+
+
+def test_anchor_targets_pick_the_prior_of_best_shape_and_match_torchvision_box_coder():
+    """Two objects with centres in one cell: a wide one and a tall one go to the wide and the
+    tall prior, both kept (YOLO v1 keeps one of them). ``t_w, t_h`` are the R-CNN deltas of the
+    object against its prior centred on it (torchvision's BoxCoder, weights 1)."""
+    from torchvision.models.detection._utils import BoxCoder
+
+    boxes = torch.tensor([[4.0, 10.0, 20.0, 16.0], [9.0, 5.0, 15.0, 21.0]])  # centres (12, 13) and (12, 13)
+    encoded = encode_anchor_targets(boxes, torch.tensor([1, 2]), PRIORS, 4, (32, 32))
+    assert encoded["object"].sum() == 2
+    assert encoded["labels"][1, 1].tolist() == [0, 1, 2]
+    priors = torch.cat([torch.tensor([[12.0, 13.0]]).expand(2, 2) - PRIORS[1:] / 2,
+                        torch.tensor([[12.0, 13.0]]).expand(2, 2) + PRIORS[1:] / 2], 1)
+    expected = BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(boxes, priors)
+    torch.testing.assert_close(encoded["params"][1, 1, 1:, 2:], expected[:, 2:])
+    torch.testing.assert_close(encoded["params"][1, 1, 1:, :2], torch.tensor([[0.5, 0.625], [0.5, 0.625]]))
+    v1 = encode_targets(boxes, torch.tensor([1, 2]), 4, (32, 32))
+    assert v1["object"].sum() == 1
+
+
+def test_v2_output_shape_and_loss_falls():
+    model = tiny_v2()
+    images, targets = scenes()
+    assert model.grid(torch.stack(images)).shape == (4, 4, 4, 3 * (5 + 3))
+    history = train_steps(model, lambda: model(images, targets), steps=15, lr=3e-3)
+    assert set(history[-1]) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
+    total = totals(history)
+    assert sum(total[-3:]) / 3 < 0.6 * total[0], total
+
+
+def test_v2_priors_are_saved_with_the_weights():
+    model = tiny_v2()
+    assert torch.equal(model.state_dict()["anchors"], PRIORS)
+    other = YOLOv2(torch.ones(3, 2), width=4, grid_size=4)
+    other.load_state_dict(model.state_dict())
+    assert torch.equal(other.anchors, PRIORS)
+
+
+def test_v2_eval_contract_and_empty_images():
+    pairs = check_eval_contract(tiny_v2(score_thresh=0.0))
+    assert all(len(out["scores"]) > 0 for _, out in pairs)
+    model = tiny_v2()
+    images, targets = scenes(2)
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = check_trains_on_empty_images(model, images[0], targets[0], empty)
+    assert losses["loss_box"] == 0 and losses["loss_class"] == 0 and losses["loss_object"] == 0
+
+
+def test_v2_bad_input():
+    images, targets = scenes(1)
+    check_rejects_bad_input(tiny_v2(), images, targets)
+    for anchors in (torch.zeros(2, 2), torch.ones(2, 3), torch.ones(0, 2), torch.ones(2, 2, dtype=torch.int64)):
+        with pytest.raises((ValueError, TypeError), match="anchors"):
+            YOLOv2(anchors)
+    with pytest.raises(ValueError, match="params"):
+        anchor_grid_boxes(torch.zeros(4, 4, 2, 4), PRIORS, (32, 32))  # 2 predictors for 3 priors
+    with pytest.raises(ValueError, match="labels"):
+        encode_anchor_targets(torch.tensor([[0.0, 0, 4, 4]]), torch.tensor([0]), PRIORS, 4, (32, 32))

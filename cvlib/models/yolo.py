@@ -23,7 +23,16 @@ Read top to bottom, this file is the lecture's story:
 4. **Detections** (``YOLO.postprocess``): class-specific score = confidence x class
    probability, threshold, per-class NMS.
 
-``YOLO`` follows torchvision's detection contract as the R-CNN family does (``model(images,
+5. **Anchor priors** (``YOLOv2``, Redmon and Farhadi 2017): the lecture's "K anchor boxes at
+   each point" in YOLO. Each of a cell's ``A`` predictors owns a prior shape ``(p_w, p_h)``,
+   learnt from the training boxes by k-means with a ``1 - IoU`` distance
+   (``cvlib.ops.anchors.kmeans_anchors``); it predicts the centre as a sigmoid offset inside
+   the cell and the size as ``p_w e^{t_w}, p_h e^{t_h}`` (``anchor_grid_boxes``). The predictor
+   responsible for an object is the one whose **prior** fits the object's shape best
+   (``encode_anchor_targets``), fixed before training, so each predictor specialises in one
+   shape, and every predictor has its own class scores: a cell can hold several objects.
+
+``YOLO`` and ``YOLOv2`` follow torchvision's detection contract as the R-CNN family does (``model(images,
 targets)`` -> dict of losses in training mode, one ``{"boxes", "labels", "scores"}`` dict per
 image in eval mode) and shares its input checks, image batching and the last step of
 inference (``cvlib/models/detection.py``).
@@ -46,9 +55,10 @@ from cvlib.models.detection import (
     select_detections,
 )
 from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
-from cvlib.ops.boxes import _check_boxes
+from cvlib.ops.anchors import shape_iou
+from cvlib.ops.boxes import BBOX_XFORM_CLIP, _check_boxes
 
-__all__ = ["encode_targets", "grid_boxes", "YOLO"]
+__all__ = ["encode_targets", "grid_boxes", "YOLO", "encode_anchor_targets", "anchor_grid_boxes", "YOLOv2"]
 
 ENCODED_KEYS = ("params", "labels", "object")
 
@@ -236,5 +246,150 @@ class YOLO(nn.Module):
         scores = scores.reshape(len(boxes), self.num_classes)
         boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
         labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
+        return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
+                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. YOLO v2: a prior shape (anchor) for every predictor of a cell
+
+
+def _check_anchors(anchors: torch.Tensor) -> torch.Tensor:
+    if (tensor(anchors, "anchors", shape=("A", 2), dtype="float", finite=True) <= 0).any() or not len(anchors):
+        raise ValueError(f"anchors must be at least one (width, height) pair > 0, got {anchors.tolist()}")
+    return anchors
+
+
+def encode_anchor_targets(boxes: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor, grid_size: int,
+                          image_size) -> dict:
+    """The YOLO v2 target of one image: xyxy ``boxes`` ``[K, 4]`` (pixels) with ``labels``
+    ``[K]`` (``1..C``), written into an ``S x S`` grid of ``A`` predictors whose prior shapes
+    are ``anchors`` ``[A, 2]`` (width, height in pixels).
+
+    An object goes to the cell that holds its centre and, in it, to the predictor whose prior
+    overlaps the object's shape best (``shape_iou``: both on the same centre). Returns
+    ``{"params" float [S, S, A, 4], "labels" int64 [S, S, A], "object" bool [S, S, A]}``;
+    ``params`` are ``(x, y, t_w, t_h)``: the centre's offset inside the cell and
+    ``t_w = log(w / p_w)``, ``t_h = log(h / p_h)``. Two objects lose each other only when they
+    share a cell **and** a prior; then the later one in ``boxes`` wins."""
+    height, width = _check_grid(grid_size, image_size)
+    _check_boxes(boxes)
+    _check_anchors(anchors)
+    tensor(labels, "labels", dtype="int")
+    if labels.numel() and labels.min() < 1:
+        raise ValueError(f"labels must be classes 1..C (0 is background), got {labels.tolist()}")
+    if labels.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+        )
+    s, a = grid_size, len(anchors)
+    params = boxes.new_zeros((s, s, a, 4))
+    slot_labels = torch.zeros((s, s, a), dtype=torch.int64, device=boxes.device)
+    cx, cy, w, h = box_convert(boxes, "xyxy", "cxcywh").unbind(-1)
+    gx, gy = cx * s / width, cy * s / height  # centre in cell units
+    cols, rows = gx.long().clamp(0, s - 1), gy.long().clamp(0, s - 1)
+    sizes = torch.stack([w, h], -1)
+    best = shape_iou(sizes.to(anchors.dtype), anchors).argmax(1) if len(boxes) else cols  # [K]
+    prior = anchors.to(boxes.dtype)[best]
+    encoded = torch.stack([gx - cols, gy - rows, (w / prior[:, 0]).log(), (h / prior[:, 1]).log()], dim=-1)
+    for k in range(len(boxes)):  # in order, so that the later object of a shared slot wins
+        params[rows[k], cols[k], best[k]] = encoded[k]
+        slot_labels[rows[k], cols[k], best[k]] = labels[k]
+    return {"params": params, "labels": slot_labels, "object": slot_labels > 0}
+
+
+def anchor_grid_boxes(params: torch.Tensor, anchors: torch.Tensor, image_size) -> torch.Tensor:
+    """Decode the ``A`` predictors of every cell, ``(x, y, t_w, t_h)`` ``[..., S, S, A, 4]`` with
+    ``x, y`` in ``[0, 1]``, into xyxy pixel boxes of the same shape: centre ``((col + x) W / S,
+    (row + y) H / S)``, size ``(p_w e^{t_w}, p_h e^{t_h})`` with the priors ``anchors``
+    ``[A, 2]`` (``t`` clamped at ``log(1000 / 16)`` before ``exp``, as for R-CNN deltas). The
+    inverse of :func:`encode_anchor_targets`."""
+    tensor(params, "params", dtype="float", finite=True)
+    _check_anchors(anchors)
+    if (params.ndim < 4 or params.shape[-1] != 4 or params.shape[-3] != params.shape[-4]
+            or params.shape[-2] != len(anchors)):
+        raise ValueError(f"params must be [..., S, S, A = {len(anchors)}, 4], got {tuple(params.shape)}")
+    s = params.shape[-3]
+    height, width = _check_grid(s, image_size)
+    index = torch.arange(s, device=params.device, dtype=params.dtype)
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
+    rows, cols = rows[:, :, None], cols[:, :, None]  # [S, S, 1]: the same for the A predictors
+    x, y, tw, th = params.unbind(-1)
+    prior_w, prior_h = anchors.to(params).unbind(-1)  # [A] each
+    cxcywh = torch.stack([(cols + x) * width / s, (rows + y) * height / s,
+                          prior_w * tw.clamp(max=BBOX_XFORM_CLIP).exp(),
+                          prior_h * th.clamp(max=BBOX_XFORM_CLIP).exp()], -1)
+    return box_convert(cxcywh.reshape(-1, 4), "cxcywh", "xyxy").reshape(params.shape)
+
+
+class YOLOv2(YOLO):
+    """YOLO with anchor priors: the network of :class:`YOLO` with ``A = len(anchors)``
+    predictors per cell, each ``(x, y, t_w, t_h, confidence)`` and its own ``C`` class logits:
+    ``[N, S, S, A (5 + C)]``.
+
+    The loss keeps YOLO's four terms, on the predictors that :func:`encode_anchor_targets`
+    makes responsible (by prior shape, not by the predicted box): ``lambda_coord`` times the
+    squared error of ``(sigmoid x, sigmoid y, t_w, t_h)``, BCE of their confidence towards the
+    IoU of their box with the object, ``lambda_noobj`` BCE of all other confidences towards 0,
+    cross-entropy of their classes. (v2 also ignores the confidence of a predictor whose box
+    overlaps an object by more than 0.6, and adds batch norm, a finer grid and multi-scale
+    training; left out here.)
+
+    Args:
+        anchors: the priors ``[A, 2]``, (width, height) in pixels, e.g. from
+            ``kmeans_anchors(training boxes, A)``; stored with the weights.
+        The rest: as :class:`YOLO` (``focal`` is not offered).
+    """
+
+    def __init__(self, anchors: torch.Tensor, num_classes: int = 3, grid_size: int = 8,
+                 backbone: nn.Module | None = None, width: int = 16, lambda_coord: float = 5.0,
+                 lambda_noobj: float = 0.5, score_thresh: float = 0.05, nms_thresh: float = 0.5,
+                 detections_per_img: int = 100):
+        _check_anchors(anchors)
+        super().__init__(num_classes, grid_size, len(anchors), backbone, width, lambda_coord, lambda_noobj,
+                         score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+        self.register_buffer("anchors", anchors.detach().clone().float())
+        a, channels = len(anchors), self.backbone.out_channels
+        self.head[-1] = nn.Conv2d(channels, a * (5 + num_classes), 1)  # YOLO's is 5B + C: one class set per cell
+        with torch.no_grad():  # confidences start near 0.01, as in YOLO
+            self.head[-1].bias.view(a, 5 + num_classes)[:, 4] = -4.6
+
+    def split(self, output: torch.Tensor):
+        """``[N, S, S, A (5 + C)]`` -> box parameters ``(x, y, t_w, t_h)`` ``[N, S, S, A, 4]``
+        (sigmoid on ``x, y`` only), confidence logits ``[N, S, S, A]`` and class logits
+        ``[N, S, S, A, C]``."""
+        per_anchor = output.unflatten(-1, (self.boxes_per_cell, 5 + self.num_classes))
+        boxes = torch.cat([per_anchor[..., :2].sigmoid(), per_anchor[..., 2:4]], -1)
+        return boxes, per_anchor[..., 4], per_anchor[..., 5:]
+
+    def loss(self, output: torch.Tensor, targets: list[dict], image_size) -> dict[str, torch.Tensor]:
+        """YOLO's four loss terms, averaged over the images (see the class)."""
+        boxes, confidence, class_logits = self.split(output)
+        encoded = [encode_anchor_targets(t["boxes"], t["labels"], self.anchors, self.grid_size, image_size)
+                   for t in targets]
+        params, labels, objects = (torch.stack([e[key] for e in encoded]) for key in ENCODED_KEYS)
+        predicted = anchor_grid_boxes(boxes.detach(), self.anchors, image_size)[objects]  # [K, 4]
+        true = anchor_grid_boxes(params, self.anchors, image_size)[objects]
+        target_confidence = torch.zeros_like(confidence)
+        target_confidence[objects] = box_iou(predicted, true).diagonal()  # P(object) x IoU
+        box = ((boxes[objects] - params[objects]) ** 2).sum()
+        obj = F.binary_cross_entropy_with_logits(confidence[objects], target_confidence[objects], reduction="sum")
+        noobj = self.lambda_noobj * F.binary_cross_entropy_with_logits(
+            confidence[~objects], target_confidence[~objects], reduction="sum"
+        )
+        classes = F.cross_entropy(class_logits[objects], labels[objects] - 1, reduction="sum")
+        n = len(targets)
+        return {"loss_box": self.lambda_coord * box / n, "loss_object": obj / n,
+                "loss_noobject": noobj / n, "loss_class": classes / n}
+
+    def postprocess(self, output: torch.Tensor, grid_image_size, image_size) -> dict[str, torch.Tensor]:
+        """Detections of one image from its output ``[S, S, A (5 + C)]``: every predictor gives
+        one box per class scored ``confidence x P(class | object)``, then
+        :func:`~cvlib.models.detection.select_detections` as in :meth:`YOLO.postprocess`."""
+        boxes, confidence, class_logits = self.split(output)
+        boxes = clip_boxes_to_image(anchor_grid_boxes(boxes, self.anchors, grid_image_size), image_size)
+        scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)  # [S, S, A, C]
+        boxes = boxes.reshape(-1, 1, 4).expand(-1, self.num_classes, 4).reshape(-1, 4)
+        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(boxes) // self.num_classes)
         return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
                                  nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
