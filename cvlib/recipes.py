@@ -570,13 +570,18 @@ def elongated_scenes(num_images: int, seed: int = 0):
 
 
 @functools.lru_cache(maxsize=1)
+def anchor_training_boxes() -> torch.Tensor:
+    """The xyxy boxes ``[N, 4]`` of the first 1,000 elongated training scenes, where the
+    priors come from."""
+    return torch.cat([target["boxes"] for _, target in elongated_scenes(1000)])
+
+
 def anchor_priors() -> torch.Tensor:
     """YOLO v2's priors ``[NUM_PRIORS, 2]`` (width, height in pixels): k-means with a 1 - IoU
-    distance on the boxes of the first 1,000 elongated training scenes."""
+    distance on :func:`anchor_training_boxes`."""
     from cvlib.ops.anchors import kmeans_anchors
 
-    boxes = torch.cat([target["boxes"] for _, target in elongated_scenes(1000)])
-    return kmeans_anchors(boxes, NUM_PRIORS)
+    return kmeans_anchors(anchor_training_boxes(), NUM_PRIORS)
 
 
 def _anchor_model(kind: str):

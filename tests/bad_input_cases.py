@@ -134,7 +134,7 @@ def _target(n: int = 2, seed: int = 0) -> dict:
 
 
 def _detector(name: str, **kwargs):
-    from cvlib.models import detr, mask_rcnn, rcnn, yolo
+    from cvlib.models import detr, mask_rcnn, rcnn, ssd, yolo
 
     torch.manual_seed(0)
     build = {
@@ -143,6 +143,8 @@ def _detector(name: str, **kwargs):
         "faster": lambda: rcnn.FasterRCNN(width=2, hidden=8, **kwargs),
         "mask": lambda: mask_rcnn.MaskRCNN(width=2, hidden=8, **kwargs),
         "yolo": lambda: yolo.YOLO(width=2, grid_size=4, **kwargs),
+        "yolov2": lambda: yolo.YOLOv2(PRIORS, width=2, grid_size=4, **kwargs),
+        "ssd": lambda: ssd.SSD(width=2, scales=(8.0, 16.0), **kwargs),
         "detr": lambda: detr.DETR(
             width=2,
             d_model=16,
@@ -154,6 +156,9 @@ def _detector(name: str, **kwargs):
         ),
     }
     return build[name]().train()
+
+
+PRIORS = torch.tensor([[6.0, 6.0], [12.0, 5.0]])  # YOLOv2's (width, height) priors in the cases
 
 
 def _detector_inputs(name: str) -> dict:
@@ -199,6 +204,7 @@ def _cases() -> dict[str, Case]:
         rcnn_torchvision,
         resnet,
         single,
+        ssd,
         unet,
         vit,
         yolo,
@@ -756,6 +762,8 @@ def _cases() -> dict[str, Case]:
         "faster": "rcnn.FasterRCNN",
         "mask": "mask_rcnn.MaskRCNN",
         "yolo": "yolo.YOLO",
+        "yolov2": "yolo.YOLOv2",
+        "ssd": "ssd.SSD",
         "detr": "detr.DETR",
     }
     for name, path in detectors.items():
@@ -802,6 +810,7 @@ def _cases() -> dict[str, Case]:
         ("rcnn.FasterRCNN", rcnn.FasterRCNN),
         ("mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN),
         ("yolo.YOLO", yolo.YOLO),
+        ("ssd.SSD", ssd.SSD),
         ("detr.DETR", detr.DETR),
     ):
         add(
@@ -918,6 +927,43 @@ def _cases() -> dict[str, Case]:
         labels=("list", "float", "negative"),
         grid_size=("posint",),
         image_size=("pair",),
+    )
+    add(
+        "cvlib.models.yolo.YOLOv2",
+        yolo.YOLOv2,
+        lambda: {"anchors": PRIORS, "num_classes": 3, "width": 2},
+        anchors=("list", "int", "nan", "negative", "fewer_dims", "empty"),
+        num_classes=("posint",),
+        width=("posint",),
+    )
+    add(
+        "cvlib.models.yolo.encode_anchor_targets",
+        yolo.encode_anchor_targets,
+        lambda: {"boxes": boxes(), "labels": torch.tensor([1, 2, 3]), "anchors": PRIORS, "grid_size": 4,
+                 "image_size": (32, 32)},
+        boxes=BOXES,
+        labels=("list", "float", "negative"),
+        anchors=("list", "int", "nan", "negative", "empty"),
+        grid_size=("posint",),
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.yolo.anchor_grid_boxes",
+        yolo.anchor_grid_boxes,
+        lambda: {"params": torch.rand(4, 4, 2, 4, generator=_g()), "anchors": PRIORS, "image_size": (32, 32)},
+        params=("list", "int", "nan", "fewer_dims"),
+        anchors=("list", "nan", "negative"),
+        image_size=("pair",),
+    )
+    add(
+        "cvlib.models.ssd.default_boxes",
+        ssd.default_boxes,
+        lambda: {"feature_sizes": [(4, 4), (2, 2)], "strides": [8, 16], "scales": [8.0, 16.0],
+                 "aspect_ratios": [0.5, 1.0, 2.0]},
+        feature_sizes=("sequence",),
+        strides=("sequence",),
+        scales=("sequence",),
+        aspect_ratios=("sequence",),
     )
     add(
         "cvlib.models.yolo.grid_boxes",
@@ -1260,6 +1306,12 @@ def _cases() -> dict[str, Case]:
             image_size=("posint",),
             seed=("seed",),
         )
+    add(
+        "cvlib.data.shapes.ShapesDataset[elongation]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "elongation": 2.0},
+        elongation=("positive", ("too long", 7.0)),
+    )
     add(
         "cvlib.data.shapes.ShapesDataset[size]",
         shapes.ShapesDataset,
