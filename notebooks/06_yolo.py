@@ -65,17 +65,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection, held_out_detection
 from cvlib.losses import sigmoid_focal_loss
-from cvlib.models.detection import select_detections
+from cvlib.models.detection import DetectionSettings, select_detections
 from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
 from cvlib.train import detect, fit, seconds_per_image
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
 test_images, test_targets = held_out_detection(200)  # the held-out scenes (seed 1) of every detector
-yolo = weights.load_model("yolo", device=device)
+yolo = recipes.load_model("yolo", device=device)
 S, B, C = yolo.grid_size, yolo.boxes_per_cell, yolo.num_classes
 print(f"shipped YOLO: S = {S}, B = {B}, C = {C}; output {S} x {S} x {5 * B + C};",
       weights.load("yolo")["meta"]["metrics"])
@@ -208,7 +208,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("yolo", device)
-    yolo = weights.load_model("yolo", device=device)
+    yolo = recipes.load_model("yolo", device=device)
 
 short_loader = DataLoader(ShapesDataset(640, seed=0), batch_size=16, shuffle=True, collate_fn=collate_detection)
 history = fit(YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16), short_loader, max_steps=40,
@@ -278,8 +278,9 @@ _ = widgets.explore(fig_cell, show_cell, row=widgets.int_slider("row", 0, S - 1,
 # four test scenes, and the COCO mAP on all 200 held-out scenes.
 
 # %%
-candidates_model = YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16, score_thresh=0.0,
-                        nms_thresh=1.0, detections_per_img=S * S * B * C).to(device).eval()
+everything = DetectionSettings(score_thresh=0.0, nms_thresh=1.0, detections_per_img=S * S * B * C)
+candidates_model = YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16, settings=everything)
+candidates_model = candidates_model.to(device).eval()
 candidates_model.load_state_dict(yolo.state_dict())
 
 
@@ -289,15 +290,15 @@ candidates = detect(candidates_model, test_images)  # every box of every scene: 
 def select(score_threshold, nms_threshold, num_scenes=200):
     """The detections of the first scenes at other thresholds: the model's last step
     (`select_detections`: score threshold, per-class NMS, best 100) on their candidates."""
-    return [select_detections(c["boxes"], c["scores"], c["labels"], score_thresh=score_threshold,
-                              nms_thresh=nms_threshold) for c in candidates[:num_scenes]]
+    settings = DetectionSettings(score_thresh=score_threshold, nms_thresh=nms_threshold)
+    return [select_detections(c["boxes"], c["scores"], c["labels"], settings) for c in candidates[:num_scenes]]
 
 
-yolo_detections = select(yolo.score_thresh, yolo.nms_thresh)
+yolo_detections = select(yolo.settings.score_thresh, yolo.settings.nms_thresh)
 for ours, shipped in zip(yolo_detections[:20], detect(yolo, test_images[:20])):  # the same as the model's own
     torch.testing.assert_close(ours["boxes"], shipped["boxes"])
 yolo_coco = metrics.evaluate_detections(yolo_detections, test_targets)
-print(f"YOLO on 200 test scenes (score > {yolo.score_thresh}, NMS {yolo.nms_thresh}): "
+print(f"YOLO on 200 test scenes (score > {yolo.settings.score_thresh}, NMS {yolo.settings.nms_thresh}): "
       f"mAP {yolo_coco['map']:.3f}, AP50 {yolo_coco['map_50']:.3f}, AP75 {yolo_coco['map_75']:.3f}")
 assert yolo_coco["map_50"] >= 0.9
 
@@ -403,7 +404,7 @@ assert easy_share["focal, gamma 2"] < 0.1 * easy_share["cross-entropy"]
 # $\lambda_\text{noobj}$ needed). Both shipped models on the same 200 held-out scenes:
 
 # %%
-yolo_focal = weights.load_model("yolo_focal", device=device)
+yolo_focal = recipes.load_model("yolo_focal", device=device)
 focal_coco = metrics.evaluate_detections(detect(yolo_focal, test_images), test_targets)
 for name, coco in [("YOLO, cross-entropy", yolo_coco), ("YOLO, focal loss", focal_coco)]:
     print(f"{name:20s} mAP {coco['map']:.3f}, AP50 {coco['map_50']:.3f}, AP75 {coco['map_75']:.3f}")
@@ -422,7 +423,7 @@ assert focal_coco["map_50"] > 0.9 and abs(focal_coco["map"] - yolo_coco["map"]) 
 # %% [markdown]
 # ## 5. The claim: single-stage is faster, two-stage is usually more accurate
 #
-# The shipped YOLO and the shipped Faster R-CNN of notebook 05 (`weights.load_model("faster_rcnn")`)
+# The shipped YOLO and the shipped Faster R-CNN of notebook 05 (`recipes.load_model("faster_rcnn")`)
 # on the same 200 held-out scenes and the same device: time per image (30 scenes one image at a
 # time, the best of three rounds, on one CPU thread) and COCO mAP. Faster R-CNN's backbone is the width-8 version
 # of ours (a quarter of the convolution work), so `yolo_width8`, the same YOLO recipe on that
@@ -431,8 +432,8 @@ assert focal_coco["map_50"] > 0.9 and abs(focal_coco["map"] - yolo_coco["map"]) 
 # boxes off one $8 \times 8$ output.
 
 # %%
-faster = weights.load_model("faster_rcnn", device=device)
-yolo_width8 = weights.load_model("yolo_width8", device=device)
+faster = recipes.load_model("faster_rcnn", device=device)
+yolo_width8 = recipes.load_model("yolo_width8", device=device)
 
 
 models = {"YOLO (width 16)": yolo, "YOLO (width 8)": yolo_width8, "Faster R-CNN (width 8)": faster}
@@ -519,12 +520,11 @@ assert crowded["YOLO (width 16)"] > crowded["Faster R-CNN (width 8)"]  # but not
 # prior it fits best.
 
 # %%
-from cvlib import recipes
 from cvlib.ops.anchors import kmeans_anchors, shape_iou
 
 train_boxes = recipes.anchor_training_boxes()  # [N, 4] of the first 1,000 elongated training scenes
 train_sizes = train_boxes[:, 2:] - train_boxes[:, :2]  # [N, 2]: width, height
-yolo_anchors = weights.load_model("yolo_anchors", device=device)
+yolo_anchors = recipes.load_model("yolo_anchors", device=device)
 priors = kmeans_anchors(train_boxes, recipes.NUM_PRIORS)  # [5, 2]
 assert torch.equal(priors, yolo_anchors.anchors.cpu())  # the shipped model's priors
 median_side = train_sizes.prod(1).sqrt().median().item()
@@ -564,8 +564,8 @@ assert fit_of["k-means, k = 5"] > fit_of["5 hand-picked shapes"]  # YOLO v2's re
 # small third) on each quarter (50 scenes) of the elongated test scenes.
 
 # %%
-anchor_models = {"YOLO v1 (no anchors)": weights.load_model("yolo_elongated", device=device),
-                 "YOLO + k-means priors": yolo_anchors, "SSD-style, 3 scales": weights.load_model("ssd", device=device)}
+anchor_models = {"YOLO v1 (no anchors)": recipes.load_model("yolo_elongated", device=device),
+                 "YOLO + k-means priors": yolo_anchors, "SSD-style, 3 scales": recipes.load_model("ssd", device=device)}
 long_images, long_targets = collate_detection(list(recipes.elongated_scenes(200, seed=1)))  # held out
 areas = torch.cat([t["masks"].flatten(1).sum(1) for t in long_targets]).float()
 third, two_thirds = areas.quantile(torch.tensor([1 / 3, 2 / 3])).tolist()

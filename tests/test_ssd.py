@@ -14,6 +14,7 @@ from model_checks import (
 )
 
 from cvlib.data import ShapesDataset, collate_detection
+from cvlib.models.detection import DetectionSettings
 from cvlib.models.ssd import BOX_WEIGHTS, SSD, default_boxes
 from cvlib.ops import box_iou, decode_boxes, encode_boxes
 from cvlib.ops.boxes import box_convert
@@ -25,7 +26,7 @@ def tiny(**kwargs):
 
 
 def scenes(n=4, size=32, seed=0):
-    return collate_detection([ShapesDataset(n, image_size=size, seed=seed, elongation=2)[i] for i in range(n)])
+    return collate_detection(list(ShapesDataset(n, image_size=size, seed=seed, elongation=2)))
 
 
 def test_default_boxes_sit_on_the_cell_centres_of_every_map():
@@ -35,7 +36,8 @@ def test_default_boxes_sit_on_the_cell_centres_of_every_map():
     fine, coarse = slice(0, 48), slice(48, None)
     assert set(cx[fine].tolist()) == {4.0, 12.0, 20.0, 28.0} and set(cy[coarse].tolist()) == {8.0, 24.0}
     torch.testing.assert_close((w * h)[fine].sqrt(), torch.full((48,), 8.0), atol=0.6, rtol=0)  # rounded
-    torch.testing.assert_close((h / w)[coarse][:3], torch.tensor([0.5, 1.0, 2.0]), atol=0.2, rtol=0)  # rounded
+    ratios = (h / w)[coarse][:3]
+    torch.testing.assert_close(ratios, torch.tensor([0.5, 1.0, 2.0]), atol=0.2, rtol=0)  # rounded
 
 
 def test_box_coding_is_torchvisions_with_ssd_weights():
@@ -49,7 +51,8 @@ def test_box_coding_is_torchvisions_with_ssd_weights():
     coder = BoxCoder(BOX_WEIGHTS)
     deltas = encode_boxes(boxes, references, BOX_WEIGHTS)
     torch.testing.assert_close(deltas, coder.encode_single(boxes, references))
-    torch.testing.assert_close(decode_boxes(deltas, references, BOX_WEIGHTS), coder.decode_single(deltas, references))
+    decoded = decode_boxes(deltas, references, BOX_WEIGHTS)
+    torch.testing.assert_close(decoded, coder.decode_single(deltas, references))
 
 
 def test_heads_give_one_prediction_per_default_box():
@@ -86,7 +89,7 @@ def test_hard_negative_mining_keeps_three_negatives_per_positive():
 
 
 def test_eval_contract_and_empty_images():
-    pairs = check_eval_contract(tiny(score_thresh=0.0))
+    pairs = check_eval_contract(tiny(settings=DetectionSettings(0.0)))
     assert all(len(out["scores"]) > 0 for _, out in pairs)
     model = tiny()
     images, targets = scenes(2)
@@ -99,7 +102,7 @@ def test_eval_contract_and_empty_images():
     ("kwargs", "match"),
     [({"width": 0}, "width"), ({"scales": ()}, "scales"), ({"scales": (8.0, -1.0)}, "scales"),
      ({"aspect_ratios": (0.0,)}, "aspect_ratios"), ({"fg_iou": 1.5}, "fg_iou"),
-     ({"negatives_per_positive": -1}, "negatives_per_positive"), ({"nms_thresh": 2}, "nms_thresh")],
+     ({"negatives_per_positive": -1}, "negatives_per_positive"), ({"settings": "fast"}, "settings")],
 )
 def test_bad_settings(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

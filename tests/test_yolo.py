@@ -17,8 +17,15 @@ from model_checks import (
 from torch import nn
 
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.detection import Backbone
-from cvlib.models.yolo import YOLO, YOLOv2, anchor_grid_boxes, encode_anchor_targets, encode_targets, grid_boxes
+from cvlib.models.detection import Backbone, DetectionSettings
+from cvlib.models.yolo import (
+    YOLO,
+    YOLOv2,
+    anchor_grid_boxes,
+    encode_anchor_targets,
+    encode_targets,
+    grid_boxes,
+)
 from cvlib.ops import box_iou
 
 
@@ -166,7 +173,8 @@ def test_empty_images_train():
 
 @pytest.mark.parametrize("focal", [False, True])
 def test_eval_contract(focal):
-    pairs = check_eval_contract(tiny(focal=focal, score_thresh=0.0))  # threshold 0: many detections
+    # threshold 0: many detections
+    pairs = check_eval_contract(tiny(focal=focal, settings=DetectionSettings(0.0)))
     assert all(len(out["scores"]) > 0 for _, out in pairs)
 
 
@@ -178,7 +186,7 @@ def test_untrained_model_detects_nothing_at_the_default_threshold():
 
 
 def test_nms_removes_duplicates():
-    model = tiny(score_thresh=0.0, nms_thresh=0.5).eval()
+    model = tiny(settings=DetectionSettings(score_thresh=0.0, nms_thresh=0.5)).eval()
     with torch.no_grad():
         out = model([torch.rand(3, 32, 32)])[0]
     for label in out["labels"].unique():
@@ -260,7 +268,7 @@ def test_v2_priors_are_saved_with_the_weights():
 
 
 def test_v2_eval_contract_and_empty_images():
-    pairs = check_eval_contract(tiny_v2(score_thresh=0.0))
+    pairs = check_eval_contract(tiny_v2(settings=DetectionSettings(0.0)))
     assert all(len(out["scores"]) > 0 for _, out in pairs)
     model = tiny_v2()
     images, targets = scenes(2)
@@ -272,7 +280,7 @@ def test_v2_eval_contract_and_empty_images():
 def test_v2_bad_input():
     images, targets = scenes(1)
     check_rejects_bad_input(tiny_v2(), images, targets)
-    for anchors in (torch.zeros(2, 2), torch.ones(2, 3), torch.ones(0, 2), torch.ones(2, 2, dtype=torch.int64)):
+    for anchors in (torch.zeros(2, 2), torch.ones(2, 3), torch.ones(0, 2), torch.ones(2, 2).long()):
         with pytest.raises((ValueError, TypeError), match="anchors"):
             YOLOv2(anchors)
     with pytest.raises(ValueError, match="params"):

@@ -78,7 +78,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return base + 0.25 * (smooth - 0.5)
 
 
-def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int, stretch=None) -> np.ndarray:
+def _shape_mask(
+    name: str, cx: float, cy: float, r: float, angle: float, size: int, stretch=None
+) -> np.ndarray:
     """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy);
     ``stretch = (sx, sy)`` scales it by ``sx`` horizontally and ``sy`` vertically."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -210,7 +212,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels = _render(rng, self.image_size, self.classes, self._num_objects(rng), self.elongation)
+        num_objects = self._num_objects(rng)
+        image, masks, labels = _render(rng, self.image_size, self.classes, num_objects, self.elongation)
         target = self._target(masks, labels, index)
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 

@@ -35,10 +35,11 @@ from cvlib._checks import counts, integer, number, sequence
 from cvlib.models.blocks import conv_bn_relu
 from cvlib.models.detection import (
     Backbone,
+    DetectionSettings,
     batch_images,
     check_detection_inputs,
-    check_head_settings,
     select_detections,
+    settings_or_default,
 )
 from cvlib.ops import clip_boxes_to_image, decode_boxes, encode_boxes, generate_anchors, label_anchors
 from cvlib.ops.anchors import NEGATIVE, POSITIVE
@@ -78,13 +79,12 @@ class SSD(nn.Module):
         aspect_ratios: ``h / w`` of the default boxes of every cell.
         fg_iou: IoU from which a default box is matched to an object (SSD: 0.5).
         negatives_per_positive: hard negatives kept in the class loss per positive (SSD: 3).
-        score_thresh, nms_thresh, detections_per_img: detections kept in eval mode.
+        settings: the detections kept in eval mode (a ``DetectionSettings``; torchvision's defaults).
     """
 
     def __init__(self, num_classes: int = 3, width: int = 16, scales: Sequence[float] = (12.0, 24.0, 44.0),
                  aspect_ratios: Sequence[float] = (1 / 3, 1 / 2, 1.0, 2.0, 3.0), fg_iou: float = 0.5,
-                 negatives_per_positive: int = 3, score_thresh: float = 0.05, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100):
+                 negatives_per_positive: int = 3, settings: DetectionSettings | None = None):
         super().__init__()
         counts(num_classes=num_classes, width=width)
         for name, values in (("scales", scales), ("aspect_ratios", aspect_ratios)):
@@ -92,15 +92,16 @@ class SSD(nn.Module):
                 number(value, name, low=0, low_open=True)
         number(fg_iou, "fg_iou", low=0, high=1)
         integer(negatives_per_positive, "negatives_per_positive", low=0)
-        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.scales, self.aspect_ratios = num_classes, tuple(scales), tuple(aspect_ratios)
         self.fg_iou, self.negatives_per_positive = fg_iou, negatives_per_positive
-        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.settings = settings_or_default(settings)
         self.backbone = Backbone(width)
         channels, k = self.backbone.out_channels, len(aspect_ratios)
         self.extras = nn.ModuleList(conv_bn_relu(channels, channels, stride=2) for _ in scales[1:])
         self.strides = tuple(self.backbone.stride * 2**level for level in range(len(scales)))
-        self.class_heads = nn.ModuleList(nn.Conv2d(channels, k * (num_classes + 1), 3, padding=1) for _ in scales)
+        self.class_heads = nn.ModuleList(
+            nn.Conv2d(channels, k * (num_classes + 1), 3, padding=1) for _ in scales
+        )
         self.box_heads = nn.ModuleList(nn.Conv2d(channels, k * 4, 3, padding=1) for _ in scales)
 
     def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -114,10 +115,10 @@ class SSD(nn.Module):
         """Class logits ``[N, D, C + 1]``, deltas ``[N, D, 4]`` and the default boxes ``[D, 4]``
         of a batch ``[N, 3, H, W]``, in the order of :func:`default_boxes`."""
         maps = self.features(batch)
-        logits = [h(m).permute(0, 2, 3, 1).flatten(1, 2).unflatten(-1, (-1, self.num_classes + 1)).flatten(1, 2)
+        # [N, K * X, h, w] -> [N, h * w * K, X]: cell by cell, then default box, as default_boxes
+        logits = [h(m).permute(0, 2, 3, 1).reshape(len(m), -1, self.num_classes + 1)
                   for h, m in zip(self.class_heads, maps)]
-        deltas = [h(m).permute(0, 2, 3, 1).flatten(1, 2).unflatten(-1, (-1, 4)).flatten(1, 2)
-                  for h, m in zip(self.box_heads, maps)]
+        deltas = [h(m).permute(0, 2, 3, 1).reshape(len(m), -1, 4) for h, m in zip(self.box_heads, maps)]
         boxes = default_boxes([m.shape[2:] for m in maps], self.strides, self.scales, self.aspect_ratios)
         return torch.cat(logits, 1), torch.cat(deltas, 1), boxes.to(batch)
 
@@ -127,7 +128,8 @@ class SSD(nn.Module):
         logits, deltas, boxes = self.head(batch)
         if self.training:
             return self.loss(logits, deltas, boxes, targets)
-        return [self.postprocess(lg, dl, boxes, image.shape[1:]) for lg, dl, image in zip(logits, deltas, images)]
+        return [self.postprocess(lg, dl, boxes, image.shape[1:])
+                for lg, dl, image in zip(logits, deltas, images)]
 
     def loss(self, logits: torch.Tensor, deltas: torch.Tensor, boxes: torch.Tensor,
              targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -139,8 +141,10 @@ class SSD(nn.Module):
             positive = labels == POSITIVE
             classes = torch.where(positive, target["labels"][matched] if len(target["boxes"]) else 0, 0)
             cross_entropy = F.cross_entropy(image_logits, classes, reduction="none")  # [D]
-            num_negatives = min(self.negatives_per_positive * int(positive.sum()), int((labels == NEGATIVE).sum()))
-            negatives = cross_entropy.masked_fill(labels != NEGATIVE, -1).argsort(descending=True)[:num_negatives]
+            wanted_negatives = self.negatives_per_positive * int(positive.sum())
+            num_negatives = min(wanted_negatives, int((labels == NEGATIVE).sum()))
+            hardest = cross_entropy.masked_fill(labels != NEGATIVE, -1).argsort(descending=True)
+            negatives = hardest[:num_negatives]
             class_loss = class_loss + cross_entropy[positive].sum() + cross_entropy[negatives].sum()
             if positive.any():
                 wanted = encode_boxes(target["boxes"][matched[positive]], boxes[positive], BOX_WEIGHTS)
@@ -159,5 +163,4 @@ class SSD(nn.Module):
         scores = logits.softmax(-1)[:, 1:]  # [D, C]: background dropped
         candidates = decoded[:, None].expand(-1, self.num_classes, 4).reshape(-1, 4)
         labels = torch.arange(1, self.num_classes + 1, device=logits.device).repeat(len(decoded))
-        return select_detections(candidates, scores.reshape(-1), labels, score_thresh=self.score_thresh,
-                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
+        return select_detections(candidates, scores.reshape(-1), labels, self.settings)

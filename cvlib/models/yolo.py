@@ -49,10 +49,11 @@ from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.blocks import conv_bn_relu
 from cvlib.models.detection import (
     Backbone,
+    DetectionSettings,
     batch_images,
     check_detection_inputs,
-    check_head_settings,
     select_detections,
+    settings_or_default,
 )
 from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
 from cvlib.ops.anchors import shape_iou
@@ -141,7 +142,7 @@ class YOLO(nn.Module):
         lambda_coord, lambda_noobj: the paper's weights of the box and no-object terms (5, 0.5).
         focal: the confidence terms as RetinaNet's focal loss (``focal_alpha``, ``focal_gamma``)
             instead of binary cross-entropy with ``lambda_noobj``.
-        score_thresh, nms_thresh, detections_per_img: detections kept in eval mode.
+        settings: the detections kept in eval mode (a ``DetectionSettings``; torchvision's defaults).
     """
 
     def __init__(
@@ -156,21 +157,17 @@ class YOLO(nn.Module):
         focal: bool = False,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
+        settings: DetectionSettings | None = None,
     ):
         super().__init__()
         counts(num_classes=num_classes, grid_size=grid_size, boxes_per_cell=boxes_per_cell, width=width)
         for name, value in (("lambda_coord", lambda_coord), ("lambda_noobj", lambda_noobj),
                             ("focal_gamma", focal_gamma)):
             number(value, name, low=0)
-        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
         self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.detections_per_img = detections_per_img
+        self.settings = settings_or_default(settings)
         self.backbone = backbone if backbone is not None else Backbone(width)
         channels = self.backbone.out_channels
         self.head = nn.Sequential(
@@ -236,9 +233,8 @@ class YOLO(nn.Module):
         """Detections of one image from its output ``[S, S, 5B + C]`` (the grid covers
         ``grid_image_size``, the padded batch): every predictor gives one box per class scored
         ``confidence x P(class | object)``; boxes are clipped to ``image_size``; then
-        :func:`~cvlib.models.detection.select_detections` drops tiny boxes and scores <=
-        ``score_thresh``, runs per-class NMS at ``nms_thresh`` and keeps the best
-        ``detections_per_img``. Returns ``{"boxes" [D, 4], "labels" [D],
+        :func:`~cvlib.models.detection.select_detections` keeps what ``self.settings`` says.
+        Returns ``{"boxes" [D, 4], "labels" [D],
         "scores" [D]}``."""
         boxes, confidence, class_logits = self.split(output)
         boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
@@ -246,8 +242,7 @@ class YOLO(nn.Module):
         scores = scores.reshape(len(boxes), self.num_classes)
         boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
         labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
-        return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
-                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
+        return select_detections(boxes, scores.reshape(-1), labels, self.settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +250,8 @@ class YOLO(nn.Module):
 
 
 def _check_anchors(anchors: torch.Tensor) -> torch.Tensor:
-    if (tensor(anchors, "anchors", shape=("A", 2), dtype="float", finite=True) <= 0).any() or not len(anchors):
+    tensor(anchors, "anchors", shape=("A", 2), dtype="float", finite=True)
+    if not len(anchors) or (anchors <= 0).any():
         raise ValueError(f"anchors must be at least one (width, height) pair > 0, got {anchors.tolist()}")
     return anchors
 
@@ -343,14 +339,13 @@ class YOLOv2(YOLO):
 
     def __init__(self, anchors: torch.Tensor, num_classes: int = 3, grid_size: int = 8,
                  backbone: nn.Module | None = None, width: int = 16, lambda_coord: float = 5.0,
-                 lambda_noobj: float = 0.5, score_thresh: float = 0.05, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100):
+                 lambda_noobj: float = 0.5, settings: DetectionSettings | None = None):
         _check_anchors(anchors)
         super().__init__(num_classes, grid_size, len(anchors), backbone, width, lambda_coord, lambda_noobj,
-                         score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+                         settings=settings)
         self.register_buffer("anchors", anchors.detach().clone().float())
         a, channels = len(anchors), self.backbone.out_channels
-        self.head[-1] = nn.Conv2d(channels, a * (5 + num_classes), 1)  # YOLO's is 5B + C: one class set per cell
+        self.head[-1] = nn.Conv2d(channels, a * (5 + num_classes), 1)  # YOLO's: 5B + C, one class set a cell
         with torch.no_grad():  # confidences start near 0.01, as in YOLO
             self.head[-1].bias.view(a, 5 + num_classes)[:, 4] = -4.6
 
@@ -373,7 +368,9 @@ class YOLOv2(YOLO):
         target_confidence = torch.zeros_like(confidence)
         target_confidence[objects] = box_iou(predicted, true).diagonal()  # P(object) x IoU
         box = ((boxes[objects] - params[objects]) ** 2).sum()
-        obj = F.binary_cross_entropy_with_logits(confidence[objects], target_confidence[objects], reduction="sum")
+        obj = F.binary_cross_entropy_with_logits(
+            confidence[objects], target_confidence[objects], reduction="sum"
+        )
         noobj = self.lambda_noobj * F.binary_cross_entropy_with_logits(
             confidence[~objects], target_confidence[~objects], reduction="sum"
         )
@@ -390,6 +387,5 @@ class YOLOv2(YOLO):
         boxes = clip_boxes_to_image(anchor_grid_boxes(boxes, self.anchors, grid_image_size), image_size)
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)  # [S, S, A, C]
         boxes = boxes.reshape(-1, 1, 4).expand(-1, self.num_classes, 4).reshape(-1, 4)
-        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(boxes) // self.num_classes)
-        return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
-                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
+        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores.flatten(0, 2)))
+        return select_detections(boxes, scores.reshape(-1), labels, self.settings)
