@@ -533,7 +533,7 @@ fit_of = {f"k-means, k = {k}": shape_iou(train_sizes, kmeans_anchors(train_boxes
           for k in (1, 3, 5, 9)}
 fit_of["5 hand-picked shapes"] = shape_iou(train_sizes, hand_picked).max(1).values.mean().item()
 nearest = shape_iou(train_sizes, priors).argmax(1)
-fig_priors, ax_priors = plt.subplots(figsize=(5.2, 4.6), dpi=100)
+fig_priors, ax_priors = plt.subplots(figsize=(7.6, 4.6), dpi=100)
 for j, (w, h) in enumerate(priors.tolist()):
     colour = plt.cm.tab10(j)
     ax_priors.scatter(*train_sizes[nearest == j].T, s=6, alpha=0.4, color=colour,
@@ -542,7 +542,7 @@ for j, (w, h) in enumerate(priors.tolist()):
 ax_priors.plot([0, 50], [0, 50], "k--", lw=0.8, label="square (w = h)")
 ax_priors.set(xlabel="box width (pixels)", ylabel="box height (pixels)", aspect="equal", xlim=(0, 50), ylim=(0, 50),
               title=f"k-means (1 - IoU) on {len(train_sizes)} training boxes: 5 priors (X)")
-ax_priors.legend(fontsize=7, loc="upper right")
+ax_priors.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
 plt.show()
 for name, value in fit_of.items():
     print(f"{name:21s}: mean IoU of a training box with its best prior {value:.3f}")
