@@ -116,3 +116,14 @@ def test_bad_input():
         default_boxes([(4, 4)], [8, 16], [8.0], [1.0])
     with pytest.raises(ValueError, match="feature_sizes"):
         default_boxes([], [], [], [1.0])
+
+
+@pytest.mark.parametrize("name", ["yolo_elongated", "yolo_anchors", "ssd"])
+def test_shipped_anchor_models_reproduce_their_recorded_metrics(name):
+    """The three models of notebook 06's anchor comparison: the metrics recorded with each
+    checkpoint come from the file that ships (the recipe's own evaluation, run again)."""
+    from cvlib import recipes, weights
+
+    recorded = weights.load(name)["meta"]["metrics"]
+    measured = recipes.evaluate_on_elongated(recipes.load_model(name), torch.device("cpu"))
+    assert measured == pytest.approx(recorded, abs=2e-3)
