@@ -596,6 +596,27 @@ for (name, key), (gain, per_quarter) in gains.items():  # the claim, with the ma
     assert gain > 2 * per_quarter.std(ddof=1) / 2, (name, key)  # more than two standard errors
 
 # %% [markdown]
+# **A second training run.** The quarters measure how much the test scenes move the numbers;
+# a training run moves them too. The recipes `yolo_elongated_seed1`, `yolo_anchors_seed1` and
+# `ssd_seed1` train the same three models with training seed 1 (other initial weights and batch
+# order, the same scenes and budget). The gain counts only if the **worse** run of an anchor
+# model beats the **better** run of YOLO v1, i.e. if it is larger than the spread between runs.
+
+# %%
+recipe_of = {"YOLO v1 (no anchors)": "yolo_elongated", "YOLO + k-means priors": "yolo_anchors",
+             "SSD-style, 3 scales": "ssd"}
+second_run = {name: metrics.evaluate_detections(detect(recipes.load_model(recipe + "_seed1", device=device),
+                                                       long_images), long_targets, area_ranges=by_size)
+              for name, recipe in recipe_of.items()}
+runs = {(name, key): (table[name][key], second_run[name][key]) for name in recipe_of for key in ("map", "map_small")}
+for (name, key), (first, second) in runs.items():
+    print(f"{name:22s} {columns[key]:6s} seed 0 {first:.3f}, seed 1 {second:.3f} (difference {abs(first - second):.3f})")
+worst_gain = {(name, key): min(runs[name, key]) - max(runs[baseline, key]) for name, key in gains}
+for (name, key), gain in worst_gain.items():
+    print(f"{name:22s} {columns[key]:6s} worse run minus YOLO v1's better run {gain:+.3f}")
+assert all(gain > 0 for gain in worst_gain.values())  # larger than the spread between training runs
+
+# %% [markdown]
 # **What the measurement says.** On elongated scenes both anchor-based models beat YOLO v1
 # trained alike, by about five points of mAP (0.689 and 0.680 against 0.634 when this notebook
 # was written), more than two standard errors of the gain over the four quarters of the test
@@ -608,10 +629,10 @@ for (name, key), (gain, per_quarter) in gains.items():  # the claim, with the ma
 # Where anchors do **not** help: on the default scenes (shapes not stretched), YOLO with the
 # priors learnt on elongated boxes is *worse* than v1 (0.618 against 0.653): none of its five
 # priors is square, and the priors are fixed by the training data, so they help only on data
-# like it. SSD, whose default boxes include squares, stays level (0.674). Each model is one
-# training run of half the `yolo` budget; the spread above is that of the test scenes, not of
-# training seeds (section 4 found differences of about one point between runs that should be
-# equal), so the five-point gains are the claim, not the one-point differences.
+# like it. SSD, whose default boxes include squares, stays level (0.674). A second training run
+# of each model (seed 1) lands within a point of the first (mAP 0.630, 0.685 and 0.687 when
+# this notebook was written), so the five-point gains hold from run to run; differences of a
+# point, such as SSD against YOLO with priors, do not. All runs have half the `yolo` budget.
 
 # %% [markdown]
 # ## On real photographs

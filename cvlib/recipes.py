@@ -493,6 +493,13 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
            "YOLO with 5 k-means priors (v2 style, S=8, width 16), the same 1000 steps of 32 elongated"),
     Recipe("ssd", partial(SSD, num_classes=3, width=16), train_on_elongated,
            "SSD-style head on strides 8, 16, 32 (5 default boxes per cell, width 16), the same 1000 steps"),
+    # the same three with training seed 1 (weights and batch order): the spread between runs
+    Recipe("yolo_elongated_seed1", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=16),
+           train_on_elongated, "yolo_elongated with training seed 1", seed=1),
+    Recipe("yolo_anchors_seed1", partial(yolo_with_priors, num_classes=3, grid_size=8, width=16),
+           train_on_elongated, "yolo_anchors with training seed 1", seed=1),
+    Recipe("ssd_seed1", partial(SSD, num_classes=3, width=16), train_on_elongated, "ssd with training seed 1",
+           seed=1),
     # 07 DETR
     Recipe("detr", partial(DETR, num_classes=3, **SMALL_DETR), train_detr,
            "DETR: width-16 CNN, 3+3 transformer layers (d 128), 10 queries, aux losses"),
