@@ -554,6 +554,72 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 08 Keypoints: the shipped Mask R-CNN plus a keypoint head (Keypoint R-CNN)
+
+KEYPOINT_RCNN_STEPS = 600  # batches of 8 scenes with keypoints, after mask_rcnn's 1500 + 600
+KEYPOINT_LAYOUT_SCENES = 300  # training scenes whose average keypoint layout the baseline uses
+
+
+def _keypoint_rcnn() -> nn.Module:
+    from cvlib.models.keypoint_rcnn import build_keypoint_rcnn
+
+    return build_keypoint_rcnn(num_classes=3, width=8)
+
+
+def keypoint_metrics(detections: list[dict], targets: list[dict]) -> dict[str, float]:
+    """Keypoint AP (OKS with ``cvlib.data.shapes.KEYPOINT_SIGMAS``, COCO's 20 detections per image)
+    of ``detections`` (with ``keypoints``) on ``targets`` (with ``keypoints``), and the same for
+    the baseline that ignores the keypoint head: each class's average keypoint layout in its box
+    (over ``KEYPOINT_LAYOUT_SCENES`` training scenes) placed in the same detected boxes. Keys
+    ``keypoint_map``, ``keypoint_map_50``, ``keypoint_map_75`` and ``baseline_`` + each."""
+    from cvlib.data import ShapesDataset
+    from cvlib.data.shapes import KEYPOINT_SIGMAS
+    from cvlib.metrics import evaluate_detections
+    from cvlib.models.keypoint_rcnn import keypoints_from_boxes, mean_keypoint_layout
+
+    train = ShapesDataset(KEYPOINT_LAYOUT_SCENES, seed=0, keypoints=True)
+    layout = mean_keypoint_layout([train[i][1] for i in range(len(train))], train.num_classes)
+    baseline = [{**d, "keypoints": keypoints_from_boxes(d["boxes"], d["labels"], layout)} for d in detections]
+    metrics = {}
+    for prefix, dets in (("keypoint_", detections), ("baseline_keypoint_", baseline)):
+        coco = evaluate_detections(dets, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return metrics
+
+
+def _train_keypoint_rcnn(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """Start from the shipped ``mask_rcnn`` weights (its checksum is checked), train all six
+    losses for ``KEYPOINT_RCNN_STEPS`` on scenes with keypoints; box, mask and keypoint COCO
+    metrics (and the box-layout baseline's keypoint AP) on the held-out scenes."""
+    from torch.utils.data import DataLoader
+
+    from cvlib import weights
+    from cvlib.data import ShapesDataset, collate_detection, held_out_detection
+    from cvlib.metrics import evaluate_detections
+    from cvlib.train import detect, fit
+
+    missing = model.load_state_dict(weights.load("mask_rcnn")["state_dict"], strict=False).missing_keys
+    if not all(key.startswith("roi_heads.keypoint_head.") for key in missing):
+        raise RuntimeError(f"mask_rcnn.pt does not fit this Keypoint R-CNN: {missing}")
+    scenes = ShapesDataset(8000, seed=0, keypoints=True)
+    loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=KEYPOINT_RCNN_STEPS, lr=1e-3, device=device)
+    images, targets = held_out_detection(200, keypoints=True)
+    detections = detect(model, images, device=device)
+    metrics = {}
+    for prefix, iou_type in (("box_", "bbox"), ("mask_", "segm")):
+        coco = evaluate_detections(detections, targets, iou_type=iou_type)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return {**metrics, **keypoint_metrics(detections, targets)}
+
+
+register(
+    "keypoint_rcnn", _keypoint_rcnn,
+    "Keypoint R-CNN: mask_rcnn.pt + a keypoint head (5 maps of 56x56, RoI Align 14x14), 600 more steps",
+)(_train_keypoint_rcnn)
+
+
+# ---------------------------------------------------------------------------------------------
 # Your own data: `python -m cvlib.train NAME --data coco:ANNOTATIONS.json:IMAGE_DIR` builds the
 # course's architecture of NAME with the class count of the data (and optionally a torchvision
 # backbone); cvlib.train.main trains it with fit's checkpoints, resume, AMP and torchrun.

@@ -19,9 +19,11 @@ from torchvision.models.detection.roi_heads import keypointrcnn_loss, keypoints_
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.data.shapes import CLASSES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
 from cvlib.metrics import evaluate_detections
+from cvlib.models.mask_rcnn import build_mask_rcnn
 from cvlib.models.keypoint_rcnn import (
     KeypointHead,
     KeypointRCNN,
+    build_keypoint_rcnn,
     check_keypoints,
     heatmaps_to_keypoints,
     keypoint_loss,
@@ -33,7 +35,7 @@ from cvlib.models.keypoint_rcnn import (
 
 def tiny(**kwargs):
     """A test-size Keypoint R-CNN for 32 x 32 images."""
-    return KeypointRCNN(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
+    return build_keypoint_rcnn(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
 
 
 def scenes(n=4, size=32, seed=0):
@@ -153,7 +155,7 @@ def test_empty_images_train():
 def test_eval_contract():
     torch.manual_seed(0)
     model = tiny()
-    model.roi_heads.score_thresh = 0.0  # an untrained model: keep its detections
+    model.settings.score_thresh = 0.0  # an untrained model: keep its detections
     pairs = check_eval_contract(model, keys=("boxes", "labels", "scores", "masks", "keypoints"))
     assert sum(len(out["boxes"]) for _, out in pairs) > 0
     for _, out in pairs:
@@ -162,7 +164,7 @@ def test_eval_contract():
         boxes, points = out["boxes"], out["keypoints"]
         assert ((points[..., 0] >= boxes[:, None, 0]) & (points[..., 0] <= boxes[:, None, 2])).all()
         assert ((points[..., 2] > 0) & (points[..., 2] <= 1)).all()
-    model.roi_heads.score_thresh = 1.0  # no detections at all
+    model.settings.score_thresh = 1.0  # no detections at all
     with torch.no_grad():
         out = model([pairs[0][0]])[0]
     assert out["keypoints"].shape == (0, 5, 3)
@@ -184,6 +186,8 @@ def test_bad_input():
         model(images, wrong)
     with pytest.raises(ValueError, match="num_keypoints"):
         tiny(num_keypoints=0)
+    with pytest.raises(TypeError, match="roi_heads must be a KeypointRoIHeads"):
+        KeypointRCNN(model.backbone, model.rpn, build_mask_rcnn(width=4).roi_heads)
     with pytest.raises(ValueError, match="targets"):
         keypoint_loss(torch.zeros(1, 1, 4, 4), torch.tensor([[16]]), torch.tensor([[True]]))
     with pytest.raises(ValueError, match="heatmap_logits"):

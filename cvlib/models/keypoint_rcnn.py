@@ -17,7 +17,11 @@ Mask R-CNN's recipe extends to them with one more per-RoI head. Read top to bott
    keypoint, its centre mapped back into the image through the detection's box, scored by its
    softmax probability.
 5. ``KeypointRoIHeads`` adds 1-4 to Mask R-CNN's second stage through its ``extra_losses`` /
-   ``extra_outputs`` hooks, and ``KeypointRCNN`` is ``MaskRCNN`` with those heads.
+   ``extra_outputs`` hooks, and ``KeypointRCNN`` is ``MaskRCNN`` with those heads
+   (``build_keypoint_rcnn`` builds the course's).
+
+A baseline without the head closes the file: each class's average keypoint layout inside its
+box (``mean_keypoint_layout``), stretched over a detected box (``keypoints_from_boxes``).
 
 Contract (torchvision's Keypoint R-CNN): each training target also holds ``keypoints`` float
 ``[N, K, 3]`` (x, y, visibility; > 0 is labelled); ``model(images)`` gives each detection
@@ -31,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import counts, describe, sequence, tensor
-from cvlib.models.mask_rcnn import MaskRCNN, MaskRoIHeads
+from cvlib._checks import counts, describe, module, sequence, tensor
+from cvlib.models.mask_rcnn import MaskRCNN, MaskRoIHeads, build_mask_rcnn
+from cvlib.models.rcnn import RoIPooler
 from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "keypoint_targets", "KeypointHead", "keypoint_loss", "heatmaps_to_keypoints", "KeypointRoIHeads",
-    "check_keypoints", "KeypointRCNN",
+    "check_keypoints", "KeypointRCNN", "build_keypoint_rcnn", "mean_keypoint_layout", "keypoints_from_boxes",
 ]
 
 HEATMAP_SIZE = 56  # S: the side of each keypoint's map, as torchvision's and the paper's
@@ -92,6 +97,7 @@ class KeypointHead(nn.Module):
             convs += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*convs)
         self.upsample = nn.ConvTranspose2d(width, num_keypoints, 4, stride=2, padding=1)
+        self.num_keypoints = num_keypoints
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         low_resolution = self.upsample(self.convs(pooled))  # [R, K, 2P, 2P]
@@ -135,32 +141,26 @@ def heatmaps_to_keypoints(heatmap_logits: torch.Tensor, boxes: torch.Tensor) -> 
 
 class KeypointRoIHeads(MaskRoIHeads):
     """Mask R-CNN's second stage plus the keypoint branch: the positive training RoIs (and, at
-    test time, the final detections) are pooled to ``keypoint_pool_size`` squares with RoI Align,
-    then :class:`KeypointHead` gives ``4 * keypoint_pool_size`` square maps, one per keypoint.
-    Adds ``loss_keypoint`` in training and ``keypoints`` in eval."""
+    test time, the final detections) are pooled by ``keypoint_roi_pool`` (a
+    :class:`~cvlib.models.rcnn.RoIPooler`, RoI Align 14 x 14), then ``keypoint_head`` (a
+    :class:`KeypointHead`) gives one map four times as large per keypoint. Adds ``loss_keypoint``
+    in training and ``keypoints`` in eval. The other arguments are
+    :class:`~cvlib.models.mask_rcnn.MaskRoIHeads`'."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        *args,
-        num_keypoints: int = 5,
-        keypoint_pool_size: int = 14,
-        keypoint_width: int = 32,
-        keypoint_layers: int = 4,
-        **kwargs,
-    ):
-        super().__init__(in_channels, num_classes, *args, **kwargs)
-        counts(num_keypoints=num_keypoints, keypoint_pool_size=keypoint_pool_size)
-        self.num_keypoints, self.keypoint_pool_size = num_keypoints, keypoint_pool_size
-        self.keypoint_head = KeypointHead(in_channels, num_keypoints, keypoint_width, keypoint_layers)
+    def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, mask_roi_pool: nn.Module,
+                 mask_head: nn.Module, keypoint_roi_pool: nn.Module, keypoint_head: KeypointHead, **kwargs):
+        super().__init__(box_roi_pool, box_head, mask_roi_pool, mask_head, **kwargs)
+        self.keypoint_roi_pool = module(keypoint_roi_pool, "keypoint_roi_pool")
+        if not isinstance(keypoint_head, KeypointHead):
+            raise TypeError(f"keypoint_head must be a KeypointHead, got {describe(keypoint_head)}")
+        self.keypoint_head = keypoint_head
 
     def heatmap_logits(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """Keypoint logits ``[sum R_i, K, S, S]`` of one ``[R_i, 4]`` box tensor per image."""
-        return self.keypoint_head(self.pool(features, boxes, "align", self.keypoint_pool_size))
+        return self.keypoint_head(self.keypoint_roi_pool(features, boxes))
 
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
-        losses = super().extra_losses(features, rois, labels, matched, targets)
+        losses = super().extra_losses(features, rois, labels, matched, targets)  # the mask loss
         positive = [torch.nonzero(lb > 0).flatten() for lb in labels]  # per image
         boxes = [r[p] for r, p in zip(rois, positive)]
         logits = self.heatmap_logits(features, boxes)
@@ -172,7 +172,7 @@ class KeypointRoIHeads(MaskRoIHeads):
         return {**losses, "loss_keypoint": keypoint_loss(logits, cells, valid)}
 
     def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
-        detections = super().extra_outputs(features, detections, image_sizes)
+        detections = super().extra_outputs(features, detections, image_sizes)  # the masks
         boxes = [d["boxes"] for d in detections]
         keypoints = heatmaps_to_keypoints(self.heatmap_logits(features, boxes), torch.cat(boxes))
         per_image = keypoints.split([len(b) for b in boxes])
@@ -194,23 +194,40 @@ def check_keypoints(targets: list[dict], num_keypoints: int) -> None:
 
 
 class KeypointRCNN(MaskRCNN):
-    """Keypoint R-CNN on top of Mask R-CNN (the lecture's "one more head"): :class:`MaskRCNN`
-    whose second stage is :class:`KeypointRoIHeads`; six losses (RPN objectness and box, head
-    classifier and box, ``loss_mask``, ``loss_keypoint``). Detections carry boxes, masks and
-    ``num_keypoints`` keypoints."""
+    """Keypoint R-CNN on top of Mask R-CNN (the lecture's "one more head"):
+    :class:`~cvlib.models.mask_rcnn.MaskRCNN` whose second stage is a :class:`KeypointRoIHeads`;
+    six losses (RPN objectness and box, head classifier and box, ``loss_mask``,
+    ``loss_keypoint``); its training targets also hold ``keypoints``, and its detections boxes,
+    masks and keypoints. :func:`build_keypoint_rcnn` builds the course's."""
 
-    heads = KeypointRoIHeads
-
-    def __init__(self, num_classes: int = 3, width: int = 8, num_keypoints: int = 5, **kwargs):
-        counts(num_keypoints=num_keypoints)
-        head_args = {"num_keypoints": num_keypoints, **kwargs.pop("head_args", {})}
-        super().__init__(num_classes, width, head_args=head_args, **kwargs)
-        self.num_keypoints = num_keypoints
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: KeypointRoIHeads):
+        if not isinstance(roi_heads, KeypointRoIHeads):
+            raise TypeError(f"roi_heads must be a KeypointRoIHeads, got {describe(roi_heads)}")
+        super().__init__(backbone, rpn, roi_heads)
+        self.num_keypoints = roi_heads.keypoint_head.num_keypoints
 
     def check_inputs(self, images, targets) -> None:
         super().check_inputs(images, targets)
         if self.training:
             check_keypoints(targets, self.num_keypoints)
+
+
+def build_keypoint_rcnn(
+    num_classes: int = 3, width: int = 8, num_keypoints: int = 5, keypoint_pool_size: int = 14, **mask_rcnn_args
+) -> KeypointRCNN:
+    """The course's Keypoint R-CNN: :func:`~cvlib.models.mask_rcnn.build_mask_rcnn`
+    (``mask_rcnn_args`` go there) plus a keypoint branch: RoI Align to ``keypoint_pool_size``
+    squares and a :class:`KeypointHead` with ``num_keypoints`` maps of ``4 * keypoint_pool_size``."""
+    counts(num_keypoints=num_keypoints, keypoint_pool_size=keypoint_pool_size)
+    base = build_mask_rcnn(num_classes, width, **mask_rcnn_args)
+    heads, channels = base.roi_heads, base.backbone.out_channels
+    pool = RoIPooler("align", keypoint_pool_size, 1 / base.backbone.stride, heads.box_roi_pool.sampling_ratio)
+    keypoint_heads = KeypointRoIHeads(
+        heads.box_roi_pool, heads.box_head, heads.mask_roi_pool, heads.mask_head, pool,
+        KeypointHead(channels, num_keypoints), mask_loss=heads.mask_loss, settings=heads.settings,
+        batch_size_per_image=heads.batch_size_per_image, positive_fraction=heads.positive_fraction,
+    )
+    return KeypointRCNN(base.backbone, base.rpn, keypoint_heads)
 
 
 # ---------------------------------------------------------------------------------------------
