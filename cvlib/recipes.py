@@ -566,24 +566,31 @@ def _keypoint_rcnn() -> nn.Module:
     return build_keypoint_rcnn(num_classes=3, width=8)
 
 
-def keypoint_metrics(detections: list[dict], targets: list[dict]) -> dict[str, float]:
-    """Keypoint AP (OKS with ``cvlib.data.shapes.KEYPOINT_SIGMAS``, COCO's 20 detections per image)
-    of ``detections`` (with ``keypoints``) on ``targets`` (with ``keypoints``), and the same for
-    the baseline that ignores the keypoint head: each class's average keypoint layout in its box
-    (over ``KEYPOINT_LAYOUT_SCENES`` training scenes) placed in the same detected boxes. Keys
-    ``keypoint_map``, ``keypoint_map_50``, ``keypoint_map_75`` and ``baseline_`` + each."""
+def keypoint_baseline(detections: list[dict]) -> list[dict]:
+    """``detections`` with the keypoints of a baseline that has no keypoint head: each class's
+    average keypoint layout inside its box (over ``KEYPOINT_LAYOUT_SCENES`` training scenes,
+    :func:`~cvlib.models.keypoint_rcnn.mean_keypoint_layout`) placed in each detected box."""
     from cvlib.data import ShapesDataset
-    from cvlib.data.shapes import KEYPOINT_SIGMAS
-    from cvlib.metrics import evaluate_detections
     from cvlib.models.keypoint_rcnn import keypoints_from_boxes, mean_keypoint_layout
 
     train = ShapesDataset(KEYPOINT_LAYOUT_SCENES, seed=0, keypoints=True)
     layout = mean_keypoint_layout([train[i][1] for i in range(len(train))], train.num_classes)
-    baseline = [{**d, "keypoints": keypoints_from_boxes(d["boxes"], d["labels"], layout)} for d in detections]
+    return [{**d, "keypoints": keypoints_from_boxes(d["boxes"], d["labels"], layout)} for d in detections]
+
+
+def keypoint_metrics(detections: list[dict], targets: list[dict]) -> dict[str, float]:
+    """Keypoint AP (OKS with ``cvlib.data.shapes.KEYPOINT_SIGMAS``, COCO's 20 detections per image)
+    of ``detections`` (with ``keypoints``) on ``targets`` (with ``keypoints``), and of
+    :func:`keypoint_baseline` in the same boxes: ``keypoint_map``, ``keypoint_map_50``,
+    ``keypoint_map_75``, ``keypoint_map_<class>`` and the same prefixed ``baseline_``."""
+    from cvlib.data.shapes import CLASSES, KEYPOINT_SIGMAS
+    from cvlib.metrics import evaluate_detections
+
     metrics = {}
-    for prefix, dets in (("keypoint_", detections), ("baseline_keypoint_", baseline)):
+    for prefix, dets in (("keypoint_", detections), ("baseline_keypoint_", keypoint_baseline(detections))):
         coco = evaluate_detections(dets, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
         metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+        metrics.update({f"{prefix}map_{CLASSES[label - 1]}": ap for label, ap in coco["per_class"].items()})
     return metrics
 
 

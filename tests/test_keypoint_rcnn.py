@@ -19,7 +19,6 @@ from torchvision.models.detection.roi_heads import keypointrcnn_loss, keypoints_
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.data.shapes import CLASSES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
 from cvlib.metrics import evaluate_detections
-from cvlib.models.mask_rcnn import build_mask_rcnn
 from cvlib.models.keypoint_rcnn import (
     KeypointHead,
     KeypointRCNN,
@@ -31,6 +30,7 @@ from cvlib.models.keypoint_rcnn import (
     keypoints_from_boxes,
     mean_keypoint_layout,
 )
+from cvlib.models.mask_rcnn import build_mask_rcnn
 
 
 def tiny(**kwargs):
@@ -216,3 +216,19 @@ def test_box_baseline_places_square_corners_at_box_corners():
         keypoints_from_boxes(target["boxes"], target["labels"] + 5, layout)
     with pytest.raises(ValueError, match="labels"):
         mean_keypoint_layout(train, 1)
+
+
+def test_shipped_keypoint_rcnn_reproduces_its_recorded_metrics():
+    """The held-out metrics recorded with data/weights/keypoint_rcnn.pt come from the file that
+    ships: its keypoints and the baseline's, evaluated again, give the same numbers."""
+    from cvlib import weights
+    from cvlib.data import held_out_detection
+    from cvlib.recipes import keypoint_metrics
+    from cvlib.train import detect
+
+    recorded = weights.load("keypoint_rcnn")["meta"]["metrics"]
+    images, targets = held_out_detection(200, keypoints=True)
+    measured = keypoint_metrics(detect(weights.load_model("keypoint_rcnn"), images), targets)
+    keys = [k for k in recorded if "keypoint" in k]
+    assert len(keys) >= 6
+    assert {k: measured[k] for k in keys} == pytest.approx({k: recorded[k] for k in keys}, abs=2e-3)

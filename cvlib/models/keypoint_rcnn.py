@@ -213,7 +213,11 @@ class KeypointRCNN(MaskRCNN):
 
 
 def build_keypoint_rcnn(
-    num_classes: int = 3, width: int = 8, num_keypoints: int = 5, keypoint_pool_size: int = 14, **mask_rcnn_args
+    num_classes: int = 3,
+    width: int = 8,
+    num_keypoints: int = 5,
+    keypoint_pool_size: int = 14,
+    **mask_rcnn_args,
 ) -> KeypointRCNN:
     """The course's Keypoint R-CNN: :func:`~cvlib.models.mask_rcnn.build_mask_rcnn`
     (``mask_rcnn_args`` go there) plus a keypoint branch: RoI Align to ``keypoint_pool_size``
