@@ -48,10 +48,9 @@ __all__ = [
 HEATMAP_SIZE = 56  # S: the side of each keypoint's map, as torchvision's and the paper's
 
 
-def _check_keypoints(keypoints, name: str, num_rois: int | None = None) -> torch.Tensor:
+def _check_keypoints(keypoints, name: str) -> torch.Tensor:
     """Finite float ``[R, K, 3]`` keypoints (x, y, visibility or score)."""
-    return tensor(keypoints, name, shape=("R" if num_rois is None else num_rois, "K", 3), dtype="float",
-                  finite=True)
+    return tensor(keypoints, name, shape=("R", "K", 3), dtype="float", finite=True)
 
 
 def keypoint_targets(keypoints: torch.Tensor, rois: torch.Tensor, size: int = HEATMAP_SIZE):
