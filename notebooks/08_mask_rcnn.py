@@ -668,7 +668,7 @@ for fixed in ("square", "circle"):  # keypoints fixed in the box: the head adds 
 #   after the same training; the gap grows with the IoU threshold, because quantisation moves
 #   mask boundaries by pixels. A softmax over classes instead of one sigmoid per class also
 #   costs mask AP.
-- Keypoints are one more head: one $56 \times 56$ map per keypoint, a softmax over its positions
+# - Keypoints are one more head: one $56 \times 56$ map per keypoint, a softmax over its positions
 #   against a one-hot target, decoded by the most likely cell. Scored by keypoint AP (OKS),
 #   it beats keypoints placed by the box alone only where the box cannot tell: on the triangles,
 #   whose vertices turn with the shape.
@@ -683,7 +683,7 @@ for fixed in ("square", "circle"):  # keypoints fixed in the box: the head adds 
 #    shrink most, and why do thin triangle tips disappear first?
 # 4. Train `mask_rcnn` with `project_masks(..., aligned=False)` (torchvision's targets): by how much
 #    does mask AP75 drop?
-5. Halve `KEYPOINT_SIGMAS` (0.05) and measure keypoint AP again. Which class loses most, and why
+# 5. Halve `KEYPOINT_SIGMAS` (0.05) and measure keypoint AP again. Which class loses most, and why
 #    (what is $s$ in the OKS for a small triangle)?
 # 6. A triangle's keypoint 0 is its topmost vertex. What happens to the order when the triangle
 #    turns past the angle where two vertices are equally high, and what does that do to the
