@@ -549,23 +549,23 @@ kp_detections = detect(keypoint_rcnn, kp_images)
 print(keypoint_rcnn.roi_heads.keypoint_head)
 
 scene_kp = 1
-dets = kp_detections[scene_kp]
-best = int(dets["scores"].argmax())
-box, label = dets["boxes"][best], int(dets["labels"][best])
+kp_dets = kp_detections[scene_kp]
+best = int(kp_dets["scores"].argmax())
+kp_box, kp_label = kp_dets["boxes"][best], int(kp_dets["labels"][best])
 with torch.no_grad():
-    feats = keypoint_rcnn.backbone(kp_images[scene_kp][None].to(device))
-    logits = keypoint_rcnn.roi_heads.heatmap_logits(feats, [box[None].to(device)]).cpu()  # [1, 5, 56, 56]
-probabilities = logits.flatten(2).softmax(2).reshape(logits.shape)[0]
-points = heatmaps_to_keypoints(logits, box[None])[0]  # [5, 3]: x, y, score
-used = len(KEYPOINT_NAMES[names[label - 1]])
+    kp_feats = keypoint_rcnn.backbone(kp_images[scene_kp][None].to(device))
+    kp_logits = keypoint_rcnn.roi_heads.heatmap_logits(kp_feats, [kp_box[None].to(device)]).cpu()  # [1, 5, S, S]
+kp_probabilities = kp_logits.flatten(2).softmax(2).reshape(kp_logits.shape)[0]
+kp_points = heatmaps_to_keypoints(kp_logits, kp_box[None])[0]  # [5, 3]: x, y, score
+used = len(KEYPOINT_NAMES[names[kp_label - 1]])
 fig_maps, axes_maps = plt.subplots(1, 1 + used, figsize=(2.2 * (1 + used) + 1, 2.6))
-viz.show_image(axes_maps[0], kp_images[scene_kp], f"{names[label - 1]} {dets['scores'][best]:.2f}")
-viz.draw_boxes(axes_maps[0], box[None], [label], class_names=names, linewidth=1)
-draw_keypoints(axes_maps[0], points[None], [label], predicted=True)
+viz.show_image(axes_maps[0], kp_images[scene_kp], f"{names[kp_label - 1]} {kp_dets['scores'][best]:.2f}")
+viz.draw_boxes(axes_maps[0], kp_box[None], [kp_label], class_names=names, linewidth=1)
+draw_keypoints(axes_maps[0], kp_points[None], [kp_label], predicted=True)
 for k, ax in enumerate(axes_maps[1:]):
-    heat = viz.show_image(ax, probabilities[k], f"{k}: {KEYPOINT_NAMES[names[label - 1]][k]}",
-                          cmap="magma", vmin=0, vmax=float(probabilities[:used].max()))
-    ax.set_title(ax.get_title() + f"\np = {points[k, 2]:.2f}", fontsize=8)
+    heat = viz.show_image(ax, kp_probabilities[k], f"{k}: {KEYPOINT_NAMES[names[kp_label - 1]][k]}",
+                          cmap="magma", vmin=0, vmax=float(kp_probabilities[:used].max()))
+    ax.set_title(ax.get_title() + f"\np = {kp_points[k, 2]:.2f}", fontsize=8)
 fig_maps.colorbar(heat, ax=axes_maps[1:], shrink=0.8, label="probability of the cell")
 fig_maps.suptitle("each 56 x 56 map covers the detected box; p: the probability of its best cell", fontsize=9)
 plt.show()
@@ -577,11 +577,11 @@ plt.show()
 # %%
 fig_pred, axes_pred = plt.subplots(1, 4, figsize=(10, 3))
 for ax, k in zip(axes_pred, range(4, 8)):
-    dets, truth = kp_detections[k], kp_targets[k]
-    keep = dets["scores"] >= 0.5
-    viz.show_image(ax, kp_images[k], f"held-out scene {k}: {int(keep.sum())} detections")
+    scene_dets, truth = kp_detections[k], kp_targets[k]
+    confident = scene_dets["scores"] >= 0.5
+    viz.show_image(ax, kp_images[k], f"held-out scene {k}: {int(confident.sum())} detections")
     draw_keypoints(ax, truth["keypoints"], truth["labels"])
-    draw_keypoints(ax, dets["keypoints"][keep], dets["labels"][keep], predicted=True)
+    draw_keypoints(ax, scene_dets["keypoints"][confident], scene_dets["labels"][confident], predicted=True)
 handles = [plt.Line2D([], [], marker="s", ls="", color=c, label=f"{k}: {n}")
            for k, (c, n) in enumerate(zip(slot_colors, slot_names))]
 handles += [plt.Line2D([], [], marker="o", ls="", color="gray", markeredgecolor="black", label="true"),
@@ -629,19 +629,19 @@ for name, result in kp_ap.items():
 print("AP moves between the two halves of the scenes by up to " + ", ".join(f"{k} {v:.3f}" for k, v in spread.items()))
 
 fig_kpap, ax_kpap = plt.subplots(figsize=(6.6, 2.8))
-keys = list(kp_ap["keypoint head"])
+kp_keys = list(kp_ap["keypoint head"])
 for offset, (name, result) in zip([-0.2, 0.2], kp_ap.items()):
-    ax_kpap.bar(np.arange(len(keys)) + offset, [result[k] for k in keys], width=0.4, label=name,
-                yerr=[spread[k] for k in keys], capsize=3)
-ax_kpap.set(xticks=np.arange(len(keys)), xticklabels=keys, ylim=(0, 1), ylabel="keypoint AP (OKS 0.5:0.95)",
+    ax_kpap.bar(np.arange(len(kp_keys)) + offset, [result[k] for k in kp_keys], width=0.4, label=name,
+                yerr=[spread[k] for k in kp_keys], capsize=3)
+ax_kpap.set(xticks=np.arange(len(kp_keys)), xticklabels=kp_keys, ylim=(0, 1), ylabel="keypoint AP (OKS 0.5:0.95)",
             title="200 held-out scenes (bars: spread between halves)")
 ax_kpap.legend(fontsize=8, loc="upper left")
 plt.show()
-head, box_only = kp_ap["keypoint head"], kp_ap["box baseline"]
-assert head["triangle"] > box_only["triangle"] + 3 * spread["triangle"]  # vertices turn: the box cannot say where
-assert head["mAP"] > box_only["mAP"] + spread["mAP"]
+with_head, box_only = kp_ap["keypoint head"], kp_ap["box baseline"]  # (`head` is the explorer's)
+assert with_head["triangle"] > box_only["triangle"] + 3 * spread["triangle"]  # vertices turn: the box cannot say
+assert with_head["mAP"] > box_only["mAP"] + spread["mAP"]
 for fixed in ("square", "circle"):  # keypoints fixed in the box: the head adds nothing measurable
-    assert head[fixed] - box_only[fixed] < spread[fixed]
+    assert with_head[fixed] - box_only[fixed] < spread[fixed]
 
 # %% [markdown]
 # The head's keypoints are better overall, and all of the gain is on **triangles**: a triangle's
