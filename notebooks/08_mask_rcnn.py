@@ -58,7 +58,7 @@ import torch
 from matplotlib.collections import LineCollection
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.mask_rcnn import build_mask_rcnn, paste_masks, project_masks
 from cvlib.train import detect, fit
@@ -179,7 +179,7 @@ assert exact.min() == 1.0 and legacy.min() < 0.85
 # each class's map, pasted at the ground-truth boxes, covers the object.
 
 # %%
-mask_rcnn = weights.load_model("mask_rcnn", device=device)
+mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 head = mask_rcnn.roi_heads
 print(head.mask_head)
 print(f"mask head parameters: {sum(p.numel() for p in head.mask_head.parameters()):,}")
@@ -241,7 +241,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("mask_rcnn", device)
-    mask_rcnn = weights.load_model("mask_rcnn", device=device)
+    mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 
 short = build_mask_rcnn(num_classes=3, width=8)
 short.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False)  # box branch trained
@@ -276,8 +276,8 @@ assert last < 0.8 * first
 # IoU instead of box IoU (`evaluate_detections(..., iou_type="segm")`, equal to pycocotools).
 
 # %%
-models = {"RoI Align": mask_rcnn, "RoI Pool": weights.load_model("mask_rcnn_roipool", device=device),
-          "softmax": weights.load_model("mask_rcnn_softmax", device=device)}
+models = {"RoI Align": mask_rcnn, "RoI Pool": recipes.load_model("mask_rcnn_roipool", device=device),
+          "softmax": recipes.load_model("mask_rcnn_softmax", device=device)}
 detections = {name: detect(m, test_images) for name, m in models.items()}
 results = {}
 for name, dets in detections.items():
@@ -493,7 +493,6 @@ if mask_model is not None:
 # %%
 from matplotlib import patheffects
 
-from cvlib import recipes
 from cvlib.data import held_out_detection
 from cvlib.data.shapes import KEYPOINT_NAMES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
 from cvlib.models.keypoint_rcnn import heatmaps_to_keypoints
@@ -544,7 +543,7 @@ print(f"keypoint slots of the 200 held-out scenes: {int((visibility == 2).sum())
 # %%
 if TRAIN_FROM_SCRATCH:
     recipes.run("keypoint_rcnn", device)
-keypoint_rcnn = weights.load_model("keypoint_rcnn", device=device)
+keypoint_rcnn = recipes.load_model("keypoint_rcnn", device=device)
 kp_detections = detect(keypoint_rcnn, kp_images)
 print(keypoint_rcnn.roi_heads.keypoint_head)
 

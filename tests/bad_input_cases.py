@@ -187,7 +187,7 @@ def _prediction() -> dict:
 
 
 def _cases() -> dict[str, Case]:
-    from cvlib import explain, losses, metrics, ops, train, viz, weights, widgets
+    from cvlib import explain, losses, metrics, ops, recipes, train, viz, weights, widgets
     from cvlib.data import shapes
     from cvlib.explain import hooks
     from cvlib.models import (
@@ -1439,8 +1439,9 @@ def _cases() -> dict[str, Case]:
     )
 
     # cvlib.weights ----------------------------------------------------------------------------
-    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet"), ("load_model", "shapes_cnn")):
+    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet")):
         add(f"cvlib.weights.{fn}", getattr(weights, fn), lambda name=name: {"name": name}, name=("name",))
+    add("cvlib.recipes.load_model", recipes.load_model, lambda: {"name": "shapes_cnn"}, name=("name",))
     meta = {
         "command": "python -m cvlib.train tiny",
         "seed": 0,
@@ -2268,9 +2269,8 @@ EXEMPT = {
     "cvlib.models.vit.MixtureOfExperts": INTERNAL_LAYER,
     "cvlib.models.vit.Block": INTERNAL_LAYER,
     "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
-    "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
-    "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
-    "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
+    "cvlib.recipes.Recipe": "a row of the recipe table (a dataclass), written in cvlib/recipes.py itself",
+    "cvlib.recipes.run": "trains for minutes; its name is checked like recipes.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
     "cvlib.train.rank": "takes no argument",

@@ -223,12 +223,12 @@ def test_shipped_keypoint_rcnn_reproduces_its_recorded_metrics():
     ships: its keypoints and the baseline's, evaluated again, give the same numbers."""
     from cvlib import weights
     from cvlib.data import held_out_detection
-    from cvlib.recipes import keypoint_metrics
+    from cvlib.recipes import keypoint_metrics, load_model
     from cvlib.train import detect
 
     recorded = weights.load("keypoint_rcnn")["meta"]["metrics"]
     images, targets = held_out_detection(200, keypoints=True)
-    measured = keypoint_metrics(detect(weights.load_model("keypoint_rcnn"), images), targets)
+    measured = keypoint_metrics(detect(load_model("keypoint_rcnn"), images), targets)
     keys = [k for k in recorded if "keypoint" in k]
     assert len(keys) >= 6
     assert {k: measured[k] for k in keys} == pytest.approx({k: recorded[k] for k in keys}, abs=2e-3)
