@@ -493,7 +493,6 @@ if mask_model is not None:
 # %%
 from matplotlib import patheffects
 
-from cvlib import recipes
 from cvlib.data import held_out_detection
 from cvlib.data.shapes import KEYPOINT_NAMES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
 from cvlib.models.keypoint_rcnn import heatmaps_to_keypoints
@@ -544,7 +543,7 @@ print(f"keypoint slots of the 200 held-out scenes: {int((visibility == 2).sum())
 # %%
 if TRAIN_FROM_SCRATCH:
     recipes.run("keypoint_rcnn", device)
-keypoint_rcnn = weights.load_model("keypoint_rcnn", device=device)
+keypoint_rcnn = recipes.load_model("keypoint_rcnn", device=device)
 kp_detections = detect(keypoint_rcnn, kp_images)
 print(keypoint_rcnn.roi_heads.keypoint_head)
 
