@@ -762,7 +762,8 @@ def _cases() -> dict[str, Case]:
     add(
         "cvlib.models.vit.CrossAttention.forward",
         _forward,
-        lambda: {"model": vit.CrossAttention(8, 6, 2), "queries": torch.rand(1, 3, 8), "inputs": torch.rand(1, 5, 6)},
+        lambda: {"model": vit.CrossAttention(8, 6, 2), "queries": torch.rand(1, 3, 8),
+                 "inputs": torch.rand(1, 5, 6)},
         queries=(*FLOAT, "extra_dim"),
         inputs=(*FLOAT, "extra_dim"),
     )

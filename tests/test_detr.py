@@ -174,11 +174,14 @@ def test_encoder_attention_is_softmax_of_the_encoder_queries_and_keys():
         hook.remove()
     assert maps.shape == (len(model.encoder), 2, 4, 4, 4, 4)
     torch.testing.assert_close(maps.sum((-1, -2)), torch.ones(maps.shape[:4]))
+    heads, d = model.encoder[0].attention.num_heads, inputs[0].shape[-1]
+
+    def split(t):  # [B, 16, d] -> [B, heads, 16, d / heads]
+        return t.view(2, 16, heads, d // heads).transpose(1, 2)
+
     for layer, (module, q) in enumerate(zip(model.encoder, inputs)):  # q = k = x + pos
-        heads, d = module.attention.num_heads, q.shape[-1]
         w_q, w_k, _ = module.attention.in_proj_weight.split(d)
         b_q, b_k, _ = module.attention.in_proj_bias.split(d)
-        split = lambda t: t.view(2, 16, heads, d // heads).transpose(1, 2)  # noqa: E731
         by_hand = scaled_dot_product_attention(split(q @ w_q.T + b_q), split(q @ w_k.T + b_k), split(q))[1]
         torch.testing.assert_close(maps[layer].reshape(2, 16, 16), by_hand.mean(1), atol=1e-5, rtol=0)
     with torch.no_grad():

@@ -103,8 +103,8 @@ def _torch_cross_twin(cross: CrossAttention) -> torch.nn.MultiheadAttention:
 
 
 @settings(max_examples=30, deadline=None)
-@given(batch=st.integers(1, 3), n_q=st.integers(1, 9), n_x=st.integers(1, 9), heads=st.sampled_from([1, 2, 4]),
-       input_dim=st.integers(1, 12), seed=st.integers(0, 2**16))
+@given(batch=st.integers(1, 3), n_q=st.integers(1, 9), n_x=st.integers(1, 9),
+       heads=st.sampled_from([1, 2, 4]), input_dim=st.integers(1, 12), seed=st.integers(0, 2**16))
 def test_cross_attention_equals_torch(batch, n_q, n_x, heads, input_dim, seed):
     """N_Q queries of width 8 attend to N_X inputs of another width: nn.MultiheadAttention with
     kdim = vdim = input_dim and the same weights gives the same outputs [B, N_Q, 8] and weights."""
@@ -158,7 +158,8 @@ def test_vit_with_positions_is_not_permutation_invariant():
     torch.manual_seed(0)
     images = torch.rand(2, 3, 32, 32)
     shuffled = images.reshape(2, 3, 4, 8, 4, 8).flip(2).reshape(2, 3, 32, 32)  # patch rows reversed
-    for pos_embed, same in [(False, True), ("none", True), (True, False), ("learned", False), ("sinusoidal", False)]:
+    cases = [(False, True), ("none", True), (True, False), ("learned", False), ("sinusoidal", False)]
+    for pos_embed, same in cases:
         model = ViT(image_size=32, patch_size=8, dim=16, depth=2, heads=2, pool="gap", pos_embed=pos_embed)
         with torch.no_grad():
             assert torch.allclose(model(images), model(shuffled), atol=1e-5) == same
@@ -167,13 +168,14 @@ def test_vit_with_positions_is_not_permutation_invariant():
 @pytest.mark.parametrize("pool", ["cls", "gap"])
 def test_sinusoidal_positions_are_fixed(pool):
     """pos_embed="sinusoidal": DETR's 2-D sine code of each patch (CLS: zeros), a buffer, not trained."""
-    model = ViT(image_size=(32, 48), patch_size=8, dim=16, depth=1, heads=2, pool=pool, pos_embed="sinusoidal")
+    options = {"image_size": (32, 48), "patch_size": 8, "dim": 16, "depth": 1, "heads": 2, "pool": pool}
+    model = ViT(**options, pos_embed="sinusoidal")
     expected = sine_position_encoding(4, 6, 16)
     if pool == "cls":
         expected = torch.cat([torch.zeros(1, 16), expected])
     torch.testing.assert_close(model.pos_embed[0], expected)
     assert all(p is not model.pos_embed for p in model.parameters())
-    learned = ViT(image_size=(32, 48), patch_size=8, dim=16, depth=1, heads=2, pool=pool, pos_embed="learned")
+    learned = ViT(**options, pos_embed="learned")
     parameters = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert parameters(learned) - parameters(model) == expected.numel()
     with pytest.raises(ValueError, match="pos_embed"):

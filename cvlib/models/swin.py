@@ -53,7 +53,8 @@ def window_merge(windows: torch.Tensor, window: int, height: int, width: int) ->
     _check_grid(height, width, window)
     per_image = (height // window) * (width // window)
     if windows.shape[1] != window * window or windows.shape[0] % per_image:
-        raise ValueError(f"windows must be [B * {per_image}, {window * window}, C], got {tuple(windows.shape)}")
+        raise ValueError(f"windows must be [B * {per_image}, {window * window}, C], "
+                         f"got {tuple(windows.shape)}")
     c = windows.shape[-1]
     x = windows.view(-1, height // window, width // window, window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)

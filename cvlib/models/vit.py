@@ -125,7 +125,8 @@ class CrossAttention(nn.Module):
         super().__init__()
         counts(query_dim=query_dim, input_dim=input_dim, heads=heads)
         if query_dim % heads:
-            raise ValueError(f"query_dim must be a multiple of heads, got query_dim={query_dim}, heads={heads}")
+            raise ValueError(f"query_dim must be a multiple of heads, got query_dim={query_dim}, "
+                             f"heads={heads}")
         self.heads = heads
         self.q = nn.Linear(query_dim, query_dim)
         self.k, self.v = nn.Linear(input_dim, query_dim), nn.Linear(input_dim, query_dim)
@@ -319,9 +320,12 @@ class ViT(nn.Module):
             from cvlib.models.detr import sine_position_encoding
 
             fixed = sine_position_encoding(*self.grid, dim)  # [patches, dim]; the CLS token gets zeros
-            self.register_buffer("pos_embed", F.pad(fixed, (0, 0, tokens - len(fixed), 0))[None])  # not trained
+            fixed = F.pad(fixed, (0, 0, tokens - len(fixed), 0))
+            self.register_buffer("pos_embed", fixed[None])  # [1, T, dim], not trained
+        elif positions == "learned":
+            self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
         else:
-            self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim)) if positions == "learned" else None
+            self.pos_embed = None
         hidden = int(mlp_ratio * dim)
         self.blocks = nn.ModuleList(
             Block(dim, heads, hidden, norm_first, norm, mlp, experts, top_k, norm_eps) for _ in range(depth)
