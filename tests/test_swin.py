@@ -34,7 +34,8 @@ def torchvision_window_attention(module: WindowAttention, x: torch.Tensor, shift
 
 @settings(max_examples=30, deadline=None)
 @given(window=st.integers(1, 4), rows=st.integers(1, 3), cols=st.integers(1, 3),
-       heads=st.sampled_from([1, 2, 4]), shifted=st.booleans(), batch=st.integers(1, 2), seed=st.integers(0, 2**16))
+       heads=st.sampled_from([1, 2, 4]), shifted=st.booleans(), batch=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
 def test_window_attention_equals_torchvision(window, rows, cols, heads, shifted, batch, seed):
     torch.manual_seed(seed)
     shift = window // 2 if shifted else 0
