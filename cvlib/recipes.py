@@ -402,13 +402,14 @@ for _name, _pooler, _loss, _description in [
 
 
 # ---------------------------------------------------------------------------------------------
-# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins
+# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins;
+# plain-20 vs plain-56 (the degradation problem)
 
 VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
 TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
-TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain")
+TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain", "resnet_plain20")
 
 
 def _classification_batches(num_images: int, seed: int):
@@ -510,7 +511,8 @@ def _twin(name: str):
                 "vit_postln": lambda: ViT(norm_first=False, **deep_vit),
                 "vit_postln_warmup": lambda: ViT(norm_first=False, **deep_vit),
                 "resnet": lambda: ResNet(width=8, blocks=9, residual=True),
-                "resnet_plain": lambda: ResNet(width=8, blocks=9, residual=False)}[name]()
+                "resnet_plain": lambda: ResNet(width=8, blocks=9, residual=False),
+                "resnet_plain20": lambda: ResNet(width=8, blocks=3, residual=False)}[name]()
 
     return build
 
@@ -521,6 +523,7 @@ for _name, _description in [
     ("vit_postln_warmup", "the Post-LN ViT with 100 steps of linear lr warm-up, 400 steps x 3 seeds"),
     ("resnet", "ResNet-56 (3 x 9 basic blocks, width 8), 400 steps x 3 seeds"),
     ("resnet_plain", "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
+    ("resnet_plain20", "a shallower plain net, plain-20 (3 x 3 blocks, width 8), same 400 steps x 3 seeds"),
 ]:
     register(_name, _twin(_name), _description)(_train_twin(_name))
 
