@@ -182,6 +182,29 @@ def test_sinusoidal_positions_are_fixed(pool):
         ViT(pos_embed="rotary")
 
 
+@pytest.mark.parametrize("pos_embed", ["learned", "sinusoidal"])
+def test_positions_let_a_vit_learn_where(pos_embed):
+    """Four 16 x 16 images, each with one lit 8 x 8 patch; the class is the patch. Without
+    positions (GAP) the four images are the same set of tokens: identical logits. With learned or
+    fixed positions a tiny ViT learns all four (the task of notebook 01, in miniature)."""
+    images = torch.zeros(4, 3, 16, 16)
+    for i in range(4):
+        row, col = divmod(i, 2)
+        images[i, :, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8] = 1.0
+    labels = torch.arange(4)
+    options = {"image_size": 16, "patch_size": 8, "num_classes": 4, "dim": 16, "depth": 1, "heads": 2,
+               "pool": "gap"}
+    torch.manual_seed(0)
+    blind = ViT(**options, pos_embed="none")
+    with torch.no_grad():
+        logits = blind(images)
+    torch.testing.assert_close(logits, logits[:1].expand(4, -1), atol=1e-5, rtol=0)
+    model = ViT(**options, pos_embed=pos_embed)
+    train_steps(model, lambda: {"loss": F.cross_entropy(model(images), labels)}, 100, 1e-2)
+    with torch.no_grad():
+        assert torch.equal(model(images).argmax(1), labels)
+
+
 def test_rmsnorm_equals_torch():
     x = torch.randn(4, 5, 12)
     ours, ref = RMSNorm(12), torch.nn.RMSNorm(12, eps=1e-6)
