@@ -711,6 +711,7 @@ assert np.mean(live_plain20[40:]) < np.mean(stored_plain56[40:]) - 0.05
 # torchvision's `shifted_window_attention` (used by its Swin models) with the same weights:
 
 # %%
+import matplotlib.colors
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.swin_transformer import shifted_window_attention
 
@@ -746,14 +747,17 @@ assert window_gap < 1e-5
 rolled_regions = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
 region_grid = 3 * rolled_regions[:, None] + rolled_regions[None, :]  # the regions of the rolled grid
 mask_last = shifted_window_mask(8, 8, window=4, shift=2)[3]  # [16, 16], the bottom-right window
-fig_mask, (ax_regions, ax_mask) = plt.subplots(1, 2, figsize=(7.5, 3.3))
-regions_image = ax_regions.imshow(region_grid, cmap="tab10", vmin=0, vmax=9)
+fig_mask, (ax_regions, ax_mask) = plt.subplots(1, 2, figsize=(8, 3.4))
+nine_colours = matplotlib.colors.ListedColormap(plt.cm.tab10.colors[:9])
+regions_image = ax_regions.imshow(region_grid, cmap=nine_colours, vmin=-0.5, vmax=8.5)
 ax_regions.axhline(3.5, color="white", lw=3)  # the window borders
 ax_regions.axvline(3.5, color="white", lw=3)
-ax_regions.set(title="regions of the rolled grid, 4 x 4 windows", xlabel="column", ylabel="row")
-fig_mask.colorbar(regions_image, ax=ax_regions, label="region")
+ax_regions.set(xlabel="column", ylabel="row")
+ax_regions.set_title("regions of the rolled grid, 4 x 4 windows", fontsize=9)
+fig_mask.colorbar(regions_image, ax=ax_regions, ticks=range(9), label="region")
 mask_image = ax_mask.imshow(mask_last, cmap="gray", vmin=0, vmax=1)
-ax_mask.set(title="mask of the bottom-right window", xlabel="key token", ylabel="query token")
+ax_mask.set(xlabel="key token", ylabel="query token")
+ax_mask.set_title("mask of the bottom-right window", fontsize=9)
 fig_mask.colorbar(mask_image, ax=ax_mask, ticks=[0, 1], label="may attend (1) or not (0)")
 plt.tight_layout()
 plt.show()

@@ -91,7 +91,6 @@ class WindowAttention(nn.Module):
     ``shift = 0``: W-MSA; ``shift = window // 2``: SW-MSA (cyclic roll + :func:`shifted_window_mask`).
     As in torchvision, no shift is applied along a side that one window covers. ``attn`` is a
     :class:`cvlib.models.vit.MultiHeadAttention` (``qkv``, ``proj``) shared by all windows.
-    ``last_weights`` holds the attention weights of the last call ``[B * nW, heads, window^2, window^2]``.
     """
 
     def __init__(self, dim: int, heads: int, window: int, shift: int = 0):
@@ -99,7 +98,6 @@ class WindowAttention(nn.Module):
         counts(window=window)
         self.window, self.shift = window, integer(shift, "shift", low=0, high=window - 1)
         self.attn = MultiHeadAttention(dim, heads)
-        self.last_weights = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tensor(x, "x", shape=("B", "H", "W", self.attn.proj.in_features), dtype="float", finite=True)
@@ -112,7 +110,7 @@ class WindowAttention(nn.Module):
         if any(shifts):  # the regions of the rolled grid, the same for every image of the batch
             regions = shifted_window_mask(h, w, self.window, shifts, x.device)  # [nW, M^2, M^2]
             mask = regions.repeat(b, 1, 1)[:, None]  # [B * nW, 1, M^2, M^2]
-        out, self.last_weights = self.attn(windows, mask=mask)
+        out, _ = self.attn(windows, mask=mask)  # [B * nW, M^2, dim]
         x = window_merge(out, self.window, h, w)
         return torch.roll(x, shifts=shifts, dims=(1, 2))
 
