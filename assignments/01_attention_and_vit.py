@@ -808,7 +808,7 @@ for side in sides:
 tokens_axis = [4**k for k in range(2, 7)]  # 16 ... 4096 tokens
 analytic = {"global": [2 * attention_macs(n, 32)["total"] for n in tokens_axis],
             "window 4 x 4": [2 * attention_macs(n, 32, 4)["total"] for n in tokens_axis]}
-fig_flops, ax_flops = plt.subplots(figsize=(5.4, 3.4))
+fig_flops, ax_flops = plt.subplots(figsize=(6.0, 3.6))
 for (label, values), color in zip(analytic.items(), ("tab:red", "tab:blue")):
     ax_flops.plot(tokens_axis, values, color=color, label=f"{label}, formula")
     ax_flops.plot([s * s for s in sides], counted[label], "o", color=color, label=f"{label}, counted")
