@@ -32,11 +32,15 @@
 # (attention + MLP, each with a residual connection and a normalization).
 #
 # **You will learn**, with a measured number for each claim of the lecture:
-# attention written out equals PyTorch's; self-attention is permutation equivariant, and
-# positional embeddings break that; the ViT pipeline on a $64 \times 64$ image (patches, tokens,
-# CLS vs global average pooling) and the cost of a patch size; what a trained ViT attends to;
-# Pre-LN trains where Post-LN without warm-up does not; RMSNorm, SwiGLU and mixture of experts;
-# and, as a recap, why a deep plain network trains worse than its residual twin.
+# attention written out equals PyTorch's; the general attention layer, where $N_Q$ queries attend
+# to $N_X$ other inputs (cross-attention); self-attention is permutation equivariant, positional
+# embeddings break that, and fixed (sine) vs learned encodings compared on a task that only
+# position decides; the ViT pipeline on a $64 \times 64$ image (patches, tokens, CLS vs global
+# average pooling) and the cost of a patch size; what a trained ViT attends to; Pre-LN trains
+# where Post-LN without warm-up does not; RMSNorm, SwiGLU and mixture of experts; as a recap, why
+# a deep plain network trains worse than its residual twin and than a shallower plain one (the
+# degradation problem); and Swin's window attention with shifted windows, whose cost grows
+# linearly with the number of tokens.
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
