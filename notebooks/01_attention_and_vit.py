@@ -372,7 +372,7 @@ for seed in (0, 1):
 # %%
 if TRAIN_FROM_SCRATCH:
     recipes.run("vit", device)
-vit = weights.load_model("vit", device=device)
+vit = recipes.load_model("vit", device=device)
 print(weights.load("vit")["meta"]["metrics"], "| parameters:", sum(p.numel() for p in vit.parameters()))
 data = ShapesClassification(500, seed=1)  # held-out scenes (the training used seed 0)
 images, labels = collate_classification(list(data))

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.detr import DETR, brute_force_assignment, hungarian_assignment, sine_position_encoding
 from cvlib.train import detect, fit, to_device
@@ -71,7 +71,7 @@ from cvlib.train import detect, fit, to_device
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
 test_images, test_targets = collate_detection(list(ShapesDataset(200, seed=1)))  # held out
-detr = weights.load_model("detr", device=device)  # made by `python -m cvlib.train detr`
+detr = recipes.load_model("detr", device=device)  # made by `python -m cvlib.train detr`
 print(weights.load("detr")["meta"]["description"])
 
 # %% [markdown]
@@ -220,7 +220,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("detr", device)
-    detr = weights.load_model("detr", device=device)
+    detr = recipes.load_model("detr", device=device)
 
 short_loader = DataLoader(ShapesDataset(400, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
 history = fit(DETR(num_classes=3), short_loader, max_steps=60, lr=5e-4, grad_clip=0.1, device=device, progress=False)
@@ -335,8 +335,8 @@ def duplicate_table(detections):
     return row
 
 
-yolo_without_nms = weights.load_model("yolo", device=device)
-yolo_without_nms.nms_thresh = 1.0  # suppress nothing
+yolo_without_nms = recipes.load_model("yolo", device=device)
+yolo_without_nms.settings.nms_thresh = 1.0  # suppress nothing
 table = {"DETR": duplicate_table(detections), "YOLO, no NMS": duplicate_table(detect(yolo_without_nms, test_images))}
 overlapping_objects = sum(int((ops.box_iou(t["boxes"], t["boxes"]).fill_diagonal_(0) > 0).any(1).sum())
                           for t in test_targets)

@@ -58,9 +58,9 @@ import torch
 from matplotlib.collections import LineCollection
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.mask_rcnn import MaskRCNN, paste_masks, project_masks
+from cvlib.models.mask_rcnn import build_mask_rcnn, paste_masks, project_masks
 from cvlib.train import detect, fit
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
@@ -179,14 +179,14 @@ assert exact.min() == 1.0 and legacy.min() < 0.85
 # each class's map, pasted at the ground-truth boxes, covers the object.
 
 # %%
-mask_rcnn = weights.load_model("mask_rcnn", device=device)
+mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 head = mask_rcnn.roi_heads
 print(head.mask_head)
 print(f"mask head parameters: {sum(p.numel() for p in head.mask_head.parameters()):,}")
 features = mask_rcnn.backbone(image[None].to(device))
 with torch.no_grad():
     class_maps = head.mask_logits(features, [boxes.to(device)]).sigmoid().cpu()  # [N, C + 1, 28, 28]
-print(f"pooled RoI features {tuple(head.pool(features, [boxes.to(device)], 'align', 14).shape)} -> "
+print(f"pooled RoI features {tuple(head.mask_roi_pool(features, [boxes.to(device)]).shape)} -> "
       f"mask logits {tuple(class_maps.shape)}")
 
 fig_cls, axes_cls = plt.subplots(1, 4, figsize=(8, 2.2))
@@ -241,9 +241,9 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("mask_rcnn", device)
-    mask_rcnn = weights.load_model("mask_rcnn", device=device)
+    mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 
-short = MaskRCNN(num_classes=3, width=8)
+short = build_mask_rcnn(num_classes=3, width=8)
 short.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False)  # box branch trained
 short_loader = DataLoader(ShapesDataset(400, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
 history = fit(short, short_loader, max_steps=25, lr=1e-3, device=device, progress=False)
@@ -276,8 +276,8 @@ assert last < 0.8 * first
 # IoU instead of box IoU (`evaluate_detections(..., iou_type="segm")`, equal to pycocotools).
 
 # %%
-models = {"RoI Align": mask_rcnn, "RoI Pool": weights.load_model("mask_rcnn_roipool", device=device),
-          "softmax": weights.load_model("mask_rcnn_softmax", device=device)}
+models = {"RoI Align": mask_rcnn, "RoI Pool": recipes.load_model("mask_rcnn_roipool", device=device),
+          "softmax": recipes.load_model("mask_rcnn_softmax", device=device)}
 detections = {name: detect(m, test_images) for name, m in models.items()}
 results = {}
 for name, dets in detections.items():

@@ -81,6 +81,7 @@ NUMBER_KINDS = {
     "int": [("float", 1.5), ("string", "2"), ("bool", True)],
     "choice": [("unknown", "nope"), ("number", 3)],
     "module": [("string", "net"), ("None", None), ("number", 3)],
+    "settings": [("string", "fast"), ("number", 3), ("dict", {"score_thresh": 0.5})],
     "sequence": [("string", "text"), ("number", 3), ("None", None)],
     "layer": [("unknown name", "nope"), ("foreign module", nn.Linear(1, 1))],
     "seed": [("negative", -1), ("string", "0"), ("float", 1.5)],
@@ -139,9 +140,9 @@ def _detector(name: str, **kwargs):
     torch.manual_seed(0)
     build = {
         "rcnn": lambda: rcnn.RCNN(width=2, hidden=8, crop_size=16, **kwargs),
-        "fast": lambda: rcnn.FastRCNN(width=2, hidden=8, **kwargs),
-        "faster": lambda: rcnn.FasterRCNN(width=2, hidden=8, **kwargs),
-        "mask": lambda: mask_rcnn.MaskRCNN(width=2, hidden=8, **kwargs),
+        "fast": lambda: rcnn.build_fast_rcnn(width=2, hidden=8, **kwargs),
+        "faster": lambda: rcnn.build_faster_rcnn(width=2, hidden=8, **kwargs),
+        "mask": lambda: mask_rcnn.build_mask_rcnn(width=2, hidden=8, **kwargs),
         "yolo": lambda: yolo.YOLO(width=2, grid_size=4, **kwargs),
         "detr": lambda: detr.DETR(
             width=2,
@@ -186,7 +187,7 @@ def _prediction() -> dict:
 
 
 def _cases() -> dict[str, Case]:
-    from cvlib import explain, losses, metrics, ops, train, viz, weights, widgets
+    from cvlib import explain, losses, metrics, ops, recipes, train, viz, weights, widgets
     from cvlib.data import shapes
     from cvlib.explain import hooks
     from cvlib.models import (
@@ -867,9 +868,9 @@ def _cases() -> dict[str, Case]:
         )
     for path, cls in (
         ("rcnn.RCNN", rcnn.RCNN),
-        ("rcnn.FastRCNN", rcnn.FastRCNN),
-        ("rcnn.FasterRCNN", rcnn.FasterRCNN),
-        ("mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN),
+        ("rcnn.build_fast_rcnn", rcnn.build_fast_rcnn),
+        ("rcnn.build_faster_rcnn", rcnn.build_faster_rcnn),
+        ("mask_rcnn.build_mask_rcnn", mask_rcnn.build_mask_rcnn),
         ("yolo.YOLO", yolo.YOLO),
         ("detr.DETR", detr.DETR),
     ):
@@ -880,6 +881,46 @@ def _cases() -> dict[str, Case]:
             num_classes=("posint",),
             width=("posint",),
         )
+    def _faster_parts():
+        torch.manual_seed(0)
+        model = rcnn.build_faster_rcnn(width=2, hidden=8)
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.rcnn.FasterRCNN", rcnn.FasterRCNN, _faster_parts,
+        backbone=("module",), rpn=("module",), roi_heads=("module", ("a plain module", nn.Linear(1, 1))))
+    add(
+        "cvlib.models.rcnn.FastRCNN",
+        rcnn.FastRCNN,
+        lambda: {k: v for k, v in _faster_parts().items() if k != "rpn"},
+        backbone=("module",),
+        roi_heads=("module", ("a plain module", nn.Linear(1, 1))),
+    )
+
+    def _mask_parts():
+        torch.manual_seed(0)
+        model = mask_rcnn.build_mask_rcnn(width=2, hidden=8)
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN, _mask_parts,
+        backbone=("module",), rpn=("module",),
+        roi_heads=("module", ("box heads only", _faster_parts()["roi_heads"])))
+    add(
+        "cvlib.models.rcnn.RoIPooler",
+        rcnn.RoIPooler,
+        lambda: {"method": "align", "output_size": 7, "spatial_scale": 0.125, "sampling_ratio": 2},
+        method=("choice",),
+        output_size=("posint",),
+        spatial_scale=("positive",),
+        sampling_ratio=("posint",),
+    )
+    add(
+        "cvlib.models.detection.DetectionSettings",
+        detection.DetectionSettings,
+        lambda: {"score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100},
+        score_thresh=("unit",),
+        nms_thresh=("unit",),
+        detections_per_img=("posint",),
+    )
     add(
         "cvlib.models.rcnn.window_proposals",
         rcnn.window_proposals,
@@ -908,17 +949,13 @@ def _cases() -> dict[str, Case]:
             "boxes": boxes(),
             "scores": torch.rand(3, generator=_g()),
             "labels": torch.tensor([1, 2, 1]),
-            "score_thresh": 0.05,
-            "nms_thresh": 0.5,
-            "detections_per_img": 10,
+            "settings": detection.DetectionSettings(0.05, 0.5, 10),
             "min_size": 1e-2,
         },
         boxes=("list", "extra_dim", "int", "nan", "inf"),
         scores=("list", "extra_dim", "int"),
         labels=("list", "float", "extra_dim"),
-        score_thresh=("unit",),
-        nms_thresh=("unit",),
-        detections_per_img=("posint",),
+        settings=("settings",),
         min_size=("nonneg",),
     )
     add(
@@ -960,22 +997,18 @@ def _cases() -> dict[str, Case]:
             "box_deltas": torch.rand(3, 16),
             "rois": boxes(),
             "image_size": (32, 32),
-            "score_thresh": 0.05,
-            "nms_thresh": 0.5,
-            "detections_per_img": 10,
+            "settings": detection.DetectionSettings(0.05, 0.5, 10),
         },
         class_logits=("list", "nan", "int"),
         box_deltas=("list", "nan", "extra_dim"),
         rois=BOXES,
         image_size=("pair",),
-        score_thresh=("unit",),
-        nms_thresh=("unit",),
-        detections_per_img=("posint",),
+        settings=("settings",),
     )
     add(
         "cvlib.models.rcnn_torchvision.torchvision_twin",
         rcnn_torchvision.torchvision_twin,
-        lambda: {"model": rcnn.FasterRCNN(width=2, hidden=8), "image_size": 32},
+        lambda: {"model": rcnn.build_faster_rcnn(width=2, hidden=8), "image_size": 32},
         model=("module",),
         image_size=("posint",),
     )
@@ -1414,8 +1447,9 @@ def _cases() -> dict[str, Case]:
     )
 
     # cvlib.weights ----------------------------------------------------------------------------
-    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet"), ("load_model", "shapes_cnn")):
+    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet")):
         add(f"cvlib.weights.{fn}", getattr(weights, fn), lambda name=name: {"name": name}, name=("name",))
+    add("cvlib.recipes.load_model", recipes.load_model, lambda: {"name": "shapes_cnn"}, name=("name",))
     meta = {
         "command": "python -m cvlib.train tiny",
         "seed": 0,
@@ -2241,9 +2275,8 @@ EXEMPT = {
     "cvlib.models.vit.MixtureOfExperts": INTERNAL_LAYER,
     "cvlib.models.vit.Block": INTERNAL_LAYER,
     "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
-    "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
-    "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
-    "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
+    "cvlib.recipes.Recipe": "a row of the recipe table (a dataclass), written in cvlib/recipes.py itself",
+    "cvlib.recipes.run": "trains for minutes; its name is checked like recipes.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
     "cvlib.train.rank": "takes no argument",

@@ -201,13 +201,13 @@ def test_bad_input():
 
 def test_shipped_model_on_scenes_without_objects():
     """The shipped DETR says "no object" with every query on empty scenes: empty, well-formed outputs."""
-    from cvlib import weights
+    from cvlib.recipes import load_model
 
     scenes_ = ShapesDataset(30, seed=5, min_objects=0, max_objects=1)
     empty = [image for image, target in scenes_ if len(target["labels"]) == 0]
     assert len(empty) >= 5
     with torch.no_grad():
-        outputs = weights.load_model("detr")(empty)
+        outputs = load_model("detr")(empty)
     for out in outputs:
         assert out["boxes"].shape == (0, 4) and out["labels"].shape == (0,) and out["scores"].shape == (0,)
         assert out["labels"].dtype == torch.int64

@@ -327,8 +327,9 @@ def test_vit_learns_a_batch():
 @pytest.mark.parametrize("name", ["vit", "vit_preln", "vit_postln", "vit_postln_warmup"])
 def test_shipped_checkpoints_load(name):
     from cvlib import weights
+    from cvlib.recipes import load_model
 
-    model = weights.load_model(name)
+    model = load_model(name)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
     assert weights.load(name)["meta"]["recipe"] == name
 
