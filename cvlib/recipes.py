@@ -290,13 +290,14 @@ def train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins
+# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins;
+# plain-20 vs plain-56 (the degradation problem)
 
 VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
 TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
-TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain")
+TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain", "resnet_plain20")
 DEEP_VIT = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}  # the ViT twins
 
 
@@ -449,6 +450,9 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("resnet_plain", partial(ResNet, width=8, blocks=9, residual=False),
            partial(train_twins, name="resnet_plain"),
            "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
+    Recipe("resnet_plain20", partial(ResNet, width=8, blocks=3, residual=False),
+           partial(train_twins, name="resnet_plain20"),
+           "a shallower plain net, plain-20 (3 x 3 blocks, width 8), same 400 steps x 3 seeds"),
     # 03 semantic segmentation
     Recipe("unet", partial(UNet, width=16, skip=True), train_segmenter,
            "U-Net (depth 3, width 16) with skip connections, 500 steps"),
