@@ -1,6 +1,6 @@
 """The readable versions of ``cvlib.ops.reference`` (NMS, RoI Pool, RoI Align, one box at a
-time) against torchvision's compiled kernels, at 10 and 100 boxes, in the same run (median of
-repeats, one thread).
+time) against torchvision's compiled kernels, at 10 and 100 boxes, in the same run (the fastest of
+alternating rounds, as bench/ops.py; one thread).
 
     python bench/reference.py      # prints the table, writes bench/results/reference.json
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from ops import inputs, median_seconds  # bench/ops.py
+from ops import fastest_seconds, inputs  # bench/ops.py
 
 from cvlib.ops import reference
 
@@ -42,7 +42,7 @@ def main() -> dict:
     print(f"{'op':10s} {'boxes':>6s} {'readable ms':>12s} {'torchvision ms':>15s} {'ratio':>6s}")
     for n in SIZES:
         for name, ours, theirs in cases(n):
-            t_ours, t_ref = median_seconds(ours), median_seconds(theirs)
+            t_ours, t_ref = fastest_seconds([ours, theirs])
             rows.append({"op": name, "boxes": n, "readable_s": t_ours, "torchvision_s": t_ref,
                          "ratio": t_ours / t_ref})
             print(f"{name:10s} {n:6d} {t_ours * 1e3:12.2f} {t_ref * 1e3:15.3f} {t_ours / t_ref:6.1f}")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from cvlib import ops
 
 roi_module = importlib.import_module("cvlib.ops.roi")
+CHUNK = roi_module.CHUNK
 
 
 def _rois(seed, n, num_images=2, extent=30.0, dtype=torch.float32):
@@ -72,19 +73,24 @@ def test_roi_pool_both_paths_like_torchvision(seed, n, output_size, spatial_scal
     torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size, spatial_scale))
 
 
-@pytest.mark.parametrize("n, path", [(20, "_pool_cells"), (21, "_pool_table"), (roi_module.CHUNK + 3, "_pool_table")])
-def test_roi_pool_chooses_the_path_that_reads_less(n, path):
-    """On a 1 x 3 x 10 x 10 map, RoIs of 6 x 6 cells, output 2 x 2: bins of 3 x 3 cells. Every
-    cell: 9 a bin, 36 n; the table: 100 x 2 x 2 rows to build plus 4 a bin, 400 + 16 n. So 20
-    RoIs read every cell, 21 use the table, and more than CHUNK RoIs go through the table's
-    chunks; each equal to torchvision."""
+@pytest.mark.parametrize(
+    "n, output_size, path",
+    [(20, 2, "_pool_cells"), (21, 2, "_pool_table"),
+     (CHUNK, 6, "_pool_cells"), (CHUNK + 1, 6, "_pool_table")],
+)
+def test_roi_pool_chooses_the_path_that_reads_less(n, output_size, path):
+    """On a 1 x 3 x 10 x 10 map, RoIs of 6 x 6 cells. Output 2 x 2: bins of 3 x 3 cells; every
+    cell is 9 reads a bin, 36 n; the table is 100 x 2 x 2 rows to build plus 4 reads a bin,
+    400 + 16 n: 20 RoIs read every cell, 21 use the table. Output 6 x 6: bins of one cell, so
+    reading every cell is cheaper, but more than CHUNK RoIs use the table (bounded memory).
+    Each equal to torchvision."""
     x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(n))
     rois = torch.tensor([[0.0, 0, 0, 5, 5]]).repeat(n, 1)
     rois[:, 1:] += torch.randint(0, 5, (n, 1), generator=torch.Generator().manual_seed(0)).float()
     with mock.patch.object(roi_module, path, wraps=getattr(roi_module, path)) as spy:
-        ours = ops.roi_pool(x, rois, 2)
+        ours = ops.roi_pool(x, rois, output_size)
     assert spy.call_count == 1
-    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, 2))
+    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size))
 
 
 def test_list_of_boxes_float64_and_non_contiguous():

@@ -82,10 +82,10 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     ``(p, q)`` covers rows ``floor(p * h / PH) .. ceil((p + 1) * h / PH)`` of it (bins may
     overlap by one cell), clipped to the map; an empty bin gives 0.
 
-    Two ways to take the maxima, with the same numbers; each RoI Pool call takes the one that
-    reads fewer values: :func:`_pool_cells` reads every cell of every bin (best for a few RoIs),
-    :func:`_pool_table` builds a range-maximum table of the whole map once and then reads four
-    entries a bin (best for many RoIs).
+    Two ways to take the maxima, with the same numbers; each call takes the one that reads
+    fewer values: :func:`_pool_cells` reads every cell of every bin (for at most ``CHUNK`` RoIs,
+    which bounds its temporaries), :func:`_pool_table` builds a range-maximum table of the whole
+    map once and then reads four entries a bin (for many RoIs).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
     num_images, channels, height, width = input.shape
@@ -99,7 +99,8 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     bin_h, bin_w = int((rows[1] - rows[0]).max()), int((cols[1] - cols[0]).max())  # largest bin
     cells_read = len(rois) * ph * pw * max(bin_h, 1) * max(bin_w, 1)  # by _pool_cells
     table_size = num_images * height * width * bin_h.bit_length() * bin_w.bit_length()  # levels of _max_table
-    pool = _pool_cells if cells_read <= table_size + 4 * len(rois) * ph * pw else _pool_table
+    few = len(rois) <= CHUNK and cells_read <= table_size + 4 * len(rois) * ph * pw
+    pool = _pool_cells if few else _pool_table
     out = pool(input, rois[:, 0].long(), rows, cols)
     empty = (rows[1] <= rows[0])[:, :, None] | (cols[1] <= cols[0])[:, None, :]  # [K, PH, PW]
     return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
