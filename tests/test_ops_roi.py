@@ -75,15 +75,15 @@ def test_roi_pool_both_paths_like_torchvision(seed, n, output_size, spatial_scal
 
 @pytest.mark.parametrize(
     "n, output_size, path",
-    [(20, 2, "_pool_cells"), (21, 2, "_pool_table"),
-     (CHUNK, 6, "_pool_cells"), (CHUNK + 1, 6, "_pool_table")],
+    [(80, 2, "_pool_cells"), (81, 2, "_pool_table"),
+     (CHUNK + 1, 6, "_pool_cells"), (CHUNK + 1, 2, "_pool_table")],
 )
 def test_roi_pool_chooses_the_path_that_reads_less(n, output_size, path):
     """On a 1 x 3 x 10 x 10 map, RoIs of 6 x 6 cells. Output 2 x 2: bins of 3 x 3 cells; every
-    cell is 9 reads a bin, 36 n; the table is 100 x 2 x 2 rows to build plus 4 reads a bin,
-    400 + 16 n: 20 RoIs read every cell, 21 use the table. Output 6 x 6: bins of one cell, so
-    reading every cell is cheaper, but more than CHUNK RoIs use the table (bounded memory).
-    Each equal to torchvision."""
+    cell is 9 reads a bin, 36 n; the table is 100 x 2 x 2 entries, each written 4 times, plus 4
+    reads a bin, 1,600 + 16 n: 80 RoIs read every cell, 81 use the table. Output 6 x 6: bins of
+    one cell, reading every cell is cheaper. More than CHUNK RoIs go through either path's
+    chunks. Each equal to torchvision."""
     x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(n))
     rois = torch.tensor([[0.0, 0, 0, 5, 5]]).repeat(n, 1)
     rois[:, 1:] += torch.randint(0, 5, (n, 1), generator=torch.Generator().manual_seed(0)).float()

@@ -82,10 +82,10 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     ``(p, q)`` covers rows ``floor(p * h / PH) .. ceil((p + 1) * h / PH)`` of it (bins may
     overlap by one cell), clipped to the map; an empty bin gives 0.
 
-    Two ways to take the maxima, with the same numbers; each call takes the one that reads
-    fewer values: :func:`_pool_cells` reads every cell of every bin (for at most ``CHUNK`` RoIs,
-    which bounds its temporaries), :func:`_pool_table` builds a range-maximum table of the whole
-    map once and then reads four entries a bin (for many RoIs).
+    Two ways to take the maxima, with the same numbers; each call takes the one that reads and
+    writes fewer values: :func:`_pool_cells` reads every cell of every bin (best for a few RoIs or
+    small bins), :func:`_pool_table` builds a range-maximum table of the whole map once and then
+    reads four entries a bin (best for many RoIs with large bins).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
     num_images, channels, height, width = input.shape
@@ -99,8 +99,8 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     bin_h, bin_w = int((rows[1] - rows[0]).max()), int((cols[1] - cols[0]).max())  # largest bin
     cells_read = len(rois) * ph * pw * max(bin_h, 1) * max(bin_w, 1)  # by _pool_cells
     table_size = num_images * height * width * bin_h.bit_length() * bin_w.bit_length()  # levels of _max_table
-    few = len(rois) <= CHUNK and cells_read <= table_size + 4 * len(rois) * ph * pw
-    pool = _pool_cells if few else _pool_table
+    # building the table writes each entry about four times (copy, max, concatenate, stack)
+    pool = _pool_cells if cells_read <= 4 * table_size + 4 * len(rois) * ph * pw else _pool_table
     out = pool(input, rois[:, 0].long(), rows, cols)
     empty = (rows[1] <= rows[0])[:, :, None] | (cols[1] <= cols[0])[:, None, :]  # [K, PH, PW]
     return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
@@ -108,11 +108,19 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
 
 def _pool_cells(input, image, rows, cols):
     """RoI Pool maxima ``[K, PH, PW, C]``, reading every cell of every bin: ``bh x bw`` cells a
-    bin (the largest bin), a smaller bin repeating its last row or column (the max is the same)."""
-    row = _bin_cells(*rows, input.shape[2])  # [K, PH, bh]
-    col = _bin_cells(*cols, input.shape[3])  # [K, PW, bw]
-    values = input[image[:, None, None, None, None], :, row[:, :, None, :, None], col[:, None, :, None, :]]
-    return values.amax(dim=(3, 4))  # values: [K, PH, PW, bh, bw, C]
+    bin (the largest bin), a smaller bin repeating its last row or column (the max is the same).
+    ``CHUNK`` RoIs at a time, which bounds the temporaries."""
+    num_images, channels, height, width = input.shape
+    features = input.permute(0, 2, 3, 1).reshape(-1, channels)  # row (n * H + y) * W + x: a cell
+    row = _bin_cells(*rows, height)  # [K, PH, bh]
+    col = _bin_cells(*cols, width)  # [K, PW, bw]
+    out = []
+    for k in torch.arange(len(image), device=image.device).split(CHUNK):
+        y = image[k, None, None, None, None] * height + row[k, :, None, :, None]  # [k, PH, 1, bh, 1]
+        cell = y * width + col[k, None, :, None, :]  # [k, PH, PW, bh, bw]
+        values = features.index_select(0, cell.flatten()).view(*cell.shape[:3], -1, channels)
+        out.append(values.amax(dim=3))  # values: [k, PH, PW, bh * bw, C]
+    return torch.cat(out)
 
 
 def _bin_cells(start, end, limit):
