@@ -111,7 +111,7 @@ def _pool_cells(input, image, rows, cols):
     bin (the largest bin), a smaller bin repeating its last row or column (the max is the same).
     ``CHUNK`` RoIs at a time, which bounds the temporaries."""
     num_images, channels, height, width = input.shape
-    features = input.permute(0, 2, 3, 1).reshape(-1, channels)  # row (n * H + y) * W + x: a cell
+    features = input.permute(0, 2, 3, 1)  # [N, H, W, C]
     row = _bin_cells(*rows, height)  # [K, PH, bh]
     col = _bin_cells(*cols, width)  # [K, PW, bw]
     out = []
@@ -220,10 +220,6 @@ def roi_align(
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     out = input.new_zeros((len(rois), channels, ph, pw))
     features = input.permute(0, 2, 3, 1)  # [N, H, W, C]
-    # once the windows read more cells than the map holds, a channel-last copy pays: a cell's
-    # channels in one run instead of C strided reads
-    if float(((roi_h + 2) * (roi_w + 2)).sum()) > features[..., 0].numel():
-        features = features.contiguous()
     order = torch.argsort(torch.maximum(roi_h, roi_w))  # similar windows in one chunk
     for chunk in order.split(CHUNK):
         a_y, top = _window_matrix(*_sample_weights(y1[chunk], roi_h[chunk], ph, height, sampling_ratio))
