@@ -111,7 +111,7 @@ def _pool_cells(input, image, rows, cols):
     bin (the largest bin), a smaller bin repeating its last row or column (the max is the same).
     ``CHUNK`` RoIs at a time, which bounds the temporaries."""
     num_images, channels, height, width = input.shape
-    features = input.permute(0, 2, 3, 1)  # [N, H, W, C]
+    features = input.permute(0, 2, 3, 1).reshape(-1, channels)  # row (n * H + y) * W + x: a cell
     row = _bin_cells(*rows, height)  # [K, PH, bh]
     col = _bin_cells(*cols, width)  # [K, PW, bw]
     out = []
