@@ -20,6 +20,7 @@ from cvlib.ops.boxes import _check_boxes, _inter_union
 __all__ = ["nms", "batched_nms"]
 
 BLOCK = 128  # boxes per block: an IoU block stays in cache, memory stays bounded
+LATER = np.triu(np.ones((BLOCK, BLOCK), dtype=bool), k=1)  # [i, j]: j is visited after i (np.triu is slow)
 
 
 def _check_scores(scores, boxes, name: str = "scores", dtype: str = "real") -> None:
@@ -67,7 +68,7 @@ def _greedy_all_pairs(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: 
     area = (x2 - x1) * (y2 - y1)
     with np.errstate(invalid="ignore"):  # 0 / 0 for two zero-area boxes: NaN, not > threshold
         overlaps = inter / (area + area.T - inter) > _largest_not_above(iou_threshold, boxes.dtype).item()
-    kept = _greedy_from_overlaps(np.triu(overlaps, k=1))
+    kept = _greedy_from_overlaps(overlaps & LATER[: len(order), : len(order)])
     return torch.from_numpy(order[kept]).to(boxes.device)
 
 
@@ -94,7 +95,7 @@ def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> t
         columns = torch.from_numpy(np.concatenate([rows, later])).to(boxes.device)
         inter, union = _inter_union(boxes[columns[: len(rows)]], boxes[columns])
         overlaps = (inter / union > threshold).cpu().numpy()  # NaN (0 / 0) is not > threshold
-        kept = _greedy_from_overlaps(np.triu(overlaps[:, : len(rows)], k=1))
+        kept = _greedy_from_overlaps(overlaps[:, : len(rows)] & LATER[: len(rows), : len(rows)])
         keep[rows] = kept
         keep[later] &= ~overlaps[kept, len(rows) :].any(axis=0)
     return order[torch.from_numpy(keep).to(order.device)]
