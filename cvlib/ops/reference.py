@@ -39,19 +39,21 @@ def nms_steps(
     4. repeat until no box is left.
 
     Returns one ``(kept index, removed indices [S])`` pair per iteration (notebook 04 draws
-    them); the kept indices are those of :func:`cvlib.ops.nms`, in the same order.
+    them); the kept indices are those of :func:`cvlib.ops.nms`, in the same order. The IoU of
+    every pair is computed once, up front (``N x N``: for reading, at a few hundred boxes).
     """
     _check_boxes(boxes)
     _check_scores(scores, boxes)
     _check_threshold(iou_threshold)
-    left, steps = _by_score(scores), []  # 1.
     threshold = _largest_not_above(iou_threshold, boxes.dtype)  # compared in double, as torchvision
-    while len(left):
+    inter, union = _inter_union(boxes, boxes)
+    overlaps = (inter / union > threshold).tolist()  # the table of "i removes j" (NaN is not >)
+    left, steps = _by_score(scores).tolist(), []  # 1.
+    while left:
         best, rest = left[0], left[1:]  # 2.
-        inter, union = _inter_union(boxes[best][None], boxes[rest])
-        removed = (inter / union > threshold)[0]  # 3. (NaN is not > threshold)
-        steps.append((int(best), rest[removed]))
-        left = rest[~removed]  # 4.
+        removed = [i for i in rest if overlaps[best][i]]  # 3.
+        steps.append((best, torch.tensor(removed, dtype=torch.int64, device=boxes.device)))
+        left = [i for i in rest if not overlaps[best][i]]  # 4.
     return steps
 
 
@@ -84,10 +86,12 @@ def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
                  min(max(y1 + math.ceil((p + 1) * h / ph), 0), height)) for p in range(ph)]
         cols = [(min(max(x1 + math.floor(q * w / pw), 0), width),
                  min(max(x1 + math.ceil((q + 1) * w / pw), 0), width)) for q in range(pw)]
-        for p, (r0, r1) in enumerate(rows):
-            for q, (c0, c1) in enumerate(cols):
-                if r1 > r0 and c1 > c0:
-                    out[k, :, p, q] = input[int(n), :, r0:r1, c0:c1].amax(dim=(1, 2))  # 3.
+        for p, (r0, r1) in enumerate(rows):  # 3. the max over a bin's rows, then over its columns
+            if r1 > r0:
+                row_max = input[int(n), :, r0:r1].amax(dim=1)  # [C, W]
+                for q, (c0, c1) in enumerate(cols):
+                    if c1 > c0:
+                        out[k, :, p, q] = row_max[:, c0:c1].amax(dim=1)
     return out
 
 
