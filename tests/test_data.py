@@ -216,7 +216,8 @@ def test_radius_range_gives_tiny_and_large_objects():
     wide, default = areas(ShapesDataset(100, seed=1, radius_range=(3, 24))), areas(ShapesDataset(100, seed=1))
     assert (wide < 144).float().mean() > 0.3 and (wide >= 576).float().mean() > 0.1
     for low, high in ((0, 144), (576, 4096)):
-        share = {name: ((a >= low) & (a < high)).float().mean() for name, a in (("wide", wide), ("default", default))}
+        share = {name: ((a >= low) & (a < high)).float().mean()
+                 for name, a in (("wide", wide), ("default", default))}
         assert share["default"] < share["wide"] / 2, (low, high, share)
     one_size = ShapesDataset(20, seed=0, radius_range=(8, 8), classes=("circle",), max_objects=1)
     sides = torch.cat([one_size[i][1]["boxes"][:, 2:] - one_size[i][1]["boxes"][:, :2] for i in range(20)])
@@ -231,3 +232,13 @@ def test_radius_range_gives_tiny_and_large_objects():
 def test_bad_radius_range(radius_range, match):
     with pytest.raises((ValueError, TypeError), match=match):
         ShapesDataset(1, radius_range=radius_range)
+
+
+def test_held_out_detection_with_scene_options():
+    images, targets = held_out_detection(3, radius_range=(3, 24), max_objects=4)
+    expected_images, expected_targets = collate_detection(list(ShapesDataset(3, seed=1, radius_range=(3, 24),
+                                                                             max_objects=4)))
+    assert all(torch.equal(a, b) for a, b in zip(images, expected_images))
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(targets, expected_targets))
+    with pytest.raises(ValueError, match="seed"):
+        held_out_detection(3, seed=0)

@@ -68,7 +68,8 @@ def _check_radius_range(radius_range, image_size: int):
     if radius_range is None:
         return None
     if isinstance(radius_range, str) or not isinstance(radius_range, (tuple, list)) or len(radius_range) != 2:
-        raise ValueError(f"radius_range must be None or a pair (low, high) of radii in pixels, got {radius_range!r}")
+        raise ValueError(f"radius_range must be None or a pair (low, high) of radii in pixels, "
+                         f"got {radius_range!r}")
     low, high = (float(_checks.number(r, "radius_range", low=1, high=image_size / 2)) for r in radius_range)
     if low > high:
         raise ValueError(f"radius_range must have low <= high, got {radius_range!r}")
@@ -318,12 +319,16 @@ def held_out_classification(n: int = 100, device=None):
     return torch.stack(images).to(device), labels.to(device), masks.to(device)
 
 
-def held_out_detection(n: int = 200):
+def held_out_detection(n: int = 200, **scene_options):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
-    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``)."""
+    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``).
+    ``scene_options`` (``max_objects``, ``radius_range``, ...) go to :class:`ShapesDataset`, for
+    the held-out scenes of detectors trained on other scenes of seed 0."""
     _checks.integer(n, "n", low=1)
-    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED)))
+    if "seed" in scene_options:
+        raise ValueError("held_out_detection's scenes have seed 1; pass no seed")
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:
