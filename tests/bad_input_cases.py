@@ -1552,6 +1552,26 @@ def _pending_cases(add) -> None:
             spatial_scale=("positive",),
         )
     add(
+        "cvlib.ops.reference.roi_pool_bins",
+        reference.roi_pool_bins,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "spatial_scale": 0.125, "limit": 16},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        spatial_scale=("positive",),
+        limit=("nonnegint",),
+    )
+    add(
+        "cvlib.ops.reference.roi_align_points",
+        reference.roi_align_points,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "sampling_ratio": 2, "spatial_scale": 0.125},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        sampling_ratio=("int",),
+        spatial_scale=("positive",),
+    )
+    add(
         "cvlib.ops.roi.roi_levels",
         ops.roi.roi_levels,
         lambda: {"boxes": boxes() * 8, "k_min": 2, "k_max": 5, "canonical_scale": 224.0,
