@@ -217,3 +217,11 @@ def test_single_level_baseline_has_the_same_parts():
     only_fpn = set(dict(fpn.named_parameters())) - set(dict(single.named_parameters()))
     assert only_fpn == {"backbone.fpn.lateral.1.weight", "backbone.fpn.lateral.1.bias",
                         "backbone.fpn.smooth.1.weight", "backbone.fpn.smooth.1.bias"}
+
+
+def test_fpn_backbone_is_its_pyramid_on_its_bottom_up_maps():
+    torch.manual_seed(0)
+    backbone, images = FPNBackbone(width=2, strides=(2, 8)), torch.rand(1, 3, 32, 32)
+    bottom_up = backbone.bottom_up(images)
+    assert [tuple(c.shape) for c in bottom_up] == [(1, 4, 16, 16), (1, 16, 4, 4)]
+    assert all(torch.equal(p, q) for p, q in zip(backbone(images), backbone.fpn(bottom_up)))

@@ -106,13 +106,17 @@ class FPNBackbone(nn.Module):
         self.body = vgg_features(width)[: self.TAPS[strides[-1]]]  # the layers the pyramid reads
         self.fpn = FeaturePyramidNetwork([width * s for s in strides], self.out_channels)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def bottom_up(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The CNN's own maps ``[C_1, ..., C_L]`` at ``strides`` (fine to coarse), before the pyramid."""
         taps, features, x = {self.TAPS[s] for s in self.strides}, [], images
         for i, layer in enumerate(self.body, start=1):
             x = layer(x)
             if i in taps:
-                features.append(x)  # C_i: fine to coarse
-        return self.fpn(features)
+                features.append(x)
+        return features
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.fpn(self.bottom_up(images))
 
 
 class MultiScaleRoIAlign(nn.Module):
