@@ -225,3 +225,24 @@ def test_fpn_backbone_is_its_pyramid_on_its_bottom_up_maps():
     bottom_up = backbone.bottom_up(images)
     assert [tuple(c.shape) for c in bottom_up] == [(1, 4, 16, 16), (1, 16, 4, 4)]
     assert all(torch.equal(p, q) for p, q in zip(backbone(images), backbone.fpn(bottom_up)))
+
+
+def test_mask_rcnn_on_a_pyramid_learns_and_predicts_masks():
+    """Mask R-CNN takes the same pyramid parts (its mask branch pools 14 x 14 from each RoI's
+    level): its five losses fall on a fixed batch and eval gives one mask per detection."""
+    from cvlib.models.mask_rcnn import MaskHead, MaskRCNN, MaskRoIHeads
+
+    torch.manual_seed(0)
+    base = _tiny_fpn()
+    box = base.roi_heads
+    mask_pool = MultiScaleRoIAlign(base.backbone.strides, 14, 2, 16.0, 3)
+    heads = MaskRoIHeads(box.box_roi_pool, box.box_head, mask_pool, MaskHead(base.backbone.out_channels, 3),
+                         batch_size_per_image=box.batch_size_per_image)
+    model = MaskRCNN(base.backbone, base.rpn, heads)
+    images, targets = collate_detection(list(ShapesDataset(4, image_size=32, radius_range=(2.5, 12), seed=0)))
+    history = train_steps(model, lambda: model(images, targets), steps=15, lr=3e-3)
+    assert "loss_mask" in history[0]
+    total = totals(history)
+    assert sum(total[-3:]) / 3 < 0.7 * total[0], total
+    for image, out in check_eval_contract(model, keys=("boxes", "labels", "scores", "masks")):
+        assert out["masks"].shape == (len(out["boxes"]), 1, *image.shape[1:])

@@ -164,7 +164,8 @@ def build_fpn_faster_rcnn(
     ``rpn_top_n``: ``(pre_nms_top_n per level, post_nms_top_n)``, the same in training and at
     test time; ``batch_size_per_image``: RoIs sampled per image for the box head. With one
     stride (``strides=(8,)``, ``scales=((8, 16, 32),)``) it is a single-level Faster R-CNN with
-    the same parts, the baseline that shows what the pyramid adds.
+    the same parts, the baseline that shows what the pyramid adds. Mask R-CNN on a pyramid takes
+    the same parts, with a :class:`MultiScaleRoIAlign` (14 x 14) as its ``mask_roi_pool``.
     """
     counts(num_classes=num_classes, output_size=output_size, hidden=hidden)
     canonical = tuple(sequence(canonical, "canonical"))
