@@ -246,3 +246,10 @@ def test_mask_rcnn_on_a_pyramid_learns_and_predicts_masks():
     assert sum(total[-3:]) / 3 < 0.7 * total[0], total
     for image, out in check_eval_contract(model, keys=("boxes", "labels", "scores", "masks")):
         assert out["masks"].shape == (len(out["boxes"]), 1, *image.shape[1:])
+
+
+def test_a_pyramid_model_has_no_torchvision_twin():
+    from cvlib.models.rcnn_torchvision import torchvision_twin
+
+    with pytest.raises(ValueError, match="feature-pyramid"):
+        torchvision_twin(build_fpn_faster_rcnn(width=2, hidden=8))
