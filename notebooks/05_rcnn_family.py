@@ -639,10 +639,7 @@ assert min(quarter_gaps["map_small"]) > 0 and gaps["map_small"] > 2 * standard_e
 assert gaps["map_small"] - gaps["map_large"] > 2 * (standard_error["map_small"] + standard_error["map_large"])
 
 # %%
-small_counts = [int((t["masks"].sum((1, 2)) <= 144).sum()) for t in size_targets]
-shown = int(np.argmax(small_counts))  # the held-out scene with the most small objects
-fig_fpn, (ax_fpn_bars, *ax_fpn_scenes) = plt.subplots(1, 3, figsize=(11, 3.4),
-                                                      gridspec_kw={"width_ratios": [1.4, 1, 1]})
+fig_fpn, ax_fpn_bars = plt.subplots(figsize=(5.6, 3.4))
 sizes = ["map_small", "map_medium", "map_large", "map"]
 for offset, (name, color) in zip((-0.2, 0.2), (("one level", "tab:gray"), ("FPN", "tab:blue"))):
     ax_fpn_bars.bar(np.arange(4) + offset, [size_ap[name][c] for c in sizes], width=0.4, color=color, label=name)
@@ -650,15 +647,38 @@ ax_fpn_bars.set_xticks(range(4), ["small", "medium", "large", "all"])
 ax_fpn_bars.set(ylabel="AP (IoU 0.50:0.95)", xlabel="object size", ylim=(0, 1),
                 title="100 held-out scenes, radii 3-24 px")
 ax_fpn_bars.legend(fontsize=8)
-for ax, (name, detections) in zip(ax_fpn_scenes, size_detections.items()):
-    keep = detections[shown]["scores"] >= 0.5
-    viz.show_image(ax, size_images[shown], f"{name}: {int(keep.sum())} detections (score >= 0.5)\n"
-                   f"of {len(size_targets[shown]['boxes'])} objects (white, dashed)")
-    viz.draw_boxes(ax, size_targets[shown]["boxes"], color="white", linewidth=0.8, linestyle="--")
-    viz.draw_boxes(ax, detections[shown]["boxes"][keep], detections[shown]["labels"][keep], linewidth=1)
-viz.class_legend(ax_fpn_scenes[-1], names, background=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Both detectors on any of the 100 scenes (detections with score $\ge 0.5$, coloured by class;
+# the objects dashed in white). It opens on the scene with the most small objects.
+
+# %%
+small_counts = [int((t["masks"].sum((1, 2)) <= 144).sum()) for t in size_targets]
+fig_fpn_scene, axes_fpn_scene = plt.subplots(1, 2, figsize=(7.4, 3.6))
+fpn_scene_images = [viz.show_image(ax, size_images[0]) for ax in axes_fpn_scene]
+viz.class_legend(axes_fpn_scene[-1], names, background=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+fpn_scene_artists = []
+
+
+def show_fpn_scene(scene):
+    for artist in fpn_scene_artists:
+        artist.remove()
+    fpn_scene_artists.clear()
+    target = size_targets[scene]
+    for ax, shown, (name, detections) in zip(axes_fpn_scene, fpn_scene_images, size_detections.items()):
+        keep = detections[scene]["scores"] >= 0.5
+        shown.set_data(viz.to_numpy_image(size_images[scene]))
+        fpn_scene_artists.extend(viz.draw_boxes(ax, target["boxes"], color="white", linewidth=0.8, linestyle="--"))
+        fpn_scene_artists.extend(viz.draw_boxes(ax, detections[scene]["boxes"][keep],
+                                                detections[scene]["labels"][keep], linewidth=1))
+        ax.set_title(f"{name}: {int(keep.sum())} detections, {len(target['boxes'])} objects\n"
+                     f"({small_counts[scene]} small), scene {scene}", fontsize=9)
+
+
+_ = widgets.explore(fig_fpn_scene, show_fpn_scene,
+                    scene=widgets.int_slider("scene", 0, len(size_images) - 1, int(np.argmax(small_counts))))
 
 # %% [markdown]
 # **What this shows.** With the same backbone, scenes and budget, the pyramid more than doubles
