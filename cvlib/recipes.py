@@ -52,6 +52,7 @@ from cvlib.models.backbones import torchvision_backbone
 from cvlib.models.blocks import SmallCNN
 from cvlib.models.detr import DETR
 from cvlib.models.fcn import FCN, PatchClassifier
+from cvlib.models.fpn import build_fpn_faster_rcnn
 from cvlib.models.keypoint_rcnn import build_keypoint_rcnn, keypoints_from_boxes, mean_keypoint_layout
 from cvlib.models.mask_rcnn import build_mask_rcnn
 from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
@@ -426,6 +427,33 @@ def train_keypoint_rcnn(model: nn.Module, device: torch.device, steps: int) -> d
 
 
 # ---------------------------------------------------------------------------------------------
+# 05 feature pyramid: Faster R-CNN with and without FPN on scenes of tiny and large objects
+
+FPN_STEPS = 1000  # batches of 8 scenes, the same for both models
+SIZE_RANGE_SCENES = {"radius_range": (3.0, 24.0), "max_objects": 4}  # ShapesDataset options
+# object areas (visible pixels) at 64 x 64: small under 12 x 12, large from 24 x 24 (COCO's are
+# 32^2 and 96^2 on photos ten times larger)
+SIZE_RANGE_AREAS = {"small": (0.0, 144.0), "medium": (144.0, 576.0), "large": (576.0, 1e10)}
+
+
+def _evaluate_by_size(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """COCO mAP, mAP50 and AP by object size (``SIZE_RANGE_AREAS``) of a detector on 200 held-out
+    size-range scenes (``held_out_detection(200, **SIZE_RANGE_SCENES)``)."""
+    images, targets = held_out_detection(200, **SIZE_RANGE_SCENES)
+    coco = evaluate_detections(detect(model, images, device=device), targets, area_ranges=SIZE_RANGE_AREAS)
+    return {key: coco[key] for key in ("map", "map_50", "map_small", "map_medium", "map_large")}
+
+
+def train_size_range_detector(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``FPN_STEPS`` batches of 8 of the 8,000 size-range scenes (seed 0), AdamW lr 1e-3; then
+    :func:`_evaluate_by_size`."""
+    scenes = ShapesDataset(8000, seed=0, **SIZE_RANGE_SCENES)
+    loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=FPN_STEPS, lr=1e-3, device=device)
+    return _evaluate_by_size(model, device)
+
+
+# ---------------------------------------------------------------------------------------------
 # The table: every shipped checkpoint, by the notebook that loads it
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
@@ -476,6 +504,15 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("faster_rcnn", partial(build_faster_rcnn, num_classes=3, width=8),
            partial(train_detector, steps=1500),
            "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
+    # 05 feature pyramid: scenes of radii 3-24 px (SIZE_RANGE_SCENES), the same 1000 steps of 8
+    Recipe("faster_rcnn_single_sizes",
+           partial(build_fpn_faster_rcnn, num_classes=3, width=8, strides=(8,), scales=((8.0, 16.0, 32.0),)),
+           train_size_range_detector,
+           "Faster R-CNN, one level (stride 8, anchors 8, 16, 32), on scenes of radii 3-24 px, "
+           "1000 steps of 8"),
+    Recipe("faster_rcnn_fpn", partial(build_fpn_faster_rcnn, num_classes=3, width=8),
+           train_size_range_detector,
+           "Faster R-CNN on an FPN (strides 4 and 8, anchors 8, 16 | 16, 32), same scenes, same 1000 steps"),
     # 06 YOLO
     Recipe("yolo", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=16), train_yolo,
            "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),

@@ -1651,6 +1651,7 @@ def _cases() -> dict[str, Case]:
         value=(("unknown", "zz"),),
     )
     _pending_cases(add)
+    _fpn_cases(add)
     return cases
 
 
@@ -1681,6 +1682,26 @@ def _pending_cases(add) -> None:
             output_size=("posint",),
             spatial_scale=("positive",),
         )
+    add(
+        "cvlib.ops.reference.roi_pool_bins",
+        reference.roi_pool_bins,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "spatial_scale": 0.125, "limit": 16},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        spatial_scale=("positive",),
+        limit=("nonnegint",),
+    )
+    add(
+        "cvlib.ops.reference.roi_align_points",
+        reference.roi_align_points,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "sampling_ratio": 2, "spatial_scale": 0.125},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        sampling_ratio=("int",),
+        spatial_scale=("positive",),
+    )
     add(
         "cvlib.ops.roi.roi_levels",
         ops.roi.roi_levels,
@@ -1941,6 +1962,84 @@ def _pending_cases(add) -> None:
     _pretrained_cases(add)
     _scale_out_cases(add)
     _exercise_cases(add)
+
+
+def _fpn_cases(add) -> None:
+    """Feature pyramids in the R-CNN family: anchors per level, RoIs pooled from their level."""
+    from cvlib import ops
+    from cvlib.data import shapes
+    from cvlib.models import fpn
+
+    add(
+        "cvlib.ops.anchors.pyramid_anchors",
+        ops.anchors.pyramid_anchors,
+        lambda: {"feature_sizes": [(4, 4), (2, 2)], "strides": [4, 8], "scales": [(8.0,), (16.0,)],
+                 "aspect_ratios": (1.0,)},
+        feature_sizes=("sequence", ("one level short", [(4, 4)]), ("zero", [(0, 4), (2, 2)])),
+        strides=("sequence", ("zero", [0, 8])),
+        scales=("sequence", ("flat numbers", [8.0, 16.0]), ("negative", [(-8.0,), (16.0,)])),
+        aspect_ratios=("sequence",),
+    )
+    levels = lambda: [torch.rand(1, 2, 8, 8, generator=_g()), torch.rand(1, 2, 4, 4, generator=_g(1))]  # noqa: E731
+    add(
+        "cvlib.ops.roi.multiscale_roi_align",
+        ops.roi.multiscale_roi_align,
+        lambda: {"features": levels(), "boxes": torch.cat([torch.zeros(3, 1), boxes()], 1), "output_size": 2,
+                 "spatial_scales": [0.25, 0.125], "sampling_ratio": 2, "canonical_scale": 16.0,
+                 "canonical_level": 3},
+        features=("sequence", ("one level", levels()[:1]), ("int maps", [f.long() for f in levels()])),
+        boxes=("list", "extra_dim", "int", "nan", "inf", "too_big"),
+        output_size=("posint",),
+        spatial_scales=("sequence", ("coarse to fine", [0.125, 0.25]), ("not a power of two", [0.25, 0.1]),
+                        ("zero", [0.0, 0.125])),
+        sampling_ratio=("int",),
+        canonical_scale=("positive",),
+        canonical_level=("int",),
+    )
+    add(
+        "cvlib.models.fpn.FPNBackbone",
+        fpn.FPNBackbone,
+        lambda: {"width": 2, "strides": (4, 8), "out_channels": 8},
+        width=("posint",),
+        strides=("sequence", ("unknown stride", (3, 8)), ("decreasing", (8, 4))),
+    )
+    add(
+        "cvlib.models.fpn.MultiScaleRoIAlign",
+        fpn.MultiScaleRoIAlign,
+        lambda: {"strides": (4, 8), "output_size": 7, "sampling_ratio": 2, "canonical_scale": 32.0,
+                 "canonical_level": 3},
+        strides=("sequence", ("zero", (0, 8))),
+        output_size=("posint",),
+        sampling_ratio=("posint",),
+        canonical_scale=("positive",),
+        canonical_level=("int",),
+    )
+    add(
+        "cvlib.models.fpn.build_fpn_faster_rcnn",
+        fpn.build_fpn_faster_rcnn,
+        lambda: {"num_classes": 3, "width": 2, "hidden": 8},
+        num_classes=("posint",),
+        width=("posint",),
+        strides=("sequence", ("unknown stride", (4, 16))),
+        scales=("sequence", ("levels of unequal length", ((8.0,), (16.0, 32.0))),
+                ("one level", ((8.0, 16.0),))),
+        canonical=("sequence", ("one number", (32.0,)), ("zero scale", (0.0, 3))),
+        rpn_top_n=("sequence", ("zero", (0, 3))),
+        batch_size_per_image=("posint",),
+    )
+    add(
+        "cvlib.data.shapes.ShapesDataset[radius_range]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "radius_range": (3.0, 8.0)},
+        radius_range=(("one number", (3.0,)), ("string", "3, 8"), ("below one pixel", (0.5, 8.0)),
+                      ("reversed", (8.0, 3.0)), ("wider than the image", (3.0, 40.0))),
+    )
+    add(
+        "cvlib.data.shapes.held_out_detection[options]",
+        shapes.held_out_detection,
+        lambda: {"n": 2, "radius_range": (3.0, 8.0)},
+        radius_range=(("reversed", (8.0, 3.0)),),
+    )
 
 
 def _tmp():

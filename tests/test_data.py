@@ -1,7 +1,9 @@
 """cvlib.data.shapes: determinism, target invariants, COCO export, bad input."""
 
 import contextlib
+import hashlib
 import io
+import math
 
 import numpy as np
 import pytest
@@ -300,3 +302,59 @@ def test_to_coco_exports_keypoints_that_cocoeval_scores():
     ours = evaluate_detections(predictions, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
     assert ours["map"] == pytest.approx(1.0)
     assert "keypoints" not in to_coco(ShapesDataset(2))["annotations"][0]
+
+
+def _scenes_digest(datasets) -> str:
+    digest = hashlib.sha256()
+    for scenes in datasets:
+        for i in range(len(scenes)):
+            image, target = scenes[i]
+            digest.update(image.numpy().tobytes())
+            for key in ("boxes", "labels", "masks"):
+                digest.update(target[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_default_scenes_are_unchanged_by_the_radius_range_option():
+    """The digest of these scenes was computed before ``radius_range`` existed: the option's
+    default leaves every scene bit for bit as it was."""
+    datasets = (ShapesDataset(30, seed=0), ShapesDataset(30, seed=1),
+                ShapesDataset(10, image_size=128, max_objects=6, seed=3), SingleObjectDataset(10, seed=1))
+    assert _scenes_digest(datasets) == "06a4073e6000ca63ce8560913831c8b4c369e2b55f25ae4f299ad483c084445e"
+
+
+def test_radius_range_gives_tiny_and_large_objects():
+    """Log-uniform radii in [3, 24]: objects under 12 x 12 pixels and over 24 x 24 both common
+    (the default radii, 6.4 to 14.2 pixels at 64 x 64, give few of either)."""
+    def areas(scenes):
+        return torch.cat([scenes[i][1]["masks"].sum((1, 2)) for i in range(len(scenes))]).float()
+
+    wide, default = areas(ShapesDataset(100, seed=1, radius_range=(3, 24))), areas(ShapesDataset(100, seed=1))
+    assert (wide < 144).float().mean() > 0.3 and (wide >= 576).float().mean() > 0.1
+    for low, high in ((0, 144), (576, 4096)):
+        share = {name: ((a >= low) & (a < high)).float().mean()
+                 for name, a in (("wide", wide), ("default", default))}
+        assert share["default"] < share["wide"] / 2, (low, high, share)
+    one_size = ShapesDataset(20, seed=0, radius_range=(8, 8), classes=("circle",), max_objects=1)
+    sides = torch.cat([one_size[i][1]["boxes"][:, 2:] - one_size[i][1]["boxes"][:, :2] for i in range(20)])
+    assert sides.max() <= 17 and (sides == 16).all(1).float().mean() > 0.5  # diameter 16 (cut at the border)
+    assert "radius_range=(3.0, 24.0)" in repr(ShapesDataset(1, radius_range=(3, 24)))
+
+
+@pytest.mark.parametrize("radius_range, match", [
+    ((3,), "radius_range"), ("3, 24", "radius_range"), ((0.5, 4), "radius_range"), ((8, 4), "low <= high"),
+    ((3, 40), "radius_range"), ((3, math.nan), "radius_range"),
+])
+def test_bad_radius_range(radius_range, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ShapesDataset(1, radius_range=radius_range)
+
+
+def test_held_out_detection_with_scene_options():
+    images, targets = held_out_detection(3, radius_range=(3, 24), max_objects=4)
+    expected_images, expected_targets = collate_detection(list(ShapesDataset(3, seed=1, radius_range=(3, 24),
+                                                                             max_objects=4)))
+    assert all(torch.equal(a, b) for a, b in zip(images, expected_images))
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(targets, expected_targets))
+    with pytest.raises(ValueError, match="seed"):
+        held_out_detection(3, seed=0)

@@ -67,6 +67,19 @@ def _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
     _checks.integer(min_objects, "min_objects", low=0, high=max_objects)
 
 
+def _check_radius_range(radius_range, image_size: int):
+    """``None``, or ``(low, high)`` radii in pixels with ``1 <= low <= high <= image_size / 2``."""
+    if radius_range is None:
+        return None
+    if isinstance(radius_range, str) or not isinstance(radius_range, (tuple, list)) or len(radius_range) != 2:
+        raise ValueError(f"radius_range must be None or a pair (low, high) of radii in pixels, "
+                         f"got {radius_range!r}")
+    low, high = (float(_checks.number(r, "radius_range", low=1, high=image_size / 2)) for r in radius_range)
+    if low > high:
+        raise ValueError(f"radius_range must have low <= high, got {radius_range!r}")
+    return low, high
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A dim, smoothly textured background, ``[H, W, 3]`` float32 in [0, 1]."""
     coarse = rng.uniform(0.0, 1.0, size=(4, 4, 3)).astype(np.float32)
@@ -106,8 +119,12 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, radius_range=None):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
+
+    A shape's radius ``r`` is uniform in ``[size / 10, size / 4.5]``, or, with ``radius_range``
+    ``(low, high)`` (pixels), log-uniform in it: as many shapes per octave of size, so tiny and
+    large objects are equally common. (One draw either way: the default scenes are unchanged.)
 
     Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask, the label (1..C)
     and the pose ``(cx, cy, r, angle)`` of every painted shape. A dropped shape is not painted
@@ -117,7 +134,10 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int)
     shapes = []  # (full mask, label, colour, shade), in painting order
     for _ in range(n):
         label = int(rng.integers(len(classes)))
-        r = float(rng.uniform(size / 10, size / 4.5))
+        if radius_range is None:
+            r = float(rng.uniform(size / 10, size / 4.5))
+        else:
+            r = float(np.exp(rng.uniform(np.log(radius_range[0]), np.log(radius_range[1]))))
         cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
         angle = float(rng.uniform(0, 2 * np.pi))
         mask = _shape_mask(classes[label], cx, cy, r, angle, size)
@@ -215,6 +235,12 @@ class ShapesDataset(Dataset):
 
     ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
     ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
+
+    A shape's "radius" ``r`` (a circle's radius; a square's half side is ``0.85 r``, a
+    triangle's corners lie ``r`` from its centre) is uniform in ``[image_size / 10,
+    image_size / 4.5]`` (6.4 to 14.2 pixels at 64 x 64). ``radius_range=(low, high)`` draws it
+    log-uniformly in ``[low, high]`` pixels instead, for scenes with very small and large objects
+    (feature pyramids, AP by object size); ``None`` (default) leaves every scene as it was.
     """
 
     def __init__(
@@ -226,11 +252,13 @@ class ShapesDataset(Dataset):
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
         keypoints: bool = False,
+        radius_range: tuple[float, float] | None = None,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
         if not isinstance(keypoints, bool):
             raise TypeError(f"keypoints must be True or False, got {keypoints!r}")
         self.keypoints = keypoints
+        self.radius_range = _check_radius_range(radius_range, image_size)
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -254,7 +282,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels, poses = _render(rng, self.image_size, self.classes, self._num_objects(rng))
+        image, masks, labels, poses = _render(rng, self.image_size, self.classes, self._num_objects(rng),
+                                              self.radius_range)
         target = self._target(masks, labels, index)
         if self.keypoints:
             target["keypoints"] = torch.from_numpy(_keypoints(masks, labels, poses, self.classes))
@@ -277,7 +306,8 @@ class ShapesDataset(Dataset):
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
             f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
-            + (", keypoints=True)" if self.keypoints else ")")
+            + (", keypoints=True" if self.keypoints else "")
+            + (f", radius_range={self.radius_range}" if self.radius_range is not None else "") + ")"
         )
 
 
@@ -358,13 +388,17 @@ def held_out_classification(n: int = 100, device=None):
     return torch.stack(images).to(device), labels.to(device), masks.to(device)
 
 
-def held_out_detection(n: int = 200, keypoints: bool = False):
+def held_out_detection(n: int = 200, **scene_options):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
     ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``, and
-    ``keypoints`` with ``keypoints=True``: the same scenes)."""
+    ``keypoints`` with ``keypoints=True``). ``scene_options`` (``keypoints``, ``max_objects``,
+    ``radius_range``, ...) go to :class:`ShapesDataset`, for the held-out scenes of detectors
+    trained on other scenes of seed 0."""
     _checks.integer(n, "n", low=1)
-    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, keypoints=keypoints)))
+    if "seed" in scene_options:
+        raise ValueError("held_out_detection's scenes have seed 1; pass no seed")
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:

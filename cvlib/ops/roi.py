@@ -8,6 +8,9 @@ Both cut the box ``rois[k]`` (in image pixels, scaled to the feature map by
 - **RoI Align** does not round: it samples ``sampling_ratio x sampling_ratio`` points in each
   bin by **bilinear interpolation** and averages them.
 
+With a feature pyramid (FPN), ``multiscale_roi_align`` pools each RoI from the level that
+suits its size (``roi_levels``), as torchvision's ``MultiScaleRoIAlign``.
+
 Same signatures and numbers as ``torchvision.ops.roi_pool`` / ``roi_align``; differentiable
 with respect to ``input``. Boxes are a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or
 a list of ``[K_i, 4]`` tensors, one per image.
@@ -15,12 +18,14 @@ a list of ``[K_i, 4]`` tensors, one per image.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from cvlib._checks import integer, number, tensor
+from cvlib._checks import integer, number, sequence, tensor
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels"]
+__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels", "multiscale_roi_align"]
 
 CHUNK = 256  # RoIs gathered at once (bounds memory)
 
@@ -296,3 +301,44 @@ def roi_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: flo
     eps = torch.tensor(1e-6, dtype=size.dtype)
     level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
     return level.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
+
+
+def multiscale_roi_align(
+    features,
+    boxes,
+    output_size,
+    spatial_scales,
+    sampling_ratio: int = -1,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> torch.Tensor:
+    """RoI Align on a feature pyramid: each RoI is pooled from one level, the one
+    :func:`roi_levels` gives its box (larger boxes read coarser maps). ``[K, C, PH, PW]``.
+
+    ``features``: the levels ``[N, C, H_i, W_i]``, fine to coarse; ``spatial_scales``: their
+    scales ``2^-k_i`` (``1 / stride``, usually one level apart: ``k``, ``k + 1``, ...); ``boxes``
+    as in :func:`roi_align`. A box's level ``k = floor(k0 + log2(sqrt(wh) / s0))``
+    (``k0 = canonical_level``, ``s0 = canonical_scale``), clamped to ``[k_1, k_L]``, reads the map
+    ``features[k - k_1]``, the map of scale ``2^-k``. Same numbers as torchvision's
+    ``MultiScaleRoIAlign`` (which takes ``k_1`` and ``k_L`` from the first and last map, as here).
+    """
+    features = sequence(features, "features", nonempty=True)
+    spatial_scales = sequence(spatial_scales, "spatial_scales", nonempty=True)
+    if len(spatial_scales) != len(features):
+        raise ValueError(f"spatial_scales must give one scale per level of features ({len(features)}), "
+                         f"got {len(spatial_scales)}")
+    ks = [-math.log2(number(s, "spatial_scales", low=0, low_open=True)) for s in spatial_scales]
+    if any(k != round(k) for k in ks) or any(b < a for a, b in zip(ks, ks[1:])):
+        raise ValueError(f"spatial_scales must be powers of two, fine to coarse (1/4, 1/8, ...), "
+                         f"got {list(spatial_scales)}")
+    for i, level in enumerate(features):
+        shape = (len(features[0]), features[0].shape[1], "H", "W")  # batch and channels of level 0
+        tensor(level, f"features[{i}]", shape=shape, dtype="float")
+    rois = rois_from_boxes(boxes, len(features[0])).to(features[0])
+    size = _check(features[0], output_size, spatial_scales[0])
+    levels = roi_levels(rois[:, 1:], int(ks[0]), int(ks[-1]), canonical_scale, canonical_level)
+    out = features[0].new_zeros((len(rois), features[0].shape[1], *size))
+    for level, (feature, scale) in enumerate(zip(features, spatial_scales)):
+        pick = torch.nonzero(levels == level).flatten()
+        out[pick] = roi_align(feature, rois[pick], size, scale, sampling_ratio)
+    return out
