@@ -553,6 +553,59 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 03 dilated convolution (equal rates vs hybrid rates) and 08 the stuff segmenter of panoptic
+# segmentation: the segmentation recipe and budget (SEGMENTATION_STEPS) of section 03
+
+DILATIONS = {"fcn_dilated": (2, 2, 2, 2, 2, 2),  # equal rates: every tap on the even lattice
+             "fcn_dilated_hybrid": (1, 2, 3, 1, 2, 3)}  # hybrid rates: the same receptive field, no holes
+
+
+def _dilated(name: str):
+    def build() -> nn.Module:
+        from cvlib.models.fcn import DilatedFCN
+
+        return DilatedFCN(width=16, dilations=DILATIONS[name])
+
+    return build
+
+
+for _name, _description in [
+    ("fcn_dilated", "dilated FCN, six 3x3 layers of rate 2 (receptive field 25), width 16, 500 steps"),
+    ("fcn_dilated_hybrid", "dilated FCN, rates 1,2,3,1,2,3 (receptive field 25), width 16, 500 steps"),
+]:
+    register(_name, _dilated(_name), _description)(_train_segmenter)
+
+STUFF_SEGMENTER_CLASSES = 6  # 0 (unused in stuff scenes), 3 things, sky and ground
+
+
+def _segmenter_of_stuff() -> nn.Module:
+    from cvlib.models.unet import UNet
+
+    return UNet(num_classes=STUFF_SEGMENTER_CLASSES, width=16)
+
+
+@register("unet_stuff", _segmenter_of_stuff,
+          "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps")
+def _train_unet_stuff(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """The segmentation recipe on ``ShapesDataset(4000, seed=0, stuff=True)``; mIoU on the first
+    200 held-out stuff scenes (over the classes true or predicted there)."""
+    from torch.utils.data import DataLoader
+
+    from cvlib.data import ShapesDataset, collate_segmentation
+    from cvlib.metrics import confusion_matrix, mean_iou
+    from cvlib.train import fit, predict
+
+    scenes = ShapesDataset(4000, seed=0, stuff=True)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
+        lr=3e-3, device=device)
+    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1, stuff=True)))
+    pred = predict(model, images, batch_size=50, device=device).argmax(1)
+    confusion = confusion_matrix(pred, semantic, num_classes=STUFF_SEGMENTER_CLASSES)
+    return {"miou": mean_iou(confusion)}
+
+
+# ---------------------------------------------------------------------------------------------
 # Your own data: `python -m cvlib.train NAME --data coco:ANNOTATIONS.json:IMAGE_DIR` builds the
 # course's architecture of NAME with the class count of the data (and optionally a torchvision
 # backbone); cvlib.train.main trains it with fit's checkpoints, resume, AMP and torchrun.

@@ -28,6 +28,7 @@ from cvlib import _checks
 
 __all__ = [
     "CLASSES",
+    "STUFF_CLASSES",
     "ShapesDataset",
     "SingleObjectDataset",
     "ShapesClassification",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 CLASSES = ("circle", "square", "triangle")
+STUFF_CLASSES = ("sky", "ground")  # the background regions of a stuff scene (``stuff=True``)
 HELD_OUT_SEED = 1  # every model trains on seed-0 scenes and is measured on seed-1 scenes
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
@@ -77,6 +79,23 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return base + 0.25 * (smooth - 0.5)
 
 
+def _stuff_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sky above a wavy horizon, ground below it: the ``[H, W, 3]`` float32 image in [0, 1] and
+    the ``[H, W]`` stuff index (0 = sky, 1 = ground). Both stay as dim as the plain background:
+    sky a smooth blue gradient, ground brown or green with horizontal furrows and grain."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    horizon = size * rng.uniform(0.35, 0.65) + size * 0.06 * np.sin(
+        2 * np.pi * (xs / size * rng.uniform(0.5, 1.5) + rng.uniform(0, 1)))
+    ground = ys >= horizon
+    sky = np.array([0.12, 0.2, 0.38], dtype=np.float32) + rng.uniform(-0.05, 0.05, size=3).astype(np.float32)
+    sky = sky * (0.7 + 0.5 * ys[..., None] / size)  # lighter towards the horizon
+    soil = np.array([[0.3, 0.22, 0.12], [0.14, 0.28, 0.1]], dtype=np.float32)[rng.integers(2)]
+    furrows = 1 + 0.35 * np.sin(2 * np.pi * ys / rng.uniform(3, 5))[..., None]
+    grain = 1 + 0.2 * rng.standard_normal((size, size, 1)).astype(np.float32)
+    image = np.where(ground[..., None], soil * furrows * grain, sky).astype(np.float32)
+    return image, ground.astype(np.int64)
+
+
 def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
     """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -102,12 +121,14 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int):
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, stuff: bool = False):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
 
     Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask and the label (1..C)
     of every painted shape. A dropped shape is not painted at all, so every visible pixel
-    that is not background belongs to a labelled object.
+    that is not background belongs to a labelled object. With ``stuff``, the background is
+    sky and ground (:func:`_stuff_background`, drawn after everything else, so the shapes are
+    those of the plain scene), and a fourth value is the ``[H, W]`` stuff index.
     """
     image = _background(rng, size)
     shapes = []  # (full mask, label, colour, shade), in painting order
@@ -121,6 +142,8 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int)
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
         shapes.append((mask, label + 1, colour, shade))
     noise = 0.04 * rng.standard_normal(image.shape).astype(np.float32)
+    if stuff:
+        image, stuff_index = _stuff_background(rng, size)
     visible = _visible([mask for mask, *_ in shapes])
     shapes = [  # removing a shape only uncovers the others, so one pass suffices
         shape for shape, v in zip(shapes, visible)
@@ -129,7 +152,8 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int)
     for mask, _, colour, shade in shapes:
         image = np.where(mask[..., None], colour * shade, image)
     image = np.clip(image + noise, 0.0, 1.0).astype(np.float32)
-    return image, _visible([mask for mask, *_ in shapes]), [label for _, label, *_ in shapes]
+    result = image, _visible([mask for mask, *_ in shapes]), [label for _, label, *_ in shapes]
+    return (*result, stuff_index) if stuff else result
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -153,6 +177,11 @@ class ShapesDataset(Dataset):
 
     ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
     ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
+
+    ``stuff=True`` (panoptic segmentation): the background is two *stuff* regions, sky above a
+    wavy horizon and ground below, each with its own texture; ``target["semantic"]`` then labels
+    them ``C + 1`` (sky) and ``C + 2`` (ground) (``STUFF_CLASSES``), so 0 does not occur. The
+    objects are those of the plain scene with the same seed and index.
     """
 
     def __init__(
@@ -163,8 +192,12 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
+        stuff: bool = False,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
+        if not isinstance(stuff, bool):
+            raise TypeError(f"stuff must be True or False, got {_checks.describe(stuff)}")
+        self.stuff = stuff
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -188,8 +221,12 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels = _render(rng, self.image_size, self.classes, self._num_objects(rng))
+        image, masks, labels, *stuff_index = _render(rng, self.image_size, self.classes,
+                                                      self._num_objects(rng), self.stuff)
         target = self._target(masks, labels, index)
+        if self.stuff:  # background pixels: sky C + 1 or ground C + 2
+            background = target["semantic"] == 0
+            target["semantic"][background] = torch.from_numpy(stuff_index[0])[background] + self.num_classes + 1
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
     def _target(self, masks, labels, index) -> dict:
@@ -208,7 +245,8 @@ class ShapesDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
-            f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes})"
+            f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
+            + (", stuff=True)" if self.stuff else ")")
         )
 
 
