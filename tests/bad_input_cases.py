@@ -1777,7 +1777,7 @@ def _pending_cases(add) -> None:
     _pretrained_cases(add)
     _scale_out_cases(add)
     _exercise_cases(add)
-    _panoptic_cases(add)
+    _stuff_and_dilation_cases(add)
 
 
 def _tmp():
@@ -2143,9 +2143,25 @@ def _exercise_cases(add) -> None:
     )
 
 
-def _panoptic_cases(add) -> None:
+def _stuff_and_dilation_cases(add) -> None:
     from cvlib.data import shapes
     from cvlib.models import fcn, panoptic
+
+    add(
+        "cvlib.models.fcn.dilated_receptive_field",
+        fcn.dilated_receptive_field,
+        lambda: {"dilations": [1, 2], "kernel_size": 3},
+        dilations=(("number", 3), ("a zero rate", [1, 0]), ("a float rate", [1.5])),
+        kernel_size=("posint",),
+    )
+    for name in ("input_gradient", "receptive_field_coverage"):
+        add(
+            f"cvlib.models.fcn.{name}",
+            getattr(fcn, name),
+            lambda: {"model": fcn.DilatedFCN(3, 2, (1, 2)), "size": 17},
+            model=("module",),
+            size=("posint",),
+        )
 
     add(
         "cvlib.data.shapes.ShapesDataset[stuff]",
