@@ -66,6 +66,7 @@ from torch.utils.data import DataLoader
 from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.losses import sigmoid_focal_loss
+from cvlib.models.detection import DetectionSettings
 from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
 from cvlib.train import detect, fit, seconds_per_image
 
@@ -283,8 +284,9 @@ _ = widgets.explore(fig_cell, show_cell, row=widgets.int_slider("row", 0, S - 1,
 # four test scenes, and the COCO mAP on all 200 held-out scenes.
 
 # %%
-candidates_model = YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16, score_thresh=0.0,
-                        nms_thresh=1.0, detections_per_img=S * S * B * C).to(device).eval()
+everything = DetectionSettings(score_thresh=0.0, nms_thresh=1.0, detections_per_img=S * S * B * C)
+candidates_model = YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16, settings=everything)
+candidates_model = candidates_model.to(device).eval()
 candidates_model.load_state_dict(yolo.state_dict())
 
 
@@ -302,11 +304,11 @@ def select(score_threshold, nms_threshold, num_scenes=200):
     return [{k: v[keep[scene_of[keep] == i]][:100] for k, v in flat.items()} for i in range(num_scenes)]
 
 
-yolo_detections = select(yolo.score_thresh, yolo.nms_thresh)
+yolo_detections = select(yolo.settings.score_thresh, yolo.settings.nms_thresh)
 for ours, shipped in zip(yolo_detections[:20], detect(yolo, test_images[:20])):  # the same as the model's own
     torch.testing.assert_close(ours["boxes"], shipped["boxes"])
 yolo_coco = metrics.evaluate_detections(yolo_detections, test_targets)
-print(f"YOLO on 200 test scenes (score > {yolo.score_thresh}, NMS {yolo.nms_thresh}): "
+print(f"YOLO on 200 test scenes (score > {yolo.settings.score_thresh}, NMS {yolo.settings.nms_thresh}): "
       f"mAP {yolo_coco['map']:.3f}, AP50 {yolo_coco['map_50']:.3f}, AP75 {yolo_coco['map_75']:.3f}")
 assert yolo_coco["map_50"] >= 0.9
 

@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader
 
 from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.mask_rcnn import MaskRCNN, paste_masks, project_masks
+from cvlib.models.mask_rcnn import build_mask_rcnn, paste_masks, project_masks
 from cvlib.train import detect, fit
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
@@ -186,7 +186,7 @@ print(f"mask head parameters: {sum(p.numel() for p in head.mask_head.parameters(
 features = mask_rcnn.backbone(image[None].to(device))
 with torch.no_grad():
     class_maps = head.mask_logits(features, [boxes.to(device)]).sigmoid().cpu()  # [N, C + 1, 28, 28]
-print(f"pooled RoI features {tuple(head.pool(features, [boxes.to(device)], 'align', 14).shape)} -> "
+print(f"pooled RoI features {tuple(head.mask_roi_pool(features, [boxes.to(device)]).shape)} -> "
       f"mask logits {tuple(class_maps.shape)}")
 
 fig_cls, axes_cls = plt.subplots(1, 4, figsize=(8, 2.2))
@@ -243,7 +243,7 @@ if TRAIN_FROM_SCRATCH:
     recipes.run("mask_rcnn", device)
     mask_rcnn = weights.load_model("mask_rcnn", device=device)
 
-short = MaskRCNN(num_classes=3, width=8)
+short = build_mask_rcnn(num_classes=3, width=8)
 short.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False)  # box branch trained
 short_loader = DataLoader(ShapesDataset(400, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
 history = fit(short, short_loader, max_steps=25, lr=1e-3, device=device, progress=False)

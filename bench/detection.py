@@ -23,7 +23,7 @@ import torchvision
 
 from cvlib.data import ShapesDataset
 from cvlib.metrics import evaluate_detections
-from cvlib.models.rcnn import FasterRCNN
+from cvlib.models.rcnn import build_faster_rcnn
 from cvlib.models.rcnn_torchvision import torchvision_twin
 from cvlib.train import detect
 
@@ -34,7 +34,7 @@ BATCH, LR, ROUND_SECONDS = 8, 1e-3, 4.0
 
 
 def build_cvlib(num_classes: int) -> torch.nn.Module:
-    return FasterRCNN(num_classes, WIDTH, "align", SCALES, RATIOS, OUTPUT_SIZE, HIDDEN)
+    return build_faster_rcnn(num_classes, WIDTH, "align", SCALES, RATIOS, OUTPUT_SIZE, HIDDEN)
 
 
 def build_torchvision(num_classes: int) -> torch.nn.Module:

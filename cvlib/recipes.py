@@ -272,9 +272,10 @@ RCNN_FAMILY_STEPS = {"rcnn": 600, "fast_rcnn": 1000, "faster_rcnn": 1500}  # bat
 
 def _rcnn_family(name: str):
     def build() -> nn.Module:
-        from cvlib.models.rcnn import RCNN, FasterRCNN, FastRCNN
+        from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
 
-        return {"rcnn": RCNN, "fast_rcnn": FastRCNN, "faster_rcnn": FasterRCNN}[name](num_classes=3, width=8)
+        builders = {"rcnn": RCNN, "fast_rcnn": build_fast_rcnn, "faster_rcnn": build_faster_rcnn}
+        return builders[name](num_classes=3, width=8)
 
     return build
 
@@ -366,9 +367,9 @@ MASK_RCNN_STEPS = 600  # batches of 8 scenes, after the faster_rcnn recipe's 150
 
 def _mask_rcnn(mask_pooler: str, mask_loss: str = "sigmoid"):
     def build() -> nn.Module:
-        from cvlib.models.mask_rcnn import MaskRCNN
+        from cvlib.models.mask_rcnn import build_mask_rcnn
 
-        return MaskRCNN(num_classes=3, width=8, mask_pooler=mask_pooler, mask_loss=mask_loss)
+        return build_mask_rcnn(num_classes=3, width=8, mask_pooler=mask_pooler, mask_loss=mask_loss)
 
     return build
 
@@ -624,15 +625,15 @@ class DataRecipe:
 
 
 def _faster_rcnn(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.rcnn import FasterRCNN
+    from cvlib.models.rcnn import build_faster_rcnn
 
-    return FasterRCNN(num_classes, width=8, backbone=backbone)
+    return build_faster_rcnn(num_classes, width=8, backbone=backbone)
 
 
 def _mask_rcnn_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.mask_rcnn import MaskRCNN
+    from cvlib.models.mask_rcnn import build_mask_rcnn
 
-    return MaskRCNN(num_classes, width=8, backbone=backbone)
+    return build_mask_rcnn(num_classes, width=8, backbone=backbone)
 
 
 def _yolo_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:

@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader
 
 from cvlib import metrics, ops, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.rcnn import FasterRCNN, segment_proposals, window_proposals
+from cvlib.models.rcnn import build_faster_rcnn, segment_proposals, window_proposals
 from cvlib.models.rcnn_torchvision import torchvision_twin
 from cvlib.train import detect, fit, seconds_per_call, seconds_per_image
 
@@ -381,7 +381,7 @@ if TRAIN_FROM_SCRATCH:
     faster = weights.load_model("faster_rcnn", device=device)
 
 short_loader = DataLoader(ShapesDataset(400, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
-history = fit(FasterRCNN(num_classes=3, width=8), short_loader, max_steps=40, lr=1e-3, device=device,
+history = fit(build_faster_rcnn(num_classes=3, width=8), short_loader, max_steps=40, lr=1e-3, device=device,
               progress=False)
 four = ["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"]
 fig_loss, axes_loss = plt.subplots(1, 4, figsize=(10, 2.2))
@@ -689,7 +689,7 @@ _ = widgets.explore(fig_det, show_detections, photo=widgets.dropdown("photo", li
 #
 # ## Exercises
 #
-# 1. Train `fast_rcnn` with `pooler="pool"` (`FastRCNN(pooler="pool")`) for the same steps and
+# 1. Train `fast_rcnn` with `pooler="pool"` (`build_fast_rcnn(pooler="pool")`) for the same steps and
 #    compare its mAP and AP75 with RoI Align. Where should quantisation hurt most?
 # 2. Give `window_proposals` a stride of 8. How many proposals are left, what happens to recall
 #    at IoU 0.7, and to R-CNN's time per image?

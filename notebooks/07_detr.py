@@ -336,7 +336,7 @@ def duplicate_table(detections):
 
 
 yolo_without_nms = weights.load_model("yolo", device=device)
-yolo_without_nms.nms_thresh = 1.0  # suppress nothing
+yolo_without_nms.settings.nms_thresh = 1.0  # suppress nothing
 table = {"DETR": duplicate_table(detections), "YOLO, no NMS": duplicate_table(detect(yolo_without_nms, test_images))}
 overlapping_objects = sum(int((ops.box_iou(t["boxes"], t["boxes"]).fill_diagonal_(0) > 0).any(1).sum())
                           for t in test_targets)

@@ -81,6 +81,7 @@ NUMBER_KINDS = {
     "int": [("float", 1.5), ("string", "2"), ("bool", True)],
     "choice": [("unknown", "nope"), ("number", 3)],
     "module": [("string", "net"), ("None", None), ("number", 3)],
+    "settings": [("string", "fast"), ("number", 3), ("dict", {"score_thresh": 0.5})],
     "sequence": [("string", "text"), ("number", 3), ("None", None)],
     "layer": [("unknown name", "nope"), ("foreign module", nn.Linear(1, 1))],
     "seed": [("negative", -1), ("string", "0"), ("float", 1.5)],
@@ -139,9 +140,9 @@ def _detector(name: str, **kwargs):
     torch.manual_seed(0)
     build = {
         "rcnn": lambda: rcnn.RCNN(width=2, hidden=8, crop_size=16, **kwargs),
-        "fast": lambda: rcnn.FastRCNN(width=2, hidden=8, **kwargs),
-        "faster": lambda: rcnn.FasterRCNN(width=2, hidden=8, **kwargs),
-        "mask": lambda: mask_rcnn.MaskRCNN(width=2, hidden=8, **kwargs),
+        "fast": lambda: rcnn.build_fast_rcnn(width=2, hidden=8, **kwargs),
+        "faster": lambda: rcnn.build_faster_rcnn(width=2, hidden=8, **kwargs),
+        "mask": lambda: mask_rcnn.build_mask_rcnn(width=2, hidden=8, **kwargs),
         "yolo": lambda: yolo.YOLO(width=2, grid_size=4, **kwargs),
         "detr": lambda: detr.DETR(
             width=2,
@@ -798,9 +799,9 @@ def _cases() -> dict[str, Case]:
         )
     for path, cls in (
         ("rcnn.RCNN", rcnn.RCNN),
-        ("rcnn.FastRCNN", rcnn.FastRCNN),
-        ("rcnn.FasterRCNN", rcnn.FasterRCNN),
-        ("mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN),
+        ("rcnn.build_fast_rcnn", rcnn.build_fast_rcnn),
+        ("rcnn.build_faster_rcnn", rcnn.build_faster_rcnn),
+        ("mask_rcnn.build_mask_rcnn", mask_rcnn.build_mask_rcnn),
         ("yolo.YOLO", yolo.YOLO),
         ("detr.DETR", detr.DETR),
     ):
@@ -811,6 +812,46 @@ def _cases() -> dict[str, Case]:
             num_classes=("posint",),
             width=("posint",),
         )
+    def _faster_parts():
+        torch.manual_seed(0)
+        model = rcnn.build_faster_rcnn(width=2, hidden=8)
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.rcnn.FasterRCNN", rcnn.FasterRCNN, _faster_parts,
+        backbone=("module",), rpn=("module",), roi_heads=("module", ("a plain module", nn.Linear(1, 1))))
+    add(
+        "cvlib.models.rcnn.FastRCNN",
+        rcnn.FastRCNN,
+        lambda: {k: v for k, v in _faster_parts().items() if k != "rpn"},
+        backbone=("module",),
+        roi_heads=("module", ("a plain module", nn.Linear(1, 1))),
+    )
+
+    def _mask_parts():
+        torch.manual_seed(0)
+        model = mask_rcnn.build_mask_rcnn(width=2, hidden=8)
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.mask_rcnn.MaskRCNN", mask_rcnn.MaskRCNN, _mask_parts,
+        backbone=("module",), rpn=("module",),
+        roi_heads=("module", ("box heads only", _faster_parts()["roi_heads"])))
+    add(
+        "cvlib.models.rcnn.RoIPooler",
+        rcnn.RoIPooler,
+        lambda: {"method": "align", "output_size": 7, "spatial_scale": 0.125, "sampling_ratio": 2},
+        method=("choice",),
+        output_size=("posint",),
+        spatial_scale=("positive",),
+        sampling_ratio=("posint",),
+    )
+    add(
+        "cvlib.models.detection.DetectionSettings",
+        detection.DetectionSettings,
+        lambda: {"score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100},
+        score_thresh=("unit",),
+        nms_thresh=("unit",),
+        detections_per_img=("posint",),
+    )
     add(
         "cvlib.models.rcnn.window_proposals",
         rcnn.window_proposals,
@@ -839,17 +880,13 @@ def _cases() -> dict[str, Case]:
             "boxes": boxes(),
             "scores": torch.rand(3, generator=_g()),
             "labels": torch.tensor([1, 2, 1]),
-            "score_thresh": 0.05,
-            "nms_thresh": 0.5,
-            "detections_per_img": 10,
+            "settings": detection.DetectionSettings(0.05, 0.5, 10),
             "min_size": 1e-2,
         },
         boxes=("list", "extra_dim", "int", "nan", "inf"),
         scores=("list", "extra_dim", "int"),
         labels=("list", "float", "extra_dim"),
-        score_thresh=("unit",),
-        nms_thresh=("unit",),
-        detections_per_img=("posint",),
+        settings=("settings",),
         min_size=("nonneg",),
     )
     add(
@@ -891,22 +928,18 @@ def _cases() -> dict[str, Case]:
             "box_deltas": torch.rand(3, 16),
             "rois": boxes(),
             "image_size": (32, 32),
-            "score_thresh": 0.05,
-            "nms_thresh": 0.5,
-            "detections_per_img": 10,
+            "settings": detection.DetectionSettings(0.05, 0.5, 10),
         },
         class_logits=("list", "nan", "int"),
         box_deltas=("list", "nan", "extra_dim"),
         rois=BOXES,
         image_size=("pair",),
-        score_thresh=("unit",),
-        nms_thresh=("unit",),
-        detections_per_img=("posint",),
+        settings=("settings",),
     )
     add(
         "cvlib.models.rcnn_torchvision.torchvision_twin",
         rcnn_torchvision.torchvision_twin,
-        lambda: {"model": rcnn.FasterRCNN(width=2, hidden=8), "image_size": 32},
+        lambda: {"model": rcnn.build_faster_rcnn(width=2, hidden=8), "image_size": 32},
         model=("module",),
         image_size=("posint",),
     )

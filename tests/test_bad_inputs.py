@@ -88,6 +88,7 @@ NUMBER_STRATEGIES = {
     "int": st.one_of(FRACTIONAL, TEXT, st.booleans()),
     "choice": st.one_of(TEXT.map(lambda s: "zz" + s), st.integers()),
     "module": st.one_of(TEXT, st.none(), st.integers()),
+    "settings": st.one_of(TEXT, st.integers(), st.dictionaries(TEXT, st.floats(0, 1), max_size=2)),
     "sequence": st.one_of(TEXT, st.none(), st.integers()),
     "layer": st.one_of(
         TEXT.map(lambda s: "zz" + s), st.builds(nn.Linear, st.integers(1, 3), st.integers(1, 3))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cvlib.data import CocoDetection, ShapesDataset, collate_detection, export_coco
 from cvlib.metrics import evaluate_detections
-from cvlib.models.rcnn import FasterRCNN
+from cvlib.models.rcnn import build_faster_rcnn
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_export_round_trips_targets_exactly_and_images_to_8_bits(exported):
 def test_detectors_and_metrics_work_unchanged(exported):
     _, coco = exported
     images, targets = collate_detection([coco[i] for i in range(4)])
-    losses = FasterRCNN(num_classes=coco.num_classes).train()(images, targets)
+    losses = build_faster_rcnn(num_classes=coco.num_classes).train()(images, targets)
     assert all(torch.isfinite(v) for v in losses.values())
     perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"]))}
                for t in targets]

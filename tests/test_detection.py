@@ -3,12 +3,13 @@ torchvision's (RoIHeads.postprocess_detections after decoding) on random candida
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cvlib.models.detection import select_detections
+from cvlib.models.detection import DetectionSettings, select_detections
 
 
 def torchvision_selection(boxes, scores, labels, score_thresh, nms_thresh, detections_per_img, min_size):
@@ -44,8 +45,8 @@ def candidates(draw):
 )
 def test_select_detections_like_torchvision(candidates, score_thresh, nms_thresh, top, min_size):
     boxes, scores, labels = candidates
-    ours = select_detections(boxes, scores, labels, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                             detections_per_img=top, min_size=min_size)
+    settings = DetectionSettings(score_thresh, nms_thresh, top)
+    ours = select_detections(boxes, scores, labels, settings, min_size)
     expected = torchvision_selection(boxes, scores, labels, score_thresh, nms_thresh, top, min_size)
     assert ours.keys() == expected.keys()
     for key in ours:
@@ -55,3 +56,14 @@ def test_select_detections_like_torchvision(candidates, score_thresh, nms_thresh
 def test_select_detections_of_nothing():
     empty = select_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
     assert empty["boxes"].shape == (0, 4) and empty["scores"].shape == (0,) and empty["labels"].shape == (0,)
+
+
+def test_settings_are_checked_when_used():
+    """A setting changed on a trained model (``model.settings.nms_thresh = ...``) is checked at
+    the next detection, not silently used."""
+    settings = DetectionSettings()
+    settings.nms_thresh = 1.5
+    with pytest.raises(ValueError, match="nms_thresh"):
+        select_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), settings)
+    with pytest.raises(ValueError, match="detections_per_img"):
+        DetectionSettings(detections_per_img=0)

@@ -18,12 +18,12 @@ from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_
 
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.metrics import evaluate_detections
-from cvlib.models.mask_rcnn import MaskRCNN, mask_loss, paste_masks, project_masks, softmax_mask_loss
+from cvlib.models.mask_rcnn import build_mask_rcnn, mask_loss, paste_masks, project_masks, softmax_mask_loss
 
 
 def tiny(**kwargs):
     """A test-size Mask R-CNN for 32 x 32 images."""
-    return MaskRCNN(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
+    return build_mask_rcnn(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
 
 
 def scenes(n=4, size=32, seed=0):
@@ -120,7 +120,7 @@ def test_empty_images_train():
 def test_eval_contract(loss):
     torch.manual_seed(0)
     model = tiny(mask_loss=loss)
-    model.roi_heads.score_thresh = 0.0  # an untrained model: keep its detections
+    model.settings.score_thresh = 0.0  # an untrained model: keep its detections
     pairs = check_eval_contract(model, keys=("boxes", "labels", "scores", "masks"))
     assert sum(len(out["boxes"]) for _, out in pairs) > 0
     images = [image for image, _ in pairs]
@@ -129,7 +129,7 @@ def test_eval_contract(loss):
         assert out["masks"].shape == (n, 1, *image.shape[1:]) and out["masks"].dtype == torch.float32
         if n:
             assert out["masks"].min() >= 0 and out["masks"].max() <= 1
-    model.roi_heads.score_thresh = 1.0  # no detections at all
+    model.settings.score_thresh = 1.0  # no detections at all
     with torch.no_grad():
         out = model(images[:1])[0]
     assert out["masks"].shape == (0, 1, 32, 32)

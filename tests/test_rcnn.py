@@ -19,9 +19,9 @@ from model_checks import (
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import (
     RCNN,
-    FasterRCNN,
-    FastRCNN,
     RoIHeads,
+    build_fast_rcnn,
+    build_faster_rcnn,
     segment_boxes,
     segment_proposals,
     touching_segments,
@@ -39,8 +39,8 @@ def tiny(kind: str, **kwargs):
     if kind == "rcnn":
         return RCNN(width=4, crop_size=16, hidden=32, proposals=SMALL, **kwargs)
     if kind == "fast":
-        return FastRCNN(width=4, proposals=SMALL, output_size=4, hidden=32, **kwargs)
-    return FasterRCNN(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
+        return build_fast_rcnn(width=4, proposals=SMALL, output_size=4, hidden=32, **kwargs)
+    return build_faster_rcnn(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
 
 
 def scenes(n=4, size=32, seed=0):
@@ -215,6 +215,6 @@ def test_torchvision_twin_of_a_fresh_model_trains():
 
 def test_bad_settings():
     with pytest.raises(ValueError, match="pooler"):
-        FastRCNN(pooler="max")
+        build_fast_rcnn(pooler="max")
     with pytest.raises(ValueError, match="crop_size"):
         RCNN(crop_size=30)

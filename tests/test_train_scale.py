@@ -24,7 +24,7 @@ from cvlib.data import (
     collate_detection,
     export_coco,
 )
-from cvlib.models.rcnn import FasterRCNN
+from cvlib.models.rcnn import build_faster_rcnn
 from cvlib.train import CHECKPOINT, fit, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def _detector_run(out, dataset, **kwargs):
     """A tiny Faster R-CNN (random RPN and head sampling) on shuffled scenes with a warm-up
     schedule: every random state and the data order matter for the losses."""
     torch.manual_seed(0)
-    model = FasterRCNN(num_classes=3, width=4)
+    model = build_faster_rcnn(num_classes=3, width=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 4))
     loader = DataLoader(dataset, batch_size=2, shuffle=True, collate_fn=collate_detection)
@@ -263,7 +263,7 @@ def test_torchrun_two_processes_train_from_the_cli(tmp_path):
 def test_transfer_copies_what_matches():
     from cvlib import weights
 
-    source, target = FasterRCNN(num_classes=3, width=4), FasterRCNN(num_classes=2, width=4)
+    source, target = build_faster_rcnn(num_classes=3, width=4), build_faster_rcnn(num_classes=2, width=4)
     left = weights.transfer(target, source.state_dict())
     assert sorted(left) == ["roi_heads.box_head.bbox_pred.bias", "roi_heads.box_head.bbox_pred.weight",
                             "roi_heads.box_head.cls_score.bias", "roi_heads.box_head.cls_score.weight"]

@@ -17,7 +17,7 @@ from model_checks import (
 from torch import nn
 
 from cvlib.data import ShapesDataset, collate_detection
-from cvlib.models.detection import Backbone
+from cvlib.models.detection import Backbone, DetectionSettings
 from cvlib.models.yolo import YOLO, encode_targets, grid_boxes
 from cvlib.ops import box_iou
 
@@ -166,7 +166,8 @@ def test_empty_images_train():
 
 @pytest.mark.parametrize("focal", [False, True])
 def test_eval_contract(focal):
-    pairs = check_eval_contract(tiny(focal=focal, score_thresh=0.0))  # threshold 0: many detections
+    # threshold 0: many detections
+    pairs = check_eval_contract(tiny(focal=focal, settings=DetectionSettings(0.0)))
     assert all(len(out["scores"]) > 0 for _, out in pairs)
 
 
@@ -178,7 +179,7 @@ def test_untrained_model_detects_nothing_at_the_default_threshold():
 
 
 def test_nms_removes_duplicates():
-    model = tiny(score_thresh=0.0, nms_thresh=0.5).eval()
+    model = tiny(settings=DetectionSettings(score_thresh=0.0, nms_thresh=0.5)).eval()
     with torch.no_grad():
         out = model([torch.rand(3, 32, 32)])[0]
     for label in out["labels"].unique():

@@ -4,14 +4,22 @@ image batching, the small backbone, and the last step of inference.
 - ``check_detection_inputs``: torchvision's detection contract, checked once for every model.
 - ``batch_images``: images of different sizes -> one zero-padded batch.
 - ``Backbone``: the course's small VGG-style CNN, stride 8.
+- ``DetectionSettings``: what a detector keeps at test time (score threshold, NMS threshold,
+  detections per image), one object for every detector.
 - ``select_detections``: from every scored candidate box to the detections of one image: drop
   degenerate boxes and low scores, per-class NMS, keep the best (torchvision's
   ``RoIHeads.postprocess_detections`` after its decoding).
+
+Detectors are configured one way (as torchvision and DETR do): a model takes its **modules**
+(backbone, RPN, heads) and one ``DetectionSettings``; a small builder function per model
+(``build_faster_rcnn(...)``, ``build_mask_rcnn(...)``) makes the course's default modules. DETR keeps only
+a score threshold: it has no NMS to set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,7 +29,7 @@ from cvlib.models.blocks import vgg_features
 from cvlib.ops import batched_nms, remove_small_boxes
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["check_detection_inputs", "batch_images", "Backbone", "select_detections"]
+__all__ = ["check_detection_inputs", "batch_images", "Backbone", "DetectionSettings", "select_detections"]
 
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's box losses: quadratic below 1/9, linear above
 
@@ -108,39 +116,60 @@ class Backbone(nn.Module):
         return self.body(images)
 
 
-def check_head_settings(score_thresh, nms_thresh, detections_per_img) -> None:
-    """The thresholds of a detector's eval mode."""
-    number(score_thresh, "score_thresh", low=0, high=1)
-    number(nms_thresh, "nms_thresh", low=0, high=1)
-    integer(detections_per_img, "detections_per_img", low=1)
+@dataclass
+class DetectionSettings:
+    """What a detector keeps in eval mode (torchvision's defaults): candidates scoring above
+    ``score_thresh``, NMS within each class at ``nms_thresh``, the ``detections_per_img`` best.
+    Change them on a trained model as ``model.settings.score_thresh = 0.0``."""
+
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the setting unless both thresholds lie in ``[0, 1]`` and
+        ``detections_per_img >= 1``."""
+        number(self.score_thresh, "score_thresh", low=0, high=1)
+        number(self.nms_thresh, "nms_thresh", low=0, high=1)
+        integer(self.detections_per_img, "detections_per_img", low=1)
+
+
+def settings_or_default(settings) -> DetectionSettings:
+    """``settings`` (a :class:`DetectionSettings`) or the defaults when ``None``."""
+    if settings is None:
+        return DetectionSettings()
+    if not isinstance(settings, DetectionSettings):
+        raise TypeError(f"settings must be a DetectionSettings, got {describe(settings)}")
+    return settings
 
 
 def select_detections(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     labels: torch.Tensor,
-    *,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
+    settings: DetectionSettings | None = None,
     min_size: float = 1e-2,
 ) -> dict[str, torch.Tensor]:
     """The detections of one image from its ``N`` candidates: xyxy ``boxes`` ``[N, 4]`` (clipped
     to the image), ``scores`` ``[N]`` and class ``labels`` ``[N]`` (one candidate per box and
-    class). Four steps, torchvision's:
+    class). Four steps, torchvision's, with ``settings`` (default :class:`DetectionSettings`):
 
     1. drop degenerate boxes (narrower or lower than ``min_size``, :func:`remove_small_boxes`),
-    2. drop scores <= ``score_thresh``,
-    3. NMS at ``nms_thresh`` within each class (``batched_nms``),
-    4. keep the ``detections_per_img`` best.
+    2. drop scores <= ``settings.score_thresh``,
+    3. NMS at ``settings.nms_thresh`` within each class (``batched_nms``),
+    4. keep the ``settings.detections_per_img`` best.
 
     Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``, best first."""
     _check_boxes(boxes, ordered=False)
     tensor(scores, "scores", shape=(len(boxes),), dtype="float")
     tensor(labels, "labels", shape=(len(boxes),), dtype="int")
-    check_head_settings(score_thresh, nms_thresh, detections_per_img)
+    settings = settings_or_default(settings)
+    settings.check()  # its fields may have been changed since it was made
     keep = remove_small_boxes(boxes, min_size)
-    keep = keep[scores[keep] > score_thresh]
-    survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], nms_thresh)
-    keep = keep[survivors][:detections_per_img]
+    keep = keep[scores[keep] > settings.score_thresh]
+    survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], settings.nms_thresh)
+    keep = keep[survivors][: settings.detections_per_img]
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

@@ -12,7 +12,8 @@ Read top to bottom:
 4. **Pasting** (``paste_masks``): at test time the ``M x M`` probabilities of the predicted
    class are resampled into the detection's box in the full image.
 5. ``MaskRoIHeads`` adds 1-4 to Faster R-CNN's second stage through its ``extra_losses`` /
-   ``extra_outputs`` hooks, and ``MaskRCNN`` is ``FasterRCNN`` with those heads.
+   ``extra_outputs`` hooks, and ``MaskRCNN`` is ``FasterRCNN`` with those heads; ``build_mask_rcnn``
+   builds the course's.
 
 The mask branch pools its features with RoI Align or RoI Pool (``mask_pooler``), the
 switch of the lecture's experiment: RoI Pool rounds every RoI to the feature grid (here
@@ -29,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import choice, counts, describe, pair, sequence, tensor
-from cvlib.models.rcnn import FasterRCNN, RoIHeads
+from cvlib._checks import choice, counts, describe, module, pair, sequence, tensor
+from cvlib.models.rcnn import FasterRCNN, RoIHeads, RoIPooler, build_faster_rcnn
 from cvlib.ops import roi_align
 from cvlib.ops.boxes import _check_boxes
 
 __all__ = [
     "project_masks", "MaskHead", "mask_loss", "softmax_mask_loss", "paste_masks", "MaskRoIHeads",
-    "check_masks", "MaskRCNN",
+    "check_masks", "MaskRCNN", "build_mask_rcnn",
 ]
 
 
@@ -143,34 +144,24 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size) -> torch.T
 
 class MaskRoIHeads(RoIHeads):
     """Faster R-CNN's second stage plus the mask branch: the positive training RoIs (and, at test
-    time, the final detections) are pooled to ``mask_pool_size x mask_pool_size`` with
-    ``mask_pooler`` (``"align"`` or ``"pool"``), then :class:`MaskHead` gives
-    ``2 * mask_pool_size`` square masks. Adds ``loss_mask`` in training and ``masks`` in eval.
-    ``mask_loss="softmax"`` trains and reads the maps with :func:`softmax_mask_loss` instead."""
+    time, the final detections) are pooled by ``mask_roi_pool`` (a
+    :class:`~cvlib.models.rcnn.RoIPooler`, 14 x 14), then ``mask_head`` (a :class:`MaskHead`)
+    gives square masks twice as large. Adds ``loss_mask`` in training and ``masks`` in eval.
+    ``mask_loss="softmax"`` trains and reads the maps with :func:`softmax_mask_loss` instead of
+    the per-class sigmoids (``"sigmoid"``, the paper's). The other arguments are
+    :class:`~cvlib.models.rcnn.RoIHeads`'."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        *args,
-        mask_pooler: str = "align",
-        mask_pool_size: int = 14,
-        mask_width: int = 32,
-        mask_layers: int = 2,
-        mask_loss: str = "sigmoid",
-        **kwargs,
-    ):
-        super().__init__(in_channels, num_classes, *args, **kwargs)
-        if mask_pooler not in ("align", "pool"):
-            raise ValueError(f"mask_pooler must be 'align' or 'pool', got {mask_pooler!r}")
-        if mask_loss not in ("sigmoid", "softmax"):
-            raise ValueError(f"mask_loss must be 'sigmoid' or 'softmax', got {mask_loss!r}")
-        self.mask_pooler, self.mask_pool_size, self.mask_loss = mask_pooler, mask_pool_size, mask_loss
-        self.mask_head = MaskHead(in_channels, num_classes, mask_width, mask_layers)
+    def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, mask_roi_pool: nn.Module,
+                 mask_head: MaskHead, mask_loss: str = "sigmoid", **kwargs):
+        super().__init__(box_roi_pool, box_head, **kwargs)
+        self.mask_roi_pool = module(mask_roi_pool, "mask_roi_pool")
+        if not isinstance(mask_head, MaskHead):
+            raise TypeError(f"mask_head must be a MaskHead, got {describe(mask_head)}")
+        self.mask_head, self.mask_loss = mask_head, choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
 
     def mask_logits(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """Per-class mask logits ``[sum K_i, C + 1, M, M]`` of one ``[K_i, 4]`` box tensor per image."""
-        return self.mask_head(self.pool(features, boxes, self.mask_pooler, self.mask_pool_size))
+        return self.mask_head(self.mask_roi_pool(features, boxes))
 
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
         positive = [torch.nonzero(lb > 0).flatten() for lb in labels]  # per image
@@ -212,22 +203,40 @@ def check_masks(images: list[torch.Tensor], targets: list[dict]) -> None:
 
 
 class MaskRCNN(FasterRCNN):
-    """Mask R-CNN: :class:`FasterRCNN` whose second stage is :class:`MaskRoIHeads`; five losses
-    (RPN objectness and box, head classifier and box, ``loss_mask``). ``mask_pooler`` switches the
-    mask branch between RoI Align and RoI Pool (the box branch keeps ``pooler``); ``mask_loss``
-    between per-class sigmoids (``"sigmoid"``, the paper's) and a softmax over classes."""
+    """Mask R-CNN: :class:`~cvlib.models.rcnn.FasterRCNN` whose second stage is a
+    :class:`MaskRoIHeads`; five losses (RPN objectness and box, head classifier and box,
+    ``loss_mask``); its training targets also hold ``masks``. :func:`build_mask_rcnn` builds the course's."""
 
-    heads = MaskRoIHeads
-
-    def __init__(self, num_classes: int = 3, width: int = 8, mask_pooler: str = "align",
-                 mask_loss: str = "sigmoid", **kwargs):
-        choice(mask_pooler, "mask_pooler", ("align", "pool"))
-        choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
-        head_args = {"mask_pooler": mask_pooler, "mask_loss": mask_loss, **kwargs.pop("head_args", {})}
-        super().__init__(num_classes, width, head_args=head_args, **kwargs)
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: MaskRoIHeads):
+        if not isinstance(roi_heads, MaskRoIHeads):
+            raise TypeError(f"roi_heads must be a MaskRoIHeads, got {describe(roi_heads)}")
+        super().__init__(backbone, rpn, roi_heads)
 
     def check_inputs(self, images, targets) -> None:
         super().check_inputs(images, targets)
         if self.training:
             check_masks(images, targets)
 
+
+def build_mask_rcnn(
+    num_classes: int = 3,
+    width: int = 8,
+    mask_pooler: str = "align",
+    mask_loss: str = "sigmoid",
+    mask_pool_size: int = 14,
+    **faster_rcnn_args,
+) -> MaskRCNN:
+    """The course's Mask R-CNN: :func:`~cvlib.models.rcnn.build_faster_rcnn` (``faster_rcnn_args`` go
+    there) plus a mask branch pooling ``mask_pool_size x mask_pool_size`` with ``mask_pooler``
+    (``"align"`` or ``"pool"``; the box branch keeps ``pooler``) and trained with ``mask_loss``
+    (``"sigmoid"`` per class, the paper's, or ``"softmax"`` over classes)."""
+    choice(mask_pooler, "mask_pooler", ("align", "pool"))
+    choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
+    counts(mask_pool_size=mask_pool_size)
+    base = build_faster_rcnn(num_classes, width, **faster_rcnn_args)
+    box = base.roi_heads
+    channels, stride = base.backbone.out_channels, base.backbone.stride
+    mask_roi_pool = RoIPooler(mask_pooler, mask_pool_size, 1 / stride, box.box_roi_pool.sampling_ratio)
+    heads = MaskRoIHeads(box.box_roi_pool, box.box_head, mask_roi_pool, MaskHead(channels, num_classes),
+                         mask_loss, settings=box.settings)
+    return MaskRCNN(base.backbone, base.rpn, heads)

@@ -9,11 +9,15 @@ Read top to bottom, this file is the lecture's story:
 2. **R-CNN** (``RCNN``): warp every proposal to a fixed size and run the CNN **once per region**;
    classify it (C classes + background) and regress box deltas ``(tx, ty, tw, th)``.
 3. **Fast R-CNN** (``FastRCNN``): run the CNN **once per image**; cut a fixed-size feature out of
-   the feature map for each proposal with **RoI Pool** or **RoI Align** (``RoIHeads``), then
-   the same per-RoI heads.
+   the feature map for each proposal with **RoI Pool** or **RoI Align** (``RoIPooler``), then
+   the same per-RoI heads (``RoIHeads``).
 4. **Faster R-CNN** (``FasterRCNN``): the proposals come from the network itself, a **Region
    Proposal Network** (``RegionProposalNetwork``, in ``cvlib/models/rpn.py``) scoring K anchors
    at every feature-map cell. Four losses: RPN objectness, RPN box, head classification, head box.
+
+5. **Building them** (``build_fast_rcnn``, ``build_faster_rcnn``): the models take their modules
+   (backbone, RPN, RoI heads) and one ``DetectionSettings``, as torchvision's and DETR's do; these
+   builders make the course's small ones, with the settings of the shipped checkpoints.
 
 All three follow torchvision's detection contract: ``model(images, targets)`` returns a dict
 of losses in training mode; ``model(images)`` returns one ``{"boxes", "labels", "scores"}``
@@ -33,15 +37,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlib._checks import all_finite, choice, counts, describe, integer, number, pair, sequence, tensor
+from cvlib._checks import (
+    all_finite,
+    choice,
+    counts,
+    describe,
+    integer,
+    module,
+    number,
+    pair,
+    sequence,
+    tensor,
+)
 from cvlib.models.blocks import vgg_features
 from cvlib.models.detection import (
     SMOOTH_L1_BETA,
     Backbone,
+    DetectionSettings,
     batch_images,
     check_detection_inputs,
-    check_head_settings,
     select_detections,
+    settings_or_default,
 )
 from cvlib.models.rpn import RegionProposalNetwork
 from cvlib.ops import (
@@ -66,9 +82,12 @@ __all__ = [
     "postprocess_detections",
     "RCNN",
     "BoxHead",
+    "RoIPooler",
     "RoIHeads",
     "FastRCNN",
     "FasterRCNN",
+    "build_fast_rcnn",
+    "build_faster_rcnn",
 ]
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh): head deltas scaled as torchvision's
@@ -242,28 +261,25 @@ def postprocess_detections(
     box_deltas: torch.Tensor,
     rois: torch.Tensor,
     image_size,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
+    settings: DetectionSettings | None = None,
 ) -> dict[str, torch.Tensor]:
     """Detections of one image from its ``K`` RoIs ``[K, 4]``: each RoI gives one box per class
     (its deltas decoded, clipped to the image) scored by the softmax; background is dropped,
-    then :func:`~cvlib.models.detection.select_detections` drops tiny boxes and scores <=
-    ``score_thresh``, runs per-class NMS and keeps the best ``detections_per_img``.
+    then :func:`~cvlib.models.detection.select_detections` keeps what ``settings`` says
+    (default :class:`~cvlib.models.detection.DetectionSettings`).
     Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``."""
     _check_boxes(rois, "rois")
     tensor(class_logits, "class_logits", shape=(len(rois), "C + 1"), dtype="float", finite=True)
     tensor(box_deltas, "box_deltas", shape=(len(rois), 4 * class_logits.shape[1]), dtype="float", finite=True)
     pair(image_size, "image_size")
-    check_head_settings(score_thresh, nms_thresh, detections_per_img)
+    settings = settings_or_default(settings)
     num_classes = class_logits.shape[1] - 1
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C]
     refs = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     deltas = box_deltas.reshape(len(rois), num_classes + 1, 4)[:, 1:].reshape(-1, 4)
     boxes = clip_boxes_to_image(decode_boxes(deltas, refs, HEAD_BOX_WEIGHTS), image_size)
     labels = torch.arange(1, num_classes + 1, device=rois.device).repeat(len(rois))
-    return select_detections(boxes, scores.reshape(-1), labels, score_thresh=score_thresh,
-                             nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+    return select_detections(boxes, scores.reshape(-1), labels, settings)
 
 
 class BoxHead(nn.Module):
@@ -273,6 +289,7 @@ class BoxHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 128):
         super().__init__()
+        self.num_classes = num_classes
         self.mlp = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_features, hidden),
@@ -312,22 +329,18 @@ class RCNN(nn.Module):
         batch_size_per_image: int = 64,
         positive_fraction: float = 0.25,
         chunk: int = 512,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
+        settings: DetectionSettings | None = None,
     ):
         super().__init__()
         counts(num_classes=num_classes, width=width, crop_size=crop_size, hidden=hidden, chunk=chunk,
                batch_size_per_image=batch_size_per_image)
         number(positive_fraction, "positive_fraction", low=0, high=1)
-        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         if crop_size % 8:
             raise ValueError(f"crop_size must be a multiple of 8, got {crop_size}")
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
         self.proposal_args = dict(proposals or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.detections_per_img = detections_per_img
+        self.settings = settings_or_default(settings)
         self.features = vgg_features(width)
         cells = (crop_size // 8) ** 2
         self.head = BoxHead(8 * width * cells, num_classes, hidden)
@@ -360,8 +373,8 @@ class RCNN(nn.Module):
         for image in images:
             proposals = window_proposals(image.shape[1:], **self.proposal_args).to(image.device)
             logits, deltas = self.score_regions(image, proposals)
-            settings = (self.score_thresh, self.nms_thresh, self.detections_per_img)
-            detections.append(postprocess_detections(logits, deltas, proposals, image.shape[1:], *settings))
+            size = image.shape[1:]
+            detections.append(postprocess_detections(logits, deltas, proposals, size, self.settings))
         return detections
 
 
@@ -369,53 +382,55 @@ class RCNN(nn.Module):
 # 3. Fast R-CNN: one backbone pass, RoI Pool / RoI Align, per-RoI heads
 
 
+class RoIPooler(nn.Module):
+    """One fixed-size feature per RoI: ``[B, C, h, w]`` features (stride ``1 / spatial_scale``)
+    and one ``[K_i, 4]`` box tensor per image -> ``[sum K_i, C, S, S]``, ``S = output_size``, by
+    **RoI Align** (``method="align"``: bilinear, ``sampling_ratio`` points per bin side) or
+    **RoI Pool** (``"pool"``: quantised max). No parameters."""
+
+    def __init__(self, method: str = "align", output_size: int = 7, spatial_scale: float = 1 / 8,
+                 sampling_ratio: int = 2):
+        super().__init__()
+        choice(method, "method", ("align", "pool"))
+        counts(output_size=output_size, sampling_ratio=sampling_ratio)
+        number(spatial_scale, "spatial_scale", low=0, low_open=True)
+        self.method, self.output_size = method, output_size
+        self.spatial_scale, self.sampling_ratio = spatial_scale, sampling_ratio
+
+    def forward(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        if self.method == "pool":
+            return roi_pool(features, boxes, self.output_size, self.spatial_scale)
+        return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio)
+
+
 class RoIHeads(nn.Module):
-    """The second stage of Fast and Faster R-CNN: pool a fixed ``output_size x output_size``
-    feature for each RoI (``pooler="align"``: RoI Align, bilinear, ``sampling_ratio`` points
-    per bin side; ``"pool"``: RoI Pool, quantised max), then :class:`BoxHead`.
+    """The second stage of Fast and Faster R-CNN: ``box_roi_pool`` (a :class:`RoIPooler`) cuts a
+    fixed-size feature out of the feature map for each RoI, ``box_head`` (a :class:`BoxHead`)
+    scores and refines it.
 
     Training samples ``batch_size_per_image`` RoIs per image (``positive_fraction``
     objects, IoU >= 0.5 with a gt box) and returns ``loss_classifier`` and ``loss_box_reg``;
-    eval returns detections. A mask head (Mask R-CNN) plugs in by overriding
-    :meth:`extra_losses` and :meth:`extra_outputs` (they get the feature map and the RoIs).
+    eval returns the detections that ``settings`` keeps. A mask head (Mask R-CNN) plugs in by
+    overriding :meth:`extra_losses` and :meth:`extra_outputs` (they get the feature map and the RoIs).
     """
 
     def __init__(
         self,
-        in_channels: int,
-        num_classes: int,
-        spatial_scale: float,
-        pooler: str = "align",
-        output_size: int = 7,
-        sampling_ratio: int = 2,
-        hidden: int = 128,
+        box_roi_pool: nn.Module,
+        box_head: BoxHead,
         batch_size_per_image: int = 512,
         positive_fraction: float = 0.25,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
+        settings: DetectionSettings | None = None,
     ):
         super().__init__()
-        counts(num_classes=num_classes, output_size=output_size, hidden=hidden,
-               batch_size_per_image=batch_size_per_image)
-        choice(pooler, "pooler", ("align", "pool"))
+        self.box_roi_pool = module(box_roi_pool, "box_roi_pool")
+        if not isinstance(box_head, BoxHead):
+            raise TypeError(f"box_head must be a BoxHead, got {describe(box_head)}")
+        counts(batch_size_per_image=batch_size_per_image)
         number(positive_fraction, "positive_fraction", low=0, high=1)
-        check_head_settings(score_thresh, nms_thresh, detections_per_img)
-        self.num_classes, self.spatial_scale, self.pooler = num_classes, spatial_scale, pooler
-        self.output_size, self.sampling_ratio = output_size, sampling_ratio
+        self.box_head, self.num_classes = box_head, box_head.num_classes
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.detections_per_img = detections_per_img
-        self.box_head = BoxHead(in_channels * output_size**2, num_classes, hidden)
-
-    def pool(self, features: torch.Tensor, boxes: list[torch.Tensor], pooler=None, output_size=None):
-        """``[B, C, h, w]`` features and one ``[K_i, 4]`` box tensor per image ->
-        ``[sum K_i, C, S, S]``, ``S = output_size`` (default: the box head's), pooled with
-        ``pooler`` (default: the box head's)."""
-        pooler, size = pooler or self.pooler, output_size or self.output_size
-        if pooler == "pool":
-            return roi_pool(features, boxes, size, self.spatial_scale)
-        return roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio)
+        self.settings = settings_or_default(settings)
 
     def forward(self, features, proposals: list[torch.Tensor], image_sizes, targets=None):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
@@ -425,17 +440,15 @@ class RoIHeads(nn.Module):
                 sample_proposals(p, t, self.batch_size_per_image, self.positive_fraction)
                 for p, t in zip(proposals, targets)
             ))
-            logits, deltas = self.box_head(self.pool(features, list(rois)))
+            logits, deltas = self.box_head(self.box_roi_pool(features, list(rois)))
             classification, box = box_losses(logits, deltas, torch.cat(labels), torch.cat(reg))
             losses = {"loss_classifier": classification, "loss_box_reg": box}
             losses.update(self.extra_losses(features, list(rois), list(labels), list(matched), targets))
             return [], losses
-        logits, deltas = self.box_head(self.pool(features, proposals))
+        logits, deltas = self.box_head(self.box_roi_pool(features, proposals))
         counts = [len(p) for p in proposals]
         detections = [
-            postprocess_detections(
-                lg, dl, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img
-            )
+            postprocess_detections(lg, dl, p, size, self.settings)
             for lg, dl, p, size in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)
         ]
         return self.extra_outputs(features, detections, image_sizes), {}
@@ -452,28 +465,17 @@ class RoIHeads(nn.Module):
 
 
 class FastRCNN(nn.Module):
-    """Fast R-CNN (Girshick 2015): the backbone runs **once per image**; every external
-    proposal (``window_proposals``) takes its feature from the shared feature map with RoI
-    Pool or RoI Align (``pooler``), then the per-RoI heads (:class:`RoIHeads`)."""
+    """Fast R-CNN (Girshick 2015): the ``backbone`` runs **once per image**; every external
+    proposal (``window_proposals`` with the arguments ``proposals``) takes its feature from the
+    shared feature map, then the per-RoI heads (``roi_heads``, a :class:`RoIHeads`).
+    :func:`build_fast_rcnn` builds the course's."""
 
-    def __init__(
-        self,
-        num_classes: int = 3,
-        width: int = 8,
-        pooler: str = "align",
-        proposals: dict | None = None,
-        output_size: int = 7,
-        hidden: int = 128,
-        batch_size_per_image: int = 128,
-        **head_args,
-    ):
+    def __init__(self, backbone: nn.Module, roi_heads: RoIHeads, proposals: dict | None = None):
         super().__init__()
-        self.num_classes = num_classes
+        self.backbone = module(backbone, "backbone")
+        self.roi_heads = _check_heads(roi_heads)
+        self.num_classes = roi_heads.num_classes
         self.proposal_args = dict(proposals or {})
-        self.backbone = Backbone(width)
-        channels, scale = self.backbone.out_channels, 1 / Backbone.stride
-        self.roi_heads = RoIHeads(channels, num_classes, scale, pooler, output_size, hidden=hidden,
-                                  batch_size_per_image=batch_size_per_image, **head_args)
 
     def forward(self, images, targets=None):
         check_detection_inputs(images, targets, self.num_classes, self.training, self)
@@ -488,35 +490,23 @@ class FastRCNN(nn.Module):
 
 
 class FasterRCNN(nn.Module):
-    """Faster R-CNN: backbone -> RPN proposals -> RoI heads, trained jointly with the four
-    losses ``loss_objectness``, ``loss_rpn_box_reg`` (RPN) and ``loss_classifier``,
-    ``loss_box_reg`` (head). ``rpn_args`` go to :class:`RegionProposalNetwork`,
-    ``head_args`` to the second stage, :attr:`heads` (Mask R-CNN swaps in its own).
-    ``backbone``: any module with ``out_channels`` and ``stride`` attributes (e.g.
-    :func:`cvlib.models.backbones.torchvision_backbone`); by default ``Backbone(width)``."""
+    """Faster R-CNN: ``backbone`` -> ``rpn`` proposals -> ``roi_heads``, trained jointly with
+    the four losses ``loss_objectness``, ``loss_rpn_box_reg`` (:class:`RegionProposalNetwork`)
+    and ``loss_classifier``, ``loss_box_reg`` (:class:`RoIHeads`). The backbone is any module
+    with ``out_channels`` and ``stride`` attributes (the course's ``Backbone``, or
+    :func:`cvlib.models.backbones.torchvision_backbone`). :func:`build_faster_rcnn` builds the course's."""
 
-    heads = RoIHeads
-
-    def __init__(
-        self,
-        num_classes: int = 3,
-        width: int = 8,
-        pooler: str = "align",
-        scales: Sequence[float] = (16.0, 32.0),
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        output_size: int = 7,
-        hidden: int = 128,
-        rpn_args: dict | None = None,
-        head_args: dict | None = None,
-        backbone: nn.Module | None = None,
-    ):
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads):
         super().__init__()
-        self.num_classes = num_classes
-        self.backbone = backbone if backbone is not None else Backbone(width)
-        channels, stride = self.backbone.out_channels, self.backbone.stride
-        self.rpn = RegionProposalNetwork(channels, stride, scales, aspect_ratios, **(rpn_args or {}))
-        self.roi_heads = self.heads(channels, num_classes, 1 / stride, pooler, output_size,
-                                    hidden=hidden, **(head_args or {}))
+        self.backbone = module(backbone, "backbone")
+        self.rpn = module(rpn, "rpn")
+        self.roi_heads = _check_heads(roi_heads)
+        self.num_classes = roi_heads.num_classes
+
+    @property
+    def settings(self) -> DetectionSettings:
+        """What the model keeps at test time (its second stage's settings)."""
+        return self.roi_heads.settings
 
     def check_inputs(self, images, targets) -> None:
         """:func:`~cvlib.models.detection.check_detection_inputs`; Mask R-CNN also checks the masks."""
@@ -529,3 +519,59 @@ class FasterRCNN(nn.Module):
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_sizes, targets)
         return {**rpn_losses, **head_losses} if self.training else detections
+
+
+def _check_heads(roi_heads) -> RoIHeads:
+    if not isinstance(roi_heads, RoIHeads):
+        raise TypeError(f"roi_heads must be a RoIHeads, got {describe(roi_heads)}")
+    return roi_heads
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The course's models: small builders with the settings of the shipped checkpoints
+
+
+def build_fast_rcnn(
+    num_classes: int = 3,
+    width: int = 8,
+    pooler: str = "align",
+    proposals: dict | None = None,
+    output_size: int = 7,
+    hidden: int = 128,
+    batch_size_per_image: int = 128,
+    settings: DetectionSettings | None = None,
+) -> FastRCNN:
+    """The course's Fast R-CNN: ``Backbone(width)`` (stride 8), ``window_proposals``, RoI Align
+    or RoI Pool (``pooler``) to ``output_size x output_size``, a ``hidden``-wide :class:`BoxHead`."""
+    choice(pooler, "pooler", ("align", "pool"))
+    counts(num_classes=num_classes, output_size=output_size, hidden=hidden)
+    backbone = Backbone(width)
+    box_roi_pool = RoIPooler(pooler, output_size, 1 / backbone.stride)
+    box_head = BoxHead(backbone.out_channels * output_size**2, num_classes, hidden)
+    heads = RoIHeads(box_roi_pool, box_head, batch_size_per_image, settings=settings)
+    return FastRCNN(backbone, heads, proposals)
+
+
+def build_faster_rcnn(
+    num_classes: int = 3,
+    width: int = 8,
+    pooler: str = "align",
+    scales: Sequence[float] = (16.0, 32.0),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    output_size: int = 7,
+    hidden: int = 128,
+    backbone: nn.Module | None = None,
+    settings: DetectionSettings | None = None,
+) -> FasterRCNN:
+    """The course's Faster R-CNN: ``backbone`` (default ``Backbone(width)``, stride 8), an RPN
+    with ``len(scales) x len(aspect_ratios)`` anchors per cell, RoI Align or RoI Pool
+    (``pooler``) to ``output_size x output_size``, a ``hidden``-wide :class:`BoxHead`, and
+    torchvision's other settings."""
+    choice(pooler, "pooler", ("align", "pool"))
+    counts(num_classes=num_classes, output_size=output_size, hidden=hidden)
+    backbone = Backbone(width) if backbone is None else module(backbone, "backbone")
+    channels, stride = backbone.out_channels, backbone.stride
+    rpn = RegionProposalNetwork(channels, stride, scales, aspect_ratios)
+    box_head = BoxHead(channels * output_size**2, num_classes, hidden)
+    heads = RoIHeads(RoIPooler(pooler, output_size, 1 / stride), box_head, settings=settings)
+    return FasterRCNN(backbone, rpn, heads)

@@ -38,11 +38,11 @@ def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool
     from torchvision.ops import MultiScaleRoIAlign
 
     integer(image_size, "image_size", low=1)
-    if not isinstance(module(model), FasterRCNN) or model.roi_heads.pooler != "align":
+    if not isinstance(module(model), FasterRCNN) or model.roi_heads.box_roi_pool.method != "align":
         raise ValueError(
             "model must be a cvlib FasterRCNN with pooler='align' (torchvision has no RoI Pool head)"
         )
-    rpn, heads = model.rpn, model.roi_heads
+    rpn, heads, pool, settings = model.rpn, model.roi_heads, model.roi_heads.box_roi_pool, model.settings
     backbone = Backbone(model.backbone.out_channels // 8)
     hidden = heads.box_head.cls_score.in_features
     twin = TorchvisionFasterRCNN(
@@ -62,12 +62,12 @@ def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool
         rpn_bg_iou_thresh=rpn.bg_iou,
         rpn_batch_size_per_image=rpn.batch_size_per_image,
         rpn_positive_fraction=rpn.positive_fraction,
-        box_roi_pool=MultiScaleRoIAlign(["0"], heads.output_size, heads.sampling_ratio),
-        box_head=TwoMLPHead(backbone.out_channels * heads.output_size**2, hidden),
+        box_roi_pool=MultiScaleRoIAlign(["0"], pool.output_size, pool.sampling_ratio),
+        box_head=TwoMLPHead(backbone.out_channels * pool.output_size**2, hidden),
         box_predictor=FastRCNNPredictor(hidden, heads.num_classes + 1),
-        box_score_thresh=heads.score_thresh,
-        box_nms_thresh=heads.nms_thresh,
-        box_detections_per_img=heads.detections_per_img,
+        box_score_thresh=settings.score_thresh,
+        box_nms_thresh=settings.nms_thresh,
+        box_detections_per_img=settings.detections_per_img,
         box_batch_size_per_image=heads.batch_size_per_image,
         box_positive_fraction=heads.positive_fraction,
     )

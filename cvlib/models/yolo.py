@@ -40,10 +40,11 @@ from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.blocks import conv_bn_relu
 from cvlib.models.detection import (
     Backbone,
+    DetectionSettings,
     batch_images,
     check_detection_inputs,
-    check_head_settings,
     select_detections,
+    settings_or_default,
 )
 from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
 from cvlib.ops.boxes import _check_boxes
@@ -131,7 +132,7 @@ class YOLO(nn.Module):
         lambda_coord, lambda_noobj: the paper's weights of the box and no-object terms (5, 0.5).
         focal: the confidence terms as RetinaNet's focal loss (``focal_alpha``, ``focal_gamma``)
             instead of binary cross-entropy with ``lambda_noobj``.
-        score_thresh, nms_thresh, detections_per_img: detections kept in eval mode.
+        settings: the detections kept in eval mode (a ``DetectionSettings``; torchvision's defaults).
     """
 
     def __init__(
@@ -146,21 +147,17 @@ class YOLO(nn.Module):
         focal: bool = False,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
+        settings: DetectionSettings | None = None,
     ):
         super().__init__()
         counts(num_classes=num_classes, grid_size=grid_size, boxes_per_cell=boxes_per_cell, width=width)
         for name, value in (("lambda_coord", lambda_coord), ("lambda_noobj", lambda_noobj),
                             ("focal_gamma", focal_gamma)):
             number(value, name, low=0)
-        check_head_settings(score_thresh, nms_thresh, detections_per_img)
         self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
         self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.detections_per_img = detections_per_img
+        self.settings = settings_or_default(settings)
         self.backbone = backbone if backbone is not None else Backbone(width)
         channels = self.backbone.out_channels
         self.head = nn.Sequential(
@@ -226,9 +223,8 @@ class YOLO(nn.Module):
         """Detections of one image from its output ``[S, S, 5B + C]`` (the grid covers
         ``grid_image_size``, the padded batch): every predictor gives one box per class scored
         ``confidence x P(class | object)``; boxes are clipped to ``image_size``; then
-        :func:`~cvlib.models.detection.select_detections` drops tiny boxes and scores <=
-        ``score_thresh``, runs per-class NMS at ``nms_thresh`` and keeps the best
-        ``detections_per_img``. Returns ``{"boxes" [D, 4], "labels" [D],
+        :func:`~cvlib.models.detection.select_detections` keeps what ``self.settings`` says.
+        Returns ``{"boxes" [D, 4], "labels" [D],
         "scores" [D]}``."""
         boxes, confidence, class_logits = self.split(output)
         boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
@@ -236,5 +232,4 @@ class YOLO(nn.Module):
         scores = scores.reshape(len(boxes), self.num_classes)
         boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
         labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
-        return select_detections(boxes, scores.reshape(-1), labels, score_thresh=self.score_thresh,
-                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img)
+        return select_detections(boxes, scores.reshape(-1), labels, self.settings)
