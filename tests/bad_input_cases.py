@@ -2177,6 +2177,7 @@ def _exercise_cases(add) -> None:
 
 
 def _stuff_and_dilation_cases(add) -> None:
+    from cvlib import metrics
     from cvlib.data import shapes
     from cvlib.models import fcn, panoptic
 
@@ -2201,6 +2202,15 @@ def _stuff_and_dilation_cases(add) -> None:
         shapes.ShapesDataset,
         lambda: {"num_images": 2, "image_size": 32, "stuff": True},
         stuff=(("number", 1), ("string", "yes"), ("None", None)),
+    )
+    add("cvlib.data.shapes.held_out_detection[stuff]", shapes.held_out_detection, lambda: {"n": 2, "stuff": True},
+        stuff=(("number", 1), ("None", None)))
+    add(
+        "cvlib.metrics.mask_iou",
+        metrics.mask_iou,
+        lambda: {"masks1": torch.rand(2, 5, 6, generator=_g()) > 0.5, "masks2": torch.rand(3, 5, 6, generator=_g(1)) > 0.5},
+        masks1=("list", "extra_dim", "fewer_dims", "float"),
+        masks2=("list", "extra_dim", ("another size", torch.ones(3, 5, 5, dtype=torch.bool))),
     )
     semantic = lambda: torch.tensor([[10, 10, 1], [10, 11, 1]])  # noqa: E731
     detections = lambda: {"labels": torch.tensor([1]), "scores": torch.tensor([0.9]),  # noqa: E731

@@ -283,7 +283,7 @@ def test_panoptic_bad_input():
 
 import hashlib  # noqa: E402
 
-from cvlib.data import STUFF_CLASSES, SingleObjectDataset  # noqa: E402
+from cvlib.data import STUFF_CLASSES, SingleObjectDataset, held_out_detection  # noqa: E402
 
 
 def _digest(dataset) -> str:
@@ -333,4 +333,8 @@ def test_stuff_textures_differ():
 def test_stuff_must_be_a_bool():
     with pytest.raises(TypeError, match="stuff"):
         ShapesDataset(2, stuff=1)
+    with pytest.raises(TypeError, match="stuff"):
+        held_out_detection(2, stuff="yes")
+    images, targets = held_out_detection(3, stuff=True)
+    assert torch.equal(images[2], ShapesDataset(3, seed=1, stuff=True)[2][0]) and targets[2]["semantic"].min() == 4
     assert repr(ShapesDataset(2, stuff=True)).endswith("stuff=True)")

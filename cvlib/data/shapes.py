@@ -327,12 +327,13 @@ def held_out_classification(n: int = 100, device=None):
     return torch.stack(images).to(device), labels.to(device), masks.to(device)
 
 
-def held_out_detection(n: int = 200):
+def held_out_detection(n: int = 200, stuff: bool = False):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
-    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``)."""
+    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``). ``stuff``:
+    the same objects on sky and ground (``ShapesDataset(n, seed=1, stuff=True)``)."""
     _checks.integer(n, "n", low=1)
-    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED)))
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, stuff=stuff)))  # checks stuff
 
 
 def to_coco(dataset: ShapesDataset) -> dict:
