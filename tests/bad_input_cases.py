@@ -2203,12 +2203,13 @@ def _stuff_and_dilation_cases(add) -> None:
         lambda: {"num_images": 2, "image_size": 32, "stuff": True},
         stuff=(("number", 1), ("string", "yes"), ("None", None)),
     )
-    add("cvlib.data.shapes.held_out_detection[stuff]", shapes.held_out_detection, lambda: {"n": 2, "stuff": True},
-        stuff=(("number", 1), ("None", None)))
+    add("cvlib.data.shapes.held_out_detection[stuff]", shapes.held_out_detection,
+        lambda: {"n": 2, "stuff": True}, stuff=(("number", 1), ("None", None)))
     add(
         "cvlib.metrics.mask_iou",
         metrics.mask_iou,
-        lambda: {"masks1": torch.rand(2, 5, 6, generator=_g()) > 0.5, "masks2": torch.rand(3, 5, 6, generator=_g(1)) > 0.5},
+        lambda: {"masks1": torch.rand(2, 5, 6, generator=_g()) > 0.5,
+                 "masks2": torch.rand(3, 5, 6, generator=_g(1)) > 0.5},
         masks1=("list", "extra_dim", "fewer_dims", "float"),
         masks2=("list", "extra_dim", ("another size", torch.ones(3, 5, 5, dtype=torch.bool))),
     )
@@ -2218,8 +2219,9 @@ def _stuff_and_dilation_cases(add) -> None:
     add(
         "cvlib.models.panoptic.panoptic_merge",
         panoptic.panoptic_merge,
-        lambda: {"detections": detections(), "semantic": semantic(), "stuff": [10, 11], "score_threshold": 0.5,
-                 "mask_threshold": 0.5, "overlap_threshold": 0.5, "stuff_area": 1, "void": -1},
+        lambda: {"detections": detections(), "semantic": semantic(), "stuff": [10, 11],
+                 "score_threshold": 0.5, "mask_threshold": 0.5, "overlap_threshold": 0.5, "stuff_area": 1,
+                 "void": -1},
         detections=("dict", ("masks of another size", {**detections(), "masks": torch.rand(1, 1, 3, 3)}),
                     ("NaN score", {**detections(), "scores": torch.tensor([math.nan])})),
         semantic=("list", "extra_dim", "float"),
@@ -2241,7 +2243,8 @@ def _stuff_and_dilation_cases(add) -> None:
         "cvlib.models.panoptic.panoptic_target",
         panoptic.panoptic_target,
         lambda: {"target": {"semantic": semantic(), "masks": semantic()[None] == 1}},
-        target=("dict", ("masks of another size", {"semantic": semantic(), "masks": torch.ones(1, 3, 3).bool()})),
+        target=("dict", ("masks of another size",
+                         {"semantic": semantic(), "masks": torch.ones(1, 3, 3).bool()})),
     )
 
 

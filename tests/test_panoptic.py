@@ -206,7 +206,8 @@ def test_panoptic_merge_steps_by_hand():
     masks[1, 0, 2:5, 3:6] = 0.9  # score 0.9: wins the overlap
     masks[2, 0, 2:5, 3:5] = 0.9  # score 0.7: all of it taken, a duplicate
     masks[3, 0, 0:2, 6:8] = 0.9  # score 0.2: below the threshold
-    detections = {"labels": torch.tensor([1, 2, 3, 1]), "scores": torch.tensor([0.8, 0.9, 0.7, 0.2]), "masks": masks}
+    detections = {"labels": torch.tensor([1, 2, 3, 1]), "scores": torch.tensor([0.8, 0.9, 0.7, 0.2]),
+                  "masks": masks}
     merged = panoptic_merge(detections, semantic, [10, 11], stuff_area=2)
     first, second = merged["instances"] == 2, merged["instances"] == 1
     assert second.sum() == 9 and (merged["classes"][second] == 2).all()
@@ -218,7 +219,8 @@ def test_panoptic_merge_steps_by_hand():
 
 def test_panoptic_merge_of_nothing_is_stuff_and_void():
     semantic = torch.tensor([[10, 10], [2, 11]])
-    none = {"labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0), "masks": torch.zeros(0, 1, 2, 2)}
+    none = {"labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, 2, 2)}
     merged = panoptic_merge(none, semantic, [10, 11], stuff_area=1)
     assert merged["classes"].tolist() == [[10, 10], [-1, 11]] and not merged["instances"].any()
 
@@ -226,7 +228,8 @@ def test_panoptic_merge_of_nothing_is_stuff_and_void():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_panoptic_from_semantic_counts_connected_regions_as_skimage(seed):
-    semantic = _perturb(torch.Generator().manual_seed(seed), _scene(torch.Generator().manual_seed(seed)))["classes"]
+    g = torch.Generator().manual_seed(seed)
+    semantic = _perturb(g, _scene(g))["classes"]
     result = panoptic_from_semantic(semantic, THINGS)
     for c in THINGS:
         inside = semantic == c
@@ -263,7 +266,8 @@ def test_semantic_only_merges_touching_objects_of_a_class():
 
 def test_panoptic_bad_input():
     semantic = torch.zeros(4, 4, dtype=torch.long)
-    good = {"labels": torch.ones(1, dtype=torch.long), "scores": torch.ones(1), "masks": torch.ones(1, 1, 4, 4)}
+    good = {"labels": torch.ones(1, dtype=torch.long), "scores": torch.ones(1),
+            "masks": torch.ones(1, 1, 4, 4)}
     with pytest.raises(TypeError, match="detections"):
         panoptic_merge({"labels": good["labels"]}, semantic, [0])
     with pytest.raises(ValueError, match="masks"):

@@ -4,12 +4,11 @@ receptive fields, a 20-step run in which the loss falls, bad input."""
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from cvlib.data import ShapesDataset, collate_segmentation
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from cvlib.models.fcn import (
     FCN,
     DilatedFCN,
@@ -67,11 +66,12 @@ def test_receptive_fields():
     assert receptive_field(UNet(depth=2)) > receptive_field(UNet(depth=1))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(dilations=st.lists(st.integers(1, 4), min_size=1, max_size=4))
 def test_receptive_field_formula_equals_the_gradient_measurement(dilations):
-    torch.manual_seed(0)
-    assert receptive_field(DilatedFCN(width=4, dilations=dilations), size=65) == dilated_receptive_field(dilations)
+    torch.manual_seed(0)  # width 16: enough channels that some ReLU path reaches the outermost taps
+    measured = receptive_field(DilatedFCN(width=16, dilations=dilations), size=65)
+    assert measured == dilated_receptive_field(dilations)
 
 
 def _lattice_fraction(dilations) -> float:
@@ -83,11 +83,11 @@ def _lattice_fraction(dilations) -> float:
     return (len(offsets) / (max(offsets) - min(offsets) + 1)) ** 2
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(dilations=st.lists(st.integers(1, 4), min_size=1, max_size=4))
 def test_receptive_field_coverage_counts_the_lattice(dilations):
     torch.manual_seed(0)
-    coverage = receptive_field_coverage(DilatedFCN(width=8, dilations=dilations), size=65)
+    coverage = receptive_field_coverage(DilatedFCN(width=16, dilations=dilations), size=65)
     assert coverage == pytest.approx(_lattice_fraction(dilations))
 
 

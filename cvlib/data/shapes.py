@@ -226,7 +226,8 @@ class ShapesDataset(Dataset):
         target = self._target(masks, labels, index)
         if self.stuff:  # background pixels: sky C + 1 or ground C + 2
             background = target["semantic"] == 0
-            target["semantic"][background] = torch.from_numpy(stuff_index[0])[background] + self.num_classes + 1
+            stuff_labels = torch.from_numpy(stuff_index[0]) + self.num_classes + 1
+            target["semantic"][background] = stuff_labels[background]
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
     def _target(self, masks, labels, index) -> dict:

@@ -137,15 +137,18 @@ def dilated_receptive_field(dilations, kernel_size: int = 3) -> int:
 def input_gradient(model: nn.Module, size: int = 97) -> torch.Tensor:
     """``|d (summed class scores of the centre output pixel) / d input|``, summed over the
     colour channels: ``[size, size]`` float, on a random input (random, so that ReLUs are not
-    all off). It is non-zero exactly on the input pixels that reach the centre pixel (its
-    *effective* receptive field). The model is left in its mode, its weights untouched."""
+    all off). It is non-zero on the input pixels that reach the centre pixel (its *effective*
+    receptive field); a pixel reached by few paths can read 0 when ReLUs cut all of them (a
+    very narrow model), so the extent measured is a lower bound. The model is left in its mode,
+    its weights untouched."""
     module(model)
     integer(size, "size", low=1)
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device).requires_grad_()
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = x.to(device).requires_grad_()
         out = model(x)
         out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
     finally:

@@ -71,7 +71,8 @@ def panoptic_merge(
     semantic = tensor(semantic, "semantic", ndim=2, dtype="int")
     height, width = semantic.shape
     if not isinstance(detections, dict) or not {"labels", "scores", "masks"} <= detections.keys():
-        raise TypeError(f"detections must be a dict with 'labels', 'scores' and 'masks', got {describe(detections)}")
+        raise TypeError(f"detections must be a dict with 'labels', 'scores' and 'masks', "
+                        f"got {describe(detections)}")
     scores = tensor(detections["scores"], "detections['scores']", ndim=1, dtype="float", finite=True)
     n = len(scores)
     labels = tensor(detections["labels"], "detections['labels']", shape=(n,), dtype="int")
