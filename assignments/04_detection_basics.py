@@ -60,7 +60,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, SingleObjectDataset, collate_single_object, to_coco
 from cvlib.models.single import SingleObjectDetector, evaluate
 from cvlib.train import detect, fit, seconds_per_call
@@ -78,7 +78,7 @@ names = ShapesDataset(1).classes
 # `python -m cvlib.train single_object` (multitask loss, $\lambda = 10$, smooth L1).
 
 # %%
-model = weights.load_model("single_object", device=device)
+model = recipes.load_model("single_object", device=device)
 print(weights.load("single_object")["meta"]["metrics"])
 held_out = collate_single_object(list(SingleObjectDataset(500, seed=1)))
 scores = evaluate(model, *held_out)
@@ -318,13 +318,13 @@ _ = widgets.explore(fig_nms, show_nms, iou_threshold=widgets.slider("NMS IoU thr
 # COCO's **mAP** averages AP over classes and over IoU thresholds 0.50:0.05:0.95.
 #
 # The detections below are those of a trained detector, the Faster R-CNN of notebook 05
-# (`weights.load_model("faster_rcnn")`), on 100 held-out scenes (seed 5; it was trained on
+# (`recipes.load_model("faster_rcnn")`), on 100 held-out scenes (seed 5; it was trained on
 # seed 0), after its own NMS.
 
 # %%
 dataset = ShapesDataset(100, seed=5)
 targets = [dataset[i][1] for i in range(len(dataset))]
-detector = weights.load_model("faster_rcnn", device=device)
+detector = recipes.load_model("faster_rcnn", device=device)
 predictions = detect(detector, [dataset[i][0] for i in range(len(dataset))])
 result = metrics.evaluate_detections(predictions, targets)
 print(f"mAP@[.5:.95] = {result['map']:.4f}, AP50 = {result['map_50']:.4f}, AP75 = {result['map_75']:.4f}")

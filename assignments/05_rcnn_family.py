@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.models.rcnn import build_faster_rcnn, segment_proposals, window_proposals
 from cvlib.models.rcnn_torchvision import torchvision_twin
@@ -107,7 +107,7 @@ plt.show()
 # multitask loss does both jobs here). The warped inputs of the best windows above:
 
 # %%
-rcnn = weights.load_model("rcnn", device=device)
+rcnn = recipes.load_model("rcnn", device=device)
 print(weights.load("rcnn")["meta"]["metrics"])
 crops = rcnn.warp(image.to(device), best.to(device)).cpu()
 fig_warp, axes_warp = viz.image_grid(list(crops), [names[int(label) - 1] for label in target["labels"]], size=1.9)
@@ -154,7 +154,7 @@ torch.testing.assert_close(ops.decode_boxes(t[None], P[None])[0], G)  # the delt
 # cells (grey) and RoI Align's sample points (red dots); right, the two pooled outputs.
 
 # %%
-faster = weights.load_model("faster_rcnn", device=device)
+faster = recipes.load_model("faster_rcnn", device=device)
 big_image, big_target = ShapesDataset(1, image_size=128, max_objects=4, seed=7)[0]
 with torch.no_grad():
     big_features = faster.backbone(big_image[None].to(device)).cpu()  # [1, 64, 16, 16]
@@ -378,7 +378,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("faster_rcnn", device)
-    faster = weights.load_model("faster_rcnn", device=device)
+    faster = recipes.load_model("faster_rcnn", device=device)
 
 short_loader = DataLoader(ShapesDataset(400, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
 history = fit(build_faster_rcnn(num_classes=3, width=8), short_loader, max_steps=40, lr=1e-3, device=device,
@@ -474,7 +474,7 @@ for name, r in bench["results"].items():
 # pools only the RPN's proposals (counted below).
 
 # %%
-fast = weights.load_model("fast_rcnn", device=device)
+fast = recipes.load_model("fast_rcnn", device=device)
 models = {"R-CNN": rcnn, "Fast R-CNN": fast, "Faster R-CNN": faster}
 same_images, same_targets = test_images[:20], test_targets[:20]
 per_image = {name: seconds_per_image(m, same_images[:8], repeats=2) for name, m in models.items()}

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import ShapesDataset, collate_detection
 from cvlib.losses import sigmoid_focal_loss
 from cvlib.models.detection import DetectionSettings
@@ -73,7 +73,7 @@ from cvlib.train import detect, fit, seconds_per_image
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
 test_images, test_targets = collate_detection(list(ShapesDataset(200, seed=1)))  # held out
-yolo = weights.load_model("yolo", device=device)
+yolo = recipes.load_model("yolo", device=device)
 S, B, C = yolo.grid_size, yolo.boxes_per_cell, yolo.num_classes
 print(f"shipped YOLO: S = {S}, B = {B}, C = {C}; output {S} x {S} x {5 * B + C};",
       weights.load("yolo")["meta"]["metrics"])
@@ -214,7 +214,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("yolo", device)
-    yolo = weights.load_model("yolo", device=device)
+    yolo = recipes.load_model("yolo", device=device)
 
 short_loader = DataLoader(ShapesDataset(640, seed=0), batch_size=16, shuffle=True, collate_fn=collate_detection)
 history = fit(YOLO(num_classes=3, grid_size=S, boxes_per_cell=B, width=16), short_loader, max_steps=40,
@@ -414,7 +414,7 @@ assert easy_share["focal, gamma 2"] < 0.1 * easy_share["cross-entropy"]
 # $\lambda_\text{noobj}$ needed). Both shipped models on the same 200 held-out scenes:
 
 # %%
-yolo_focal = weights.load_model("yolo_focal", device=device)
+yolo_focal = recipes.load_model("yolo_focal", device=device)
 focal_coco = metrics.evaluate_detections(detect(yolo_focal, test_images), test_targets)
 for name, coco in [("YOLO, cross-entropy", yolo_coco), ("YOLO, focal loss", focal_coco)]:
     print(f"{name:20s} mAP {coco['map']:.3f}, AP50 {coco['map_50']:.3f}, AP75 {coco['map_75']:.3f}")
@@ -433,7 +433,7 @@ assert focal_coco["map_50"] > 0.9 and abs(focal_coco["map"] - yolo_coco["map"]) 
 # %% [markdown]
 # ## 5. The claim: single-stage is faster, two-stage is usually more accurate
 #
-# The shipped YOLO and the shipped Faster R-CNN of notebook 05 (`weights.load_model("faster_rcnn")`)
+# The shipped YOLO and the shipped Faster R-CNN of notebook 05 (`recipes.load_model("faster_rcnn")`)
 # on the same 200 held-out scenes and the same device: time per image (30 scenes one image at a
 # time, the best of three rounds, on one CPU thread) and COCO mAP. Faster R-CNN's backbone is the width-8 version
 # of ours (a quarter of the convolution work), so `yolo_width8`, the same YOLO recipe on that
@@ -442,8 +442,8 @@ assert focal_coco["map_50"] > 0.9 and abs(focal_coco["map"] - yolo_coco["map"]) 
 # boxes off one $8 \times 8$ output.
 
 # %%
-faster = weights.load_model("faster_rcnn", device=device)
-yolo_width8 = weights.load_model("yolo_width8", device=device)
+faster = recipes.load_model("faster_rcnn", device=device)
+yolo_width8 = recipes.load_model("yolo_width8", device=device)
 
 
 models = {"YOLO (width 16)": yolo, "YOLO (width 8)": yolo_width8, "Faster R-CNN (width 8)": faster}

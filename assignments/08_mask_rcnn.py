@@ -58,7 +58,7 @@ import torch
 from matplotlib.collections import LineCollection
 from torch.utils.data import DataLoader
 
-from cvlib import metrics, ops, runtime, viz, weights, widgets
+from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
 from cvlib.data import STUFF_CLASSES, ShapesDataset, collate_detection, held_out_detection
 from cvlib.models.mask_rcnn import build_mask_rcnn, paste_masks, project_masks
 from cvlib.models.panoptic import panoptic_from_semantic, panoptic_merge, panoptic_target
@@ -180,7 +180,7 @@ assert exact.min() == 1.0 and legacy.min() < 0.85
 # each class's map, pasted at the ground-truth boxes, covers the object.
 
 # %%
-mask_rcnn = weights.load_model("mask_rcnn", device=device)
+mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 head = mask_rcnn.roi_heads
 print(head.mask_head)
 print(f"mask head parameters: {sum(p.numel() for p in head.mask_head.parameters()):,}")
@@ -242,7 +242,7 @@ if TRAIN_FROM_SCRATCH:
     from cvlib import recipes
 
     recipes.run("mask_rcnn", device)
-    mask_rcnn = weights.load_model("mask_rcnn", device=device)
+    mask_rcnn = recipes.load_model("mask_rcnn", device=device)
 
 short = build_mask_rcnn(num_classes=3, width=8)
 short.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False)  # box branch trained
@@ -277,8 +277,8 @@ assert last < 0.8 * first
 # IoU instead of box IoU (`evaluate_detections(..., iou_type="segm")`, equal to pycocotools).
 
 # %%
-models = {"RoI Align": mask_rcnn, "RoI Pool": weights.load_model("mask_rcnn_roipool", device=device),
-          "softmax": weights.load_model("mask_rcnn_softmax", device=device)}
+models = {"RoI Align": mask_rcnn, "RoI Pool": recipes.load_model("mask_rcnn_roipool", device=device),
+          "softmax": recipes.load_model("mask_rcnn_softmax", device=device)}
 detections = {name: detect(m, test_images) for name, m in models.items()}
 results = {}
 for name, dets in detections.items():
@@ -452,7 +452,7 @@ print(f"mask_rcnn, mask mAP on the 200 held-out scenes: plain background {result
 assert drop < pool_gap  # the new background costs less than the design choice section 5 measured
 
 with torch.random.fork_rng(devices=[]):  # building it draws initial weights: keep the seed stream
-    semantic_model = weights.load_model("unet_stuff", device=device)
+    semantic_model = recipes.load_model("unet_stuff", device=device)
 stuff_semantic = predict(semantic_model, torch.stack(stuff_images), batch_size=50, device=device).argmax(1)
 truth = [panoptic_target(t) for t in stuff_targets]
 outputs = {"panoptic merge": [panoptic_merge(d, s, STUFF) for d, s in zip(stuff_detections, stuff_semantic)],

@@ -61,7 +61,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from cvlib import explain, runtime, viz, weights, widgets
+from cvlib import explain, recipes, runtime, viz, widgets
 from cvlib.data import CLASSES, held_out_classification
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
@@ -75,7 +75,7 @@ device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 # `held_out_classification(100)`: images, labels and the mask of each scene's object.
 
 # %%
-model = weights.load_model("shapes_cnn", device=device)
+model = recipes.load_model("shapes_cnn", device=device)
 N = 100
 images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
@@ -472,7 +472,7 @@ assert last[0, 0] == 0 and rollout[0, 0] > 0.1
 # scored with the same two measures as the CNN's maps.
 
 # %%
-vit = weights.load_model("vit", device=device)
+vit = recipes.load_model("vit", device=device)
 with torch.no_grad():
     vit_logits, attentions = vit(images, return_attention=True)
 vit_accuracy = (vit_logits.argmax(dim=1) == labels).float().mean().item()

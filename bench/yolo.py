@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from detection import conditions, time_per_image, write_report  # bench/detection.py
 
-from cvlib import weights
+from cvlib import recipes
 from cvlib.data import held_out_detection
 from cvlib.metrics import evaluate_detections
 from cvlib.train import detect
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images, targets = held_out_detection(200)
-    models = {name: weights.load_model(name) for name in MODELS}
+    models = {name: recipes.load_model(name) for name in MODELS}
     load_before = os.getloadavg()
     results = {}
     for name, model in models.items():

@@ -1,9 +1,15 @@
 """Named training recipes: the models that the notebooks load instead of training them.
 
-A recipe is the architecture (``build``) and how to train it (``train``); both live here so a
-checkpoint is always rebuilt with the architecture it was trained with. Each family adds its
-recipes below its own heading. ``python -m cvlib.train NAME`` runs one and saves
-``data/weights/NAME.pt`` with its checksum and provenance (``cvlib.weights``).
+A recipe is a row of one table, :data:`RECIPES` (at the end of the training functions, read it
+like nanoGPT's config): its **name**, its architecture (``build``: a model class or builder with
+its arguments), **how it is trained** (``train(model, device) -> held-out metrics``: one of the
+training functions below, with its budget) and a description. Both the architecture and the
+training live here, so a checkpoint is always rebuilt with the architecture it was trained with:
+:func:`load_model` rebuilds a recipe's model and loads its checkpoint.
+
+``python -m cvlib.train NAME`` (:func:`run`) trains one and saves ``data/weights/NAME.pt`` with
+its checksum and provenance (``cvlib.weights``, which stores files and knows no recipe).
+:data:`DATA_RECIPES`, at the end, are the architectures that train on your own data.
 """
 
 from __future__ import annotations
@@ -11,12 +17,50 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["Recipe", "RECIPES", "register", "run"]
+from cvlib import weights
+from cvlib._checks import describe
+from cvlib.data import (
+    ShapesClassification,
+    ShapesDataset,
+    SingleObjectDataset,
+    collate_classification,
+    collate_detection,
+    collate_segmentation,
+    collate_single_object,
+    held_out_classification,
+    held_out_detection,
+)
+from cvlib.metrics import (
+    accuracy,
+    boundary_f_score,
+    confusion_matrix,
+    evaluate_detections,
+    mean_iou,
+    pixel_accuracy,
+)
+from cvlib.models.backbones import torchvision_backbone
+from cvlib.models.blocks import SmallCNN
+from cvlib.models.detr import DETR
+from cvlib.models.fcn import FCN, DilatedFCN, PatchClassifier
+from cvlib.models.mask_rcnn import build_mask_rcnn
+from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
+from cvlib.models.resnet import ResNet
+from cvlib.models.single import SingleObjectDetector
+from cvlib.models.single import evaluate as evaluate_single_object
+from cvlib.models.unet import UNet
+from cvlib.models.vit import ViT
+from cvlib.models.yolo import YOLO
+from cvlib.train import default_device, detect, fit, predict, seed_everything
+
+__all__ = ["Recipe", "RECIPES", "run", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -31,31 +75,11 @@ class Recipe:
     seed: int = 0
 
 
-RECIPES: dict[str, Recipe] = {}
-
-
-def register(name: str, build: Callable[[], nn.Module], description: str, seed: int = 0):
-    """Decorator: register ``train(model, device) -> metrics`` as the recipe ``name``."""
-
-    def decorator(train):
-        if name in RECIPES:
-            raise ValueError(f"recipe {name!r} is registered twice")
-        RECIPES[name] = Recipe(name, build, train, description, seed)
-        return train
-
-    return decorator
-
-
 def run(name: str, device: str | torch.device | None = None, command: str | None = None) -> Path:
     """Train recipe ``name`` from scratch and save its checkpoint; return the file's path."""
-    from cvlib import train as training
-    from cvlib import weights
-
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-    recipe = RECIPES[name]
-    device = torch.device(device) if device is not None else training.default_device()
-    training.seed_everything(recipe.seed)
+    recipe = RECIPES[_check_recipe(name)]
+    device = torch.device(device) if device is not None else default_device()
+    seed_everything(recipe.seed)
     model = recipe.build()
     start = time.perf_counter()
     metrics = recipe.train(model, device)
@@ -74,23 +98,34 @@ def run(name: str, device: str | torch.device | None = None, command: str | None
     return weights.save(name, model.cpu(), meta)
 
 
+def load_model(
+    name: str, device: torch.device | str = "cpu", directory: str | Path = weights.WEIGHTS_DIR
+) -> nn.Module:
+    """The trained model of recipe ``name``, rebuilt by the recipe, in eval mode on ``device``."""
+    checkpoint = weights.load(_check_recipe(name), directory)
+    model = RECIPES[name].build()
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise weights.CheckpointError(
+            f"{name}.pt does not fit the model of recipe {name!r} ({str(error).splitlines()[0]}); "
+            f"rebuild it with `python -m cvlib.train {name}`"
+        ) from error
+    return model.to(device).eval()
+
+
+def _check_recipe(name) -> str:
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ValueError(f"name must be a recipe, one of {sorted(RECIPES)}, got {describe(name)}")
+    return name
+
+
 # ---------------------------------------------------------------------------------------------
-# 00 tasks and data: a small GAP + FC classifier of single-object scenes
+# 00 tasks and data, 11 understanding: a small classifier of single-object scenes
 
 
-def _small_cnn() -> nn.Module:
-    from cvlib.models.blocks import SmallCNN
-
-    return SmallCNN(num_classes=3, width=16)
-
-
-@register("shapes_cnn", _small_cnn, "SmallCNN (GAP + FC) classifying single-object 64x64 scenes")
-def _train_shapes_cnn(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesClassification, collate_classification
-    from cvlib.train import fit
-
+def train_classifier(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """2,000 single-object scenes (seed 0), 8 epochs of batches of 64, AdamW lr 1e-3."""
     train_set = ShapesClassification(2000, seed=0)
     loader = DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_classification)
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=8, lr=1e-3, device=device)
@@ -106,12 +141,6 @@ def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 
     256 scenes x 40 passes = 160 steps, fits them all; 2000 scenes x 8 passes fit 36%).
     Returns the accuracy on the training scenes against the shuffled labels (memorisation) and
     on ``held_out`` held-out scenes (seed 1) against the true labels (chance is 1/3)."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from cvlib.data import ShapesClassification, collate_classification, held_out_classification
-    from cvlib.metrics import accuracy
-    from cvlib.train import fit, predict
-
     images, labels = collate_classification(list(ShapesClassification(num_scenes, seed=0)))
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
     loader = DataLoader(TensorDataset(images, shuffled), batch_size=64, shuffle=True)
@@ -121,36 +150,22 @@ def fit_random_labels(model: nn.Module, device: torch.device, num_scenes: int = 
             "val_accuracy_true_labels": accuracy(predict(model, unseen, device=device), true_labels)}
 
 
-@register("shapes_cnn_random_labels", _small_cnn,
-          "the shapes_cnn architecture on 256 of its scenes with shuffled labels, 160 steps (memorised)")
-def _train_shapes_cnn_random_labels(model: nn.Module, device: torch.device) -> dict[str, float]:
-    return fit_random_labels(model, device)
+def _val_accuracy(model: nn.Module, device: torch.device) -> float:
+    """Accuracy on the 500 held-out classification scenes (``held_out_classification(500)``)."""
+    images, labels, _ = held_out_classification(500)
+    return accuracy(predict(model, images, device=device), labels)
 
 
 # ---------------------------------------------------------------------------------------------
 # 04 detection basics: single-object detection (classification + localization)
 
 
-def _single_object() -> nn.Module:
-    from cvlib.models.single import SingleObjectDetector
-
-    return SingleObjectDetector(num_classes=3, image_size=64, width=16)
-
-
-@register("single_object", _single_object, "SingleObjectDetector: class + box of one-object 64x64 scenes")
-def _train_single_object(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from functools import partial
-
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import SingleObjectDataset, collate_single_object
-    from cvlib.models.single import evaluate
-    from cvlib.train import fit
-
+def train_single_object(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """3,000 one-object scenes, 10 epochs of batches of 64, box loss weighted 10."""
     loader = DataLoader(SingleObjectDataset(3000, seed=0), batch_size=64, shuffle=True,
                         collate_fn=collate_single_object)
     fit(model, loader, loss_fn=partial(model.loss, box_weight=10.0), epochs=10, lr=1e-3, device=device)
-    return evaluate(model, *collate_single_object(list(SingleObjectDataset(500, seed=1))))
+    return evaluate_single_object(model, *collate_single_object(list(SingleObjectDataset(500, seed=1))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,12 +174,8 @@ def _train_single_object(model: nn.Module, device: torch.device) -> dict[str, fl
 SEGMENTATION_STEPS = 500  # the same budget for every segmenter: 500 batches of 32 scenes
 
 
-def _train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_segmentation
-    from cvlib.train import fit
-
+def train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``SEGMENTATION_STEPS`` batches of 32 of 4,000 scenes, AdamW lr 3e-3, per-pixel cross-entropy."""
     scenes = ShapesDataset(4000, seed=0)
     loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
     fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
@@ -175,10 +186,6 @@ def _train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]
 def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: int) -> dict[str, float]:
     """mIoU, pixel accuracy and boundary F (tolerance 2) on the first ``num_scenes`` held-out
     scenes (``ShapesDataset(num_scenes, seed=1)``), and the boundary F at tolerance 0."""
-    from cvlib.data import ShapesDataset, collate_segmentation
-    from cvlib.metrics import boundary_f_score, confusion_matrix, mean_iou, pixel_accuracy
-    from cvlib.train import predict
-
     images, semantic = collate_segmentation(list(ShapesDataset(num_scenes, seed=1)))
     pred = predict(model, images, batch_size=50, device=device).argmax(1)
     confusion = confusion_matrix(pred, semantic, num_classes=4)
@@ -187,24 +194,21 @@ def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: in
             "boundary_f0": boundary_f_score(pred, semantic, tolerance=0)}
 
 
-def _segmenter(name: str):
-    def build() -> nn.Module:
-        from cvlib.models.fcn import FCN, PatchClassifier
-        from cvlib.models.unet import UNet
-
-        return {"unet": lambda: UNet(width=16, skip=True), "unet_noskip": lambda: UNet(width=16, skip=False),
-                "fcn": lambda: FCN(width=16), "patch_classifier": lambda: PatchClassifier(width=16)}[name]()
-
-    return build
+STUFF_SEGMENTER_CLASSES = 6  # 0 (unused in stuff scenes), 3 things, sky and ground
 
 
-for _name, _description in [
-    ("unet", "U-Net (depth 3, width 16) with skip connections, 500 steps"),
-    ("unet_noskip", "the same U-Net without skip connections, same 500 steps"),
-    ("fcn", "FCN: features at 1/8, transposed conv x8 initialised bilinear, 500 steps"),
-    ("patch_classifier", "15x15 sliding-window patch classifier (unpadded convs), 500 steps"),
-]:
-    register(_name, _segmenter(_name), _description)(_train_segmenter)
+def train_stuff_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """:func:`train_segmenter` on stuff scenes (``ShapesDataset(4000, seed=0, stuff=True)``: sky
+    and ground behind the objects); mIoU on the first 200 held-out stuff scenes (over the
+    classes true or predicted there)."""
+    scenes = ShapesDataset(4000, seed=0, stuff=True)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
+        lr=3e-3, device=device)
+    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1, stuff=True)))
+    pred = predict(model, images, batch_size=50, device=device).argmax(1)
+    return {"miou": mean_iou(confusion_matrix(pred, semantic, num_classes=STUFF_SEGMENTER_CLASSES))}
+
 
 UNET_CURVE_STEPS = 1500  # 3x the segmentation budget, for the U-Net with and without skips
 UNET_CURVE_EVERY = 100  # a held-out evaluation every 100 steps
@@ -215,42 +219,28 @@ def unet_curves() -> dict:
     """Held-out quality of both U-Nets along training (``data/weights/unet_curves.json``,
     checksummed): ``{"step": [...], "unet": {"miou": [...], "boundary_f0": [...], ...},
     "unet_noskip": {...}}``, one value per evaluation step."""
-    from cvlib import weights
-
     return weights.load_json("unet_curves")
 
 
 def _segmentation_batches(seed: int):
     """Endless shuffled batches of 32 of the 4,000 training scenes, epoch after epoch."""
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_segmentation
-
     loader = DataLoader(ShapesDataset(4000, seed=0), batch_size=32, shuffle=True,
                         collate_fn=collate_segmentation, generator=torch.Generator().manual_seed(seed))
     while True:
         yield from loader
 
 
-@register("unet_curves", _segmenter("unet_noskip"),
-          "the U-Net without skips trained 3x longer (1500 steps); its json: held-out mIoU and boundary F "
-          "every 100 steps of it and of the U-Net with skips, trained alike")
-def _train_unet_curves(model: nn.Module, device: torch.device) -> dict[str, float]:
+def train_unet_curves(model: nn.Module, device: torch.device) -> dict[str, float]:
     """Train the U-Net without skips (``model``, saved) and a U-Net with skips (seed 0 too) for
     ``UNET_CURVE_STEPS`` steps of the segmentation recipe (AdamW, lr 3e-3, batches of 32),
     evaluating both every ``UNET_CURVE_EVERY`` steps; write the curves to ``unet_curves.json``."""
-    from itertools import islice
-
-    from cvlib import weights
-    from cvlib.train import fit, seed_everything
-
     steps = list(range(UNET_CURVE_EVERY, UNET_CURVE_STEPS + 1, UNET_CURVE_EVERY))
     curves = {"recipe": "unet_curves", "step": steps, "held_out_scenes": UNET_CURVE_SCENES}
     for name in ("unet_noskip", "unet"):
         net = model  # trained in place: the checkpoint is the U-Net without skips
         if name == "unet":  # a fresh U-Net with skips, initialised like the shipped one
             seed_everything(0)
-            net = _segmenter("unet")()
+            net = RECIPES["unet"].build()
         optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
         batches, curve = _segmentation_batches(seed=0), {}
         for _ in steps:
@@ -265,29 +255,27 @@ def _train_unet_curves(model: nn.Module, device: torch.device) -> dict[str, floa
 
 
 # ---------------------------------------------------------------------------------------------
-# 05 R-CNN family: R-CNN, Fast R-CNN and Faster R-CNN on 64x64 scenes (width-8 backbone)
-
-RCNN_FAMILY_STEPS = {"rcnn": 600, "fast_rcnn": 1000, "faster_rcnn": 1500}  # batches of 8 scenes
+# 05 R-CNN family and 08 Mask R-CNN: two-stage detectors on 64x64 scenes (width-8 backbone)
 
 
-def _rcnn_family(name: str):
-    def build() -> nn.Module:
-        from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
-
-        builders = {"rcnn": RCNN, "fast_rcnn": build_fast_rcnn, "faster_rcnn": build_faster_rcnn}
-        return builders[name](num_classes=3, width=8)
-
-    return build
+def train_detector(model: nn.Module, device: torch.device, steps: int, start_from: str | None = None,
+                   iou_types: tuple[str, ...] = ("bbox",)) -> dict[str, float]:
+    """``steps`` batches of 8 of 8,000 scenes (seed 0), AdamW lr 1e-3. ``start_from``: a shipped
+    checkpoint to start from (checksum checked; only the new heads stay as initialised). Returns
+    the COCO metrics of :func:`_evaluate_detector` for ``iou_types``."""
+    if start_from is not None:
+        missing = model.load_state_dict(weights.load(start_from)["state_dict"], strict=False).missing_keys
+        if not all(key.startswith("roi_heads.mask_head.") for key in missing):
+            raise RuntimeError(f"{start_from}.pt does not fit this model: {missing}")
+    loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=steps, lr=1e-3, device=device)
+    return _evaluate_detector(model, device, iou_types)
 
 
 def _evaluate_detector(model: nn.Module, device: torch.device, iou_types=("bbox",)) -> dict[str, float]:
     """COCO mAP, mAP50 and mAP75 of a detector on ``held_out_detection(200)``, the held-out
     scenes of every detection recipe. With ``iou_types=("bbox", "segm")`` (Mask R-CNN) both box
     and mask metrics, prefixed ``box_`` and ``mask_``."""
-    from cvlib.data import held_out_detection
-    from cvlib.metrics import evaluate_detections
-    from cvlib.train import detect
-
     images, targets = held_out_detection(200)
     detections = detect(model, images, device=device)
     metrics = {}
@@ -298,50 +286,14 @@ def _evaluate_detector(model: nn.Module, device: torch.device, iou_types=("bbox"
     return metrics
 
 
-def _train_rcnn_family(name: str):
-    def train(model: nn.Module, device: torch.device) -> dict[str, float]:
-        from torch.utils.data import DataLoader
-
-        from cvlib.data import ShapesDataset, collate_detection
-        from cvlib.train import fit
-
-        scenes = ShapesDataset(8000, seed=0)
-        loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
-        fit(model, loader, epochs=10, max_steps=RCNN_FAMILY_STEPS[name], lr=1e-3, device=device)
-        return _evaluate_detector(model, device)
-
-    return train
-
-
-for _name, _description in [
-    ("rcnn", "R-CNN: 2,055 windows warped to 32x32, CNN per region, 600 steps of 8 scenes"),
-    ("fast_rcnn", "Fast R-CNN: the same windows, RoI Align 7x7 on the shared feature map, 1000 steps"),
-    ("faster_rcnn", "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
-]:
-    register(_name, _rcnn_family(_name), _description)(_train_rcnn_family(_name))
-
-
 # ---------------------------------------------------------------------------------------------
 # 06 YOLO: a single-stage detector (S = 8, B = 2), plain and focal confidence, width-16 and -8 backbones
 
 YOLO_STEPS = 2000  # batches of 32 scenes, each scene seen once
 
 
-def _yolo(focal: bool, width: int = 16):
-    def build() -> nn.Module:
-        from cvlib.models.yolo import YOLO
-
-        return YOLO(num_classes=3, grid_size=8, boxes_per_cell=2, width=width, focal=focal)
-
-    return build
-
-
-def _train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.train import fit
-
+def train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``YOLO_STEPS`` batches of 32 new scenes, AdamW with a one-cycle learning rate up to 2e-3."""
     scenes = ShapesDataset(YOLO_STEPS * 32, seed=0)
     loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
@@ -350,100 +302,28 @@ def _train_yolo(model: nn.Module, device: torch.device) -> dict[str, float]:
     return _evaluate_detector(model, device)
 
 
-for _name, _focal, _width, _description in [
-    ("yolo", False, 16, "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
-    ("yolo_focal", True, 16,
-     "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
-    ("yolo_width8", False, 8, "the same YOLO on Faster R-CNN's width-8 backbone, same 2000 steps"),
-]:
-    register(_name, _yolo(_focal, _width), _description)(_train_yolo)
-
-
 # ---------------------------------------------------------------------------------------------
-# 08 Mask R-CNN: the shipped Faster R-CNN plus a mask head, with RoI Align or RoI Pool masks
-
-MASK_RCNN_STEPS = 600  # batches of 8 scenes, after the faster_rcnn recipe's 1500
-
-
-def _mask_rcnn(mask_pooler: str, mask_loss: str = "sigmoid"):
-    def build() -> nn.Module:
-        from cvlib.models.mask_rcnn import build_mask_rcnn
-
-        return build_mask_rcnn(num_classes=3, width=8, mask_pooler=mask_pooler, mask_loss=mask_loss)
-
-    return build
-
-
-def _train_mask_rcnn(model: nn.Module, device: torch.device) -> dict[str, float]:
-    """Start from the shipped ``faster_rcnn`` weights (its checksum is checked), train all five
-    losses for ``MASK_RCNN_STEPS``; box and mask COCO metrics on the held-out scenes."""
-    from torch.utils.data import DataLoader
-
-    from cvlib import weights
-    from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.train import fit
-
-    missing = model.load_state_dict(weights.load("faster_rcnn")["state_dict"], strict=False).missing_keys
-    if not all(key.startswith("roi_heads.mask_head.") for key in missing):
-        raise RuntimeError(f"faster_rcnn.pt does not fit this Mask R-CNN: {missing}")
-    loader = DataLoader(ShapesDataset(8000, seed=0), batch_size=8, shuffle=True, collate_fn=collate_detection)
-    fit(model, loader, epochs=10, max_steps=MASK_RCNN_STEPS, lr=1e-3, device=device)
-    return _evaluate_detector(model, device, iou_types=("bbox", "segm"))
-
-
-for _name, _pooler, _loss, _description in [
-    ("mask_rcnn", "align", "sigmoid",
-     "Mask R-CNN: faster_rcnn.pt + a mask head on RoI Align 14x14, 600 more steps"),
-    ("mask_rcnn_roipool", "pool", "sigmoid",
-     "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
-    ("mask_rcnn_softmax", "align", "softmax",
-     "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
-]:
-    register(_name, _mask_rcnn(_pooler, _loss), _description)(_train_mask_rcnn)
-
-
-# ---------------------------------------------------------------------------------------------
-# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins
+# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins;
+# plain-20 vs plain-56 (the degradation problem)
 
 VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
 TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
-TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain")
+TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain", "resnet_plain20")
+DEEP_VIT = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}  # the ViT twins
 
 
 def _classification_batches(num_images: int, seed: int):
     """Shuffled batches of 64 ``ShapesClassification`` scenes, made once (the dataset draws each
     scene on the fly) and reshuffled with ``seed``."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from cvlib.data import ShapesClassification, collate_classification
-
     images, labels = collate_classification(list(ShapesClassification(num_images, seed=0)))
     return DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True,
                       generator=torch.Generator().manual_seed(seed))
 
 
-def _val_accuracy(model: nn.Module, device: torch.device) -> float:
-    """Accuracy on the 500 held-out classification scenes (``ShapesClassification(500, seed=1)``)."""
-    from cvlib.data import held_out_classification
-    from cvlib.metrics import accuracy
-    from cvlib.train import predict
-
-    images, labels, _ = held_out_classification(500)
-    return accuracy(predict(model, images, device=device), labels)
-
-
-def _vit() -> nn.Module:
-    from cvlib.models.vit import ViT
-
-    return ViT(image_size=64, patch_size=8, num_classes=3, dim=64, depth=4, heads=4)
-
-
-@register("vit", _vit, "ViT (8x8 patches, CLS, 4 Pre-LN blocks, width 64, 4 heads), 1500 steps")
-def _train_vit(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from cvlib.train import fit
-
+def train_vit(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``VIT_STEPS`` batches of 64 of 6,000 scenes, AdamW lr 1e-3, weight decay 0.05."""
     fit(model, _classification_batches(6000, seed=0), loss_fn=nn.functional.cross_entropy, epochs=100,
         max_steps=VIT_STEPS, lr=1e-3, weight_decay=0.05, device=device)
     return {"val_accuracy": _val_accuracy(model, device)}
@@ -452,8 +332,6 @@ def _train_vit(model: nn.Module, device: torch.device) -> dict[str, float]:
 def twin_history(name: str) -> dict:
     """The training losses of twin recipe ``name`` (``data/weights/NAME.json``, checksummed):
     ``{"seeds": [...], "loss": [[one value per step] per seed], "val_accuracy": [per seed]}``."""
-    from cvlib import weights
-
     return weights.load_json(name)
 
 
@@ -463,8 +341,6 @@ def train_twin(name: str, seed: int, steps: int = TWIN_STEPS, device: str | torc
     unless ``model`` is given) trained for ``steps`` steps of AdamW at lr 1e-3 (warm-up:
     ``TWIN_WARMUP``) on batches of 64 scenes shuffled with ``seed``. Returns the model and its
     loss at every step; the first ``steps`` losses of the stored curve are reproduced (notebook 01)."""
-    from cvlib.train import fit, seed_everything
-
     if name not in TWIN_NAMES:
         raise ValueError(f"name must be a twin recipe, one of {TWIN_NAMES}, got {name!r}")
     if model is None:
@@ -479,51 +355,19 @@ def train_twin(name: str, seed: int, steps: int = TWIN_STEPS, device: str | torc
     return model, losses
 
 
-def _train_twin(name: str):
+def train_twins(model: nn.Module, device: torch.device, name: str) -> dict[str, float]:
     """Train the recipe's model (seed 0) and two more of the same build (seeds 1, 2) with
-    ``train_twin``; write every loss curve to ``data/weights/NAME.json``."""
-
-    def train(model: nn.Module, device: torch.device) -> dict[str, float]:
-        from cvlib import weights
-
-        history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [],
-                   "val_accuracy": []}
-        for seed in TWIN_SEEDS:
-            first = seed == TWIN_SEEDS[0]  # seed 0 trains the recipe's model, the others a fresh twin
-            model, losses = train_twin(name, seed, device=device, model=model if first else None)
-            history["loss"].append([round(v, 4) for v in losses])
-            history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
-        weights.save_json(name, history)
-        last = [sum(losses[-50:]) / 50 for losses in history["loss"]]
-        return {"val_accuracy": history["val_accuracy"][0], "last50_loss_seed0": last[0],
-                "last50_loss_mean_3_seeds": sum(last) / len(last)}
-
-    return train
-
-
-def _twin(name: str):
-    def build() -> nn.Module:
-        from cvlib.models.resnet import ResNet
-        from cvlib.models.vit import ViT
-
-        deep_vit = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}
-        return {"vit_preln": lambda: ViT(norm_first=True, **deep_vit),
-                "vit_postln": lambda: ViT(norm_first=False, **deep_vit),
-                "vit_postln_warmup": lambda: ViT(norm_first=False, **deep_vit),
-                "resnet": lambda: ResNet(width=8, blocks=9, residual=True),
-                "resnet_plain": lambda: ResNet(width=8, blocks=9, residual=False)}[name]()
-
-    return build
-
-
-for _name, _description in [
-    ("vit_preln", "deep ViT (12 Pre-LN blocks, 16x16 patches), lr 1e-3, no warm-up, 400 steps x 3 seeds"),
-    ("vit_postln", "the same ViT with Post-LN blocks, same lr, no warm-up, 400 steps x 3 seeds"),
-    ("vit_postln_warmup", "the Post-LN ViT with 100 steps of linear lr warm-up, 400 steps x 3 seeds"),
-    ("resnet", "ResNet-56 (3 x 9 basic blocks, width 8), 400 steps x 3 seeds"),
-    ("resnet_plain", "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
-]:
-    register(_name, _twin(_name), _description)(_train_twin(_name))
+    :func:`train_twin`; write every loss curve to ``data/weights/NAME.json``."""
+    history = {"recipe": name, "steps": TWIN_STEPS, "seeds": list(TWIN_SEEDS), "loss": [], "val_accuracy": []}
+    for seed in TWIN_SEEDS:
+        first = seed == TWIN_SEEDS[0]  # seed 0 trains the recipe's model, the others a fresh twin
+        model, losses = train_twin(name, seed, device=device, model=model if first else None)
+        history["loss"].append([round(v, 4) for v in losses])
+        history["val_accuracy"].append(round(_val_accuracy(model, device), 4))
+    weights.save_json(name, history)
+    last = [sum(losses[-50:]) / 50 for losses in history["loss"]]
+    return {"val_accuracy": history["val_accuracy"][0], "last50_loss_seed0": last[0],
+            "last50_loss_mean_3_seeds": sum(last) / len(last)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,19 +375,13 @@ for _name, _description in [
 
 DETR_STEPS = 4000  # batches of 32 scenes; the learning rate drops 10x for the last quarter
 DETR_TIME_LIMIT = 45 * 60  # seconds: a safety stop on a slow, shared CPU
+SMALL_DETR = {"width": 16, "d_model": 128, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
+              "dim_feedforward": 256, "num_queries": 10}
 
 
-def _detr() -> nn.Module:
-    return _detr_for_data(num_classes=3, backbone=None)
-
-
-@register("detr", _detr, "DETR: width-16 CNN, 3+3 transformer layers (d 128), 10 queries, aux losses")
-def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_detection
-    from cvlib.train import fit
-
+def train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``DETR_STEPS`` batches of 32 new scenes, AdamW lr 5e-4 (x0.1 for the last quarter),
+    gradients clipped at 0.1."""
     scenes = ShapesDataset(200_000, seed=0)
     loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_detection)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
@@ -554,56 +392,84 @@ def _train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 03 dilated convolution (equal rates vs hybrid rates) and 08 the stuff segmenter of panoptic
-# segmentation: the segmentation recipe and budget (SEGMENTATION_STEPS) of section 03
+# The table: every shipped checkpoint, by the notebook that loads it
 
-DILATIONS = {"fcn_dilated": (2, 2, 2, 2, 2, 2),  # equal rates: every tap on the even lattice
-             "fcn_dilated_hybrid": (1, 2, 3, 1, 2, 3)}  # hybrid rates: the same receptive field, no holes
-
-
-def _dilated(name: str):
-    def build() -> nn.Module:
-        from cvlib.models.fcn import DilatedFCN
-
-        return DilatedFCN(width=16, dilations=DILATIONS[name])
-
-    return build
-
-
-for _name, _description in [
-    ("fcn_dilated", "dilated FCN, six 3x3 layers of rate 2 (receptive field 25), width 16, 500 steps"),
-    ("fcn_dilated_hybrid", "dilated FCN, rates 1,2,3,1,2,3 (receptive field 25), width 16, 500 steps"),
-]:
-    register(_name, _dilated(_name), _description)(_train_segmenter)
-
-STUFF_SEGMENTER_CLASSES = 6  # 0 (unused in stuff scenes), 3 things, sky and ground
-
-
-def _segmenter_of_stuff() -> nn.Module:
-    from cvlib.models.unet import UNet
-
-    return UNet(num_classes=STUFF_SEGMENTER_CLASSES, width=16)
-
-
-@register("unet_stuff", _segmenter_of_stuff,
-          "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps")
-def _train_unet_stuff(model: nn.Module, device: torch.device) -> dict[str, float]:
-    """The segmentation recipe on ``ShapesDataset(4000, seed=0, stuff=True)``; mIoU on the first
-    200 held-out stuff scenes (over the classes true or predicted there)."""
-    from torch.utils.data import DataLoader
-
-    from cvlib.data import ShapesDataset, collate_segmentation
-    from cvlib.metrics import confusion_matrix, mean_iou
-    from cvlib.train import fit, predict
-
-    scenes = ShapesDataset(4000, seed=0, stuff=True)
-    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
-    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
-        lr=3e-3, device=device)
-    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1, stuff=True)))
-    pred = predict(model, images, batch_size=50, device=device).argmax(1)
-    confusion = confusion_matrix(pred, semantic, num_classes=STUFF_SEGMENTER_CLASSES)
-    return {"miou": mean_iou(confusion)}
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
+    # 00 tasks and data; 09 and 11 explain this classifier
+    Recipe("shapes_cnn", partial(SmallCNN, num_classes=3, width=16), train_classifier,
+           "SmallCNN (GAP + FC) classifying single-object 64x64 scenes"),
+    Recipe("shapes_cnn_random_labels", partial(SmallCNN, num_classes=3, width=16), fit_random_labels,
+           "the shapes_cnn architecture on 256 of its scenes with shuffled labels, 160 steps (memorised)"),
+    # 01 attention and ViT
+    Recipe("vit", partial(ViT, image_size=64, patch_size=8, num_classes=3, dim=64, depth=4, heads=4),
+           train_vit,
+           "ViT (8x8 patches, CLS, 4 Pre-LN blocks, width 64, 4 heads), 1500 steps"),
+    Recipe("vit_preln", partial(ViT, norm_first=True, **DEEP_VIT), partial(train_twins, name="vit_preln"),
+           "deep ViT (12 Pre-LN blocks, 16x16 patches), lr 1e-3, no warm-up, 400 steps x 3 seeds"),
+    Recipe("vit_postln", partial(ViT, norm_first=False, **DEEP_VIT), partial(train_twins, name="vit_postln"),
+           "the same ViT with Post-LN blocks, same lr, no warm-up, 400 steps x 3 seeds"),
+    Recipe("vit_postln_warmup", partial(ViT, norm_first=False, **DEEP_VIT),
+           partial(train_twins, name="vit_postln_warmup"),
+           "the Post-LN ViT with 100 steps of linear lr warm-up, 400 steps x 3 seeds"),
+    Recipe("resnet", partial(ResNet, width=8, blocks=9, residual=True), partial(train_twins, name="resnet"),
+           "ResNet-56 (3 x 9 basic blocks, width 8), 400 steps x 3 seeds"),
+    Recipe("resnet_plain", partial(ResNet, width=8, blocks=9, residual=False),
+           partial(train_twins, name="resnet_plain"),
+           "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
+    Recipe("resnet_plain20", partial(ResNet, width=8, blocks=3, residual=False),
+           partial(train_twins, name="resnet_plain20"),
+           "a shallower plain net, plain-20 (3 x 3 blocks, width 8), same 400 steps x 3 seeds"),
+    # 03 semantic segmentation
+    Recipe("unet", partial(UNet, width=16, skip=True), train_segmenter,
+           "U-Net (depth 3, width 16) with skip connections, 500 steps"),
+    Recipe("unet_noskip", partial(UNet, width=16, skip=False), train_segmenter,
+           "the same U-Net without skip connections, same 500 steps"),
+    Recipe("fcn", partial(FCN, width=16), train_segmenter,
+           "FCN: features at 1/8, transposed conv x8 initialised bilinear, 500 steps"),
+    Recipe("patch_classifier", partial(PatchClassifier, width=16), train_segmenter,
+           "15x15 sliding-window patch classifier (unpadded convs), 500 steps"),
+    Recipe("unet_curves", partial(UNet, width=16, skip=False), train_unet_curves,
+           "the U-Net without skips trained 3x longer (1500 steps); its json: held-out mIoU and boundary F "
+           "every 100 steps of it and of the U-Net with skips, trained alike"),
+    Recipe("fcn_dilated", partial(DilatedFCN, width=16, dilations=(2, 2, 2, 2, 2, 2)), train_segmenter,
+           "dilated FCN, six 3x3 layers of rate 2 (receptive field 25), width 16, 500 steps"),
+    Recipe("fcn_dilated_hybrid", partial(DilatedFCN, width=16, dilations=(1, 2, 3, 1, 2, 3)), train_segmenter,
+           "dilated FCN, rates 1,2,3,1,2,3 (receptive field 25), width 16, 500 steps"),
+    # 04 detection basics
+    Recipe("single_object", partial(SingleObjectDetector, num_classes=3, image_size=64, width=16),
+           train_single_object, "SingleObjectDetector: class + box of one-object 64x64 scenes"),
+    # 05 the R-CNN family (batches of 8 scenes)
+    Recipe("rcnn", partial(RCNN, num_classes=3, width=8), partial(train_detector, steps=600),
+           "R-CNN: 2,055 windows warped to 32x32, CNN per region, 600 steps of 8 scenes"),
+    Recipe("fast_rcnn", partial(build_fast_rcnn, num_classes=3, width=8), partial(train_detector, steps=1000),
+           "Fast R-CNN: the same windows, RoI Align 7x7 on the shared feature map, 1000 steps"),
+    Recipe("faster_rcnn", partial(build_faster_rcnn, num_classes=3, width=8),
+           partial(train_detector, steps=1500),
+           "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
+    # 06 YOLO
+    Recipe("yolo", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=16), train_yolo,
+           "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
+    Recipe("yolo_focal", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=16, focal=True),
+           train_yolo, "the same YOLO with focal-loss confidence (alpha 0.25, gamma 2), same 2000 steps"),
+    Recipe("yolo_width8", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=8), train_yolo,
+           "the same YOLO on Faster R-CNN's width-8 backbone, same 2000 steps"),
+    # 07 DETR
+    Recipe("detr", partial(DETR, num_classes=3, **SMALL_DETR), train_detr,
+           "DETR: width-16 CNN, 3+3 transformer layers (d 128), 10 queries, aux losses"),
+    # 08 Mask R-CNN: the shipped faster_rcnn plus a mask head, 600 more steps of 8 scenes
+    Recipe("mask_rcnn", partial(build_mask_rcnn, num_classes=3, width=8),
+           partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
+           "Mask R-CNN: faster_rcnn.pt + a mask head on RoI Align 14x14, 600 more steps"),
+    Recipe("mask_rcnn_roipool", partial(build_mask_rcnn, num_classes=3, width=8, mask_pooler="pool"),
+           partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
+           "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
+    Recipe("mask_rcnn_softmax", partial(build_mask_rcnn, num_classes=3, width=8, mask_loss="softmax"),
+           partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
+           "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
+    # 08 panoptic segmentation: the semantic model of stuff scenes (things come from mask_rcnn)
+    Recipe("unet_stuff", partial(UNet, num_classes=STUFF_SEGMENTER_CLASSES, width=16), train_stuff_segmenter,
+           "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps"),
+]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,50 +490,15 @@ class DataRecipe:
     accepts_backbone: bool = True
 
 
-def _faster_rcnn(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.rcnn import build_faster_rcnn
-
-    return build_faster_rcnn(num_classes, width=8, backbone=backbone)
-
-
-def _mask_rcnn_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.mask_rcnn import build_mask_rcnn
-
-    return build_mask_rcnn(num_classes, width=8, backbone=backbone)
-
-
-def _yolo_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.yolo import YOLO
-
-    return YOLO(num_classes, grid_size=8, boxes_per_cell=2, width=16, backbone=backbone)
-
-
-def _detr_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.detr import DETR
-
-    return DETR(num_classes, width=16, d_model=128, num_heads=4, num_encoder_layers=3, num_decoder_layers=3,
-                dim_feedforward=256, num_queries=10, backbone=backbone)
-
-
-def _unet_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.unet import UNet
-
-    return UNet(num_classes + 1, depth=3, width=16)
-
-
-def _fcn_for_data(num_classes: int, backbone: nn.Module | None) -> nn.Module:
-    from cvlib.models.fcn import FCN
-
-    return FCN(num_classes + 1, width=16, backbone=backbone)
-
-
-DATA_RECIPES: dict[str, DataRecipe] = {
-    "faster_rcnn": DataRecipe(_faster_rcnn, "detection"),
-    "mask_rcnn": DataRecipe(_mask_rcnn_for_data, "detection"),
-    "yolo": DataRecipe(_yolo_for_data, "detection"),
-    "detr": DataRecipe(_detr_for_data, "detection"),
-    "unet": DataRecipe(_unet_for_data, "segmentation", accepts_backbone=False),  # skips need every scale
-    "fcn": DataRecipe(_fcn_for_data, "segmentation"),
+DATA_RECIPES: dict[str, DataRecipe] = {  # build(c, b): c object classes, backbone b
+    "faster_rcnn": DataRecipe(lambda c, b: build_faster_rcnn(c, width=8, backbone=b), "detection"),
+    "mask_rcnn": DataRecipe(lambda c, b: build_mask_rcnn(c, width=8, backbone=b), "detection"),
+    "yolo": DataRecipe(lambda c, b: YOLO(c, grid_size=8, boxes_per_cell=2, width=16, backbone=b),
+                       "detection"),
+    "detr": DataRecipe(lambda c, b: DETR(c, backbone=b, **SMALL_DETR), "detection"),
+    "unet": DataRecipe(lambda c, b: UNet(c + 1, depth=3, width=16), "segmentation",
+                       accepts_backbone=False),  # its skips need every scale of its own encoder
+    "fcn": DataRecipe(lambda c, b: FCN(c + 1, width=16, backbone=b), "segmentation"),
 }
 
 
@@ -676,8 +507,6 @@ def build_for_data(name: str, num_classes: int, backbone: str | None = None,
     """The untrained model ``name`` (a key of :data:`DATA_RECIPES`) for ``num_classes`` object
     classes, on the course's backbone or on torchvision's ``backbone`` (``resnet18``,
     ``resnet50``, ``mobilenet_v3``; ImageNet weights when ``pretrained`` and they can be had)."""
-    from cvlib.models.backbones import torchvision_backbone
-
     if name not in DATA_RECIPES:
         raise ValueError(f"name must be one of {sorted(DATA_RECIPES)} to train on a dataset, got {name!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

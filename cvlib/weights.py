@@ -28,7 +28,7 @@ from torch import nn
 from cvlib._checks import describe, module
 
 __all__ = [
-    "WEIGHTS_DIR", "CheckpointError", "ChecksumError", "save", "load", "load_model", "save_json",
+    "WEIGHTS_DIR", "CheckpointError", "ChecksumError", "save", "load", "save_json",
     "load_json", "sha256", "available", "transfer",
 ]
 
@@ -170,26 +170,6 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
     if not isinstance(checkpoint, dict) or not {"state_dict", "meta"} <= set(checkpoint):
         raise CheckpointError(f"{path} lacks 'state_dict' and 'meta'; {_rebuild_hint(name)}")
     return checkpoint
-
-
-def load_model(
-    name: str, device: torch.device | str = "cpu", directory: str | Path = WEIGHTS_DIR
-) -> nn.Module:
-    """The trained model of recipe ``name``, rebuilt by the recipe, in eval mode on ``device``."""
-    from cvlib.recipes import RECIPES
-
-    if _check_name(name) not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-    checkpoint = load(name, directory)
-    model = RECIPES[name].build()
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"{name}.pt does not fit the model of recipe {name!r} ({str(error).splitlines()[0]}); "
-            f"{_rebuild_hint(name)}"
-        ) from error
-    return model.to(device).eval()
 
 
 def transfer(model: nn.Module, state_dict: dict) -> list[str]:

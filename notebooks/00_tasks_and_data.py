@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cvlib import runtime, viz, weights, widgets
+from cvlib import recipes, runtime, viz, weights, widgets
 from cvlib.data import (
     ShapesClassification,
     ShapesDataset,
@@ -232,7 +232,7 @@ assert torch.bincount(labels)[1:].min() > 0.25 * len(labels)  # classes roughly 
 # the training never saw).
 
 # %%
-model = weights.load_model("shapes_cnn", device=device)
+model = recipes.load_model("shapes_cnn", device=device)
 print(weights.load("shapes_cnn")["meta"]["command"], "->", weights.load("shapes_cnn")["meta"]["metrics"])
 held_out = ShapesClassification(500, seed=1)
 images, labels = collate_classification(list(held_out))
@@ -320,7 +320,7 @@ print("pycocotools reads back every mask and box exactly")
 # - Targets follow torchvision's detection format (`boxes` float xyxy in pixels, `labels` in
 #   $1..C$ with 0 for background), batched as lists by `collate_detection`.
 # - Trained models are shipped as small checkpoints with a checksum and their provenance;
-#   `cvlib.weights.load_model(NAME)` loads one, `python -m cvlib.train NAME` rebuilds it.
+#   `cvlib.recipes.load_model(NAME)` loads one, `python -m cvlib.train NAME` rebuilds it.
 # - `to_coco` exports the ground truth in the format `pycocotools` evaluates.
 #
 # ## Exercises

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from cvlib import metrics, recipes, runtime, viz, weights, widgets
+from cvlib import metrics, recipes, runtime, viz, widgets
 from cvlib.data import ShapesDataset, collate_segmentation
 from cvlib.models.fcn import (
     FCN,
@@ -78,7 +78,7 @@ print("pixels per class:", {n: f"{f:.1%}" for n, f in zip(names, torch.bincount(
 
 def scores_of(name):
     """Held-out predictions of a shipped segmenter and its mIoU, boundary F and confusion."""
-    model = weights.load_model(name, device=device)
+    model = recipes.load_model(name, device=device)
     pred = predict(model, images, batch_size=50, device=device).argmax(1)
     confusion = metrics.confusion_matrix(pred, semantic, num_classes=4)
     return model, pred, {"miou": metrics.mean_iou(confusion), "pixel_accuracy": metrics.pixel_accuracy(confusion),

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.manifold import TSNE
 
-from cvlib import explain, runtime, viz, weights, widgets
+from cvlib import explain, recipes, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, held_out_classification
 from cvlib.explain import dissection, faithfulness, inversion, sanity, style
 
@@ -76,7 +76,7 @@ device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 # with their object masks.
 
 # %%
-model = weights.load_model("shapes_cnn", device=device)
+model = recipes.load_model("shapes_cnn", device=device)
 N = 100
 images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
@@ -352,7 +352,7 @@ assert correlation["guided backprop"][0] > 0.7 and correlation["Grad-CAM"][0] < 
 # is compared with the trained model's, scene by scene.
 
 # %%
-random_label_model = weights.load_model("shapes_cnn_random_labels", device=device)
+random_label_model = recipes.load_model("shapes_cnn_random_labels", device=device)
 print("random-label model:", weights.load("shapes_cnn_random_labels")["meta"]["metrics"])
 random_label_maps = {name: method(random_label_model) for name, method in methods.items()}
 label_correlation = {name: sanity.rank_correlation(trained_maps[name], random_label_maps[name])

@@ -187,7 +187,7 @@ def _prediction() -> dict:
 
 
 def _cases() -> dict[str, Case]:
-    from cvlib import explain, losses, metrics, ops, train, viz, weights, widgets
+    from cvlib import explain, losses, metrics, ops, recipes, train, viz, weights, widgets
     from cvlib.data import shapes
     from cvlib.explain import hooks
     from cvlib.models import (
@@ -200,6 +200,7 @@ def _cases() -> dict[str, Case]:
         rcnn_torchvision,
         resnet,
         single,
+        swin,
         unet,
         vit,
         yolo,
@@ -750,6 +751,74 @@ def _cases() -> dict[str, Case]:
         dim=("posint",),
         depth=("posint",),
         heads=("posint",),
+    )
+    add(
+        "cvlib.models.vit.CrossAttention",
+        vit.CrossAttention,
+        lambda: {"query_dim": 8, "input_dim": 6, "heads": 2},
+        query_dim=("posint",),
+        input_dim=("posint",),
+        heads=("posint",),
+    )
+    add(
+        "cvlib.models.vit.CrossAttention.forward",
+        _forward,
+        lambda: {"model": vit.CrossAttention(8, 6, 2), "queries": torch.rand(1, 3, 8),
+                 "inputs": torch.rand(1, 5, 6)},
+        queries=(*FLOAT, "extra_dim"),
+        inputs=(*FLOAT, "extra_dim"),
+    )
+    add(
+        "cvlib.models.swin.window_partition",
+        swin.window_partition,
+        lambda: {"x": torch.rand(1, 4, 4, 3), "window": 2},
+        x=("list", "extra_dim"),
+        window=("posint",),
+    )
+    add(
+        "cvlib.models.swin.window_merge",
+        swin.window_merge,
+        lambda: {"windows": torch.rand(4, 4, 3), "window": 2, "height": 4, "width": 4},
+        windows=("list", "extra_dim"),
+        window=("posint",),
+        height=("posint",),
+        width=("posint",),
+    )
+    add(
+        "cvlib.models.swin.shifted_window_mask",
+        swin.shifted_window_mask,
+        lambda: {"height": 8, "width": 8, "window": 4, "shift": 2},
+        height=("posint",),
+        width=("posint",),
+        window=("posint",),
+        shift=("nonnegint", ("not below the window", 4)),
+    )
+    add(
+        "cvlib.models.swin.WindowAttention",
+        swin.WindowAttention,
+        lambda: {"dim": 8, "heads": 2, "window": 2, "shift": 1},
+        window=("posint",),
+        shift=("nonnegint", ("not below the window", 2)),
+    )
+    add(
+        "cvlib.models.swin.WindowAttention.forward",
+        _forward,
+        lambda: {"model": swin.WindowAttention(8, 2, 2, 1), "x": torch.rand(1, 4, 4, 8)},
+        x=(*FLOAT, "extra_dim", ("grid not a multiple of the window", torch.rand(1, 3, 4, 8))),
+    )
+    add(
+        "cvlib.models.swin.attention_macs",
+        swin.attention_macs,
+        lambda: {"tokens": 64, "dim": 16, "window": 4},
+        tokens=("posint",),
+        dim=("posint",),
+        window=("posint", ("larger than the grid", 9)),
+    )
+    add(
+        "cvlib.models.detr.DETR.encoder_attention",
+        lambda model, images: model.encoder_attention(images),
+        lambda: {"model": _detector("detr").eval(), "images": [torch.rand(3, 32, 32, generator=_g(4))]},
+        images=("sequence", "extra_dim", "nan"),
     )
     detectors = {
         "rcnn": "rcnn.RCNN",
@@ -1378,8 +1447,9 @@ def _cases() -> dict[str, Case]:
     )
 
     # cvlib.weights ----------------------------------------------------------------------------
-    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet"), ("load_model", "shapes_cnn")):
+    for fn, name in (("load", "shapes_cnn"), ("load_json", "resnet")):
         add(f"cvlib.weights.{fn}", getattr(weights, fn), lambda name=name: {"name": name}, name=("name",))
+    add("cvlib.recipes.load_model", recipes.load_model, lambda: {"name": "shapes_cnn"}, name=("name",))
     meta = {
         "command": "python -m cvlib.train tiny",
         "seed": 0,
@@ -2278,9 +2348,8 @@ EXEMPT = {
     "cvlib.models.vit.MixtureOfExperts": INTERNAL_LAYER,
     "cvlib.models.vit.Block": INTERNAL_LAYER,
     "cvlib.explain.hooks.capture": "a context manager that registers a hook on a layer resolve_layer checked",
-    "cvlib.recipes.Recipe": "a record of a registered recipe (a dataclass), built by register",
-    "cvlib.recipes.register": "a decorator used at import time by cvlib.recipes itself",
-    "cvlib.recipes.run": "trains for minutes; its name is checked like weights.load_model's (same lookup)",
+    "cvlib.recipes.Recipe": "a row of the recipe table (a dataclass), written in cvlib/recipes.py itself",
+    "cvlib.recipes.run": "trains for minutes; its name is checked like recipes.load_model's (same lookup)",
     "cvlib.train.main": "the command line (issue 17 owns it); argparse rejects bad arguments",
     "cvlib.train.default_device": "takes no argument",
     "cvlib.train.rank": "takes no argument",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cvlib import explain
+from cvlib import explain, recipes
 from cvlib.models.blocks import SmallCNN
 
 
@@ -114,10 +114,9 @@ def test_grad_cam_equals_the_grad_cam_package(layer):
     package = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from cvlib import weights
     from cvlib.data import ShapesClassification, collate_classification
 
-    model = weights.load_model("shapes_cnn")
+    model = recipes.load_model("shapes_cnn")
     images, labels = collate_classification(list(ShapesClassification(8, seed=1)))
     ours = explain.grad_cam(model, images, labels, layer=layer)
     ours = ours - ours.amin(dim=(1, 2), keepdim=True)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from torch import nn
 
-from cvlib import explain, weights
+from cvlib import explain, recipes, weights
 from cvlib.data import ShapesClassification, held_out_classification
 from cvlib.explain import dissection, faithfulness, inversion, sanity, style
 from cvlib.models.blocks import SmallCNN
@@ -19,7 +19,7 @@ from cvlib.models.blocks import SmallCNN
 
 @pytest.fixture(scope="module")
 def trained():
-    model = weights.load_model("shapes_cnn")
+    model = recipes.load_model("shapes_cnn")
     scenes = ShapesClassification(6, seed=1)
     images = torch.stack([scenes[i][0] for i in range(6)])
     labels = torch.tensor([scenes[i][1] for i in range(6)])
@@ -221,8 +221,8 @@ def test_random_label_recipe_memorises_shuffled_labels_and_learns_no_shapes():
 
 
 def test_shipped_random_label_checkpoint_loads_and_does_not_know_the_shapes():
-    trained_model = weights.load_model("shapes_cnn")
-    random_labels = weights.load_model("shapes_cnn_random_labels")
+    trained_model = recipes.load_model("shapes_cnn")
+    random_labels = recipes.load_model("shapes_cnn_random_labels")
     assert {k: v.shape for k, v in random_labels.state_dict().items()} == \
         {k: v.shape for k, v in trained_model.state_dict().items()}
     meta = weights.load("shapes_cnn_random_labels")["meta"]

@@ -29,7 +29,7 @@ def test_import_opens_no_socket():
         "def refuse(*a, **k): raise RuntimeError('network used')\n"
         "socket.socket.connect = refuse\n"
         "import cvlib, cvlib.data, cvlib.train, cvlib.weights, cvlib.viz, cvlib.recipes\n"
-        "cvlib.weights.load_model('shapes_cnn')\n"
+        "cvlib.recipes.load_model('shapes_cnn')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -113,12 +113,20 @@ def test_no_import_cycles():
     """No two cvlib modules import each other, directly or round a longer circle, at module
     level: each module can be read (and imported) after the ones it builds on. An import inside
     a function runs when the function is called, after every module has loaded, so it is not a
-    module-level cycle and is not counted (``weights.load_model`` builds a recipe's model that
-    way). Importing ``cvlib.a.b`` also runs the package ``cvlib.a``'s ``__init__``; that edge
+    module-level cycle and is not counted (``cvlib.train``'s command line reads the recipes
+    that way). Importing ``cvlib.a.b`` also runs the package ``cvlib.a``'s ``__init__``; that edge
     is Python's package machinery, not a dependency, and is not counted either."""
     graph = _module_imports()
     assert graph["cvlib.models.yolo"] >= {"cvlib.models.detection"}  # the walk sees the imports
     assert _cycles(graph) == []
+
+
+def test_storage_does_not_know_the_catalogue():
+    """``cvlib.weights`` stores checkpoints; the recipes (``cvlib.recipes``) rebuild models from
+    them. Only the command line (``cvlib.train.main``) reaches back to the recipes, lazily."""
+    lazy = _module_imports(lazy=True)
+    assert "cvlib.recipes" not in lazy["cvlib.weights"]
+    assert {module for module, imports in lazy.items() if "cvlib.recipes" in imports} <= {"cvlib.train"}
 
 
 def test_cycle_finder_finds_a_cycle():

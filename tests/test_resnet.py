@@ -81,11 +81,10 @@ def test_bad_input():
         BasicBlock(4, 4, residual=False, drop_prob=0.1)
 
 
-@pytest.mark.parametrize("name", ["resnet", "resnet_plain"])
+@pytest.mark.parametrize("name", ["resnet", "resnet_plain", "resnet_plain20"])
 def test_shipped_checkpoints_and_histories(name):
-    from cvlib import weights
-    from cvlib.recipes import TWIN_STEPS, twin_history
+    from cvlib.recipes import TWIN_STEPS, load_model, twin_history
 
-    model = weights.load_model(name)
+    model = load_model(name)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
     assert [len(loss) for loss in twin_history(name)["loss"]] == [TWIN_STEPS] * 3

@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from cvlib import weights
+from cvlib import recipes, weights
 from cvlib.models.blocks import SmallCNN
 from cvlib.recipes import RECIPES
 
@@ -133,8 +133,8 @@ def test_json_round_trip_and_checksum(tmp_path):
 
 
 def test_unknown_recipe():
-    with pytest.raises(ValueError, match="unknown recipe"):
-        weights.load_model("no_such_model")
+    with pytest.raises(ValueError, match="name must be a recipe, one of"):
+        recipes.load_model("no_such_model")
 
 
 @pytest.mark.parametrize("name", weights.available())
@@ -142,7 +142,7 @@ def test_shipped_checkpoints_verify_and_load(name):
     """Every shipped file matches its checksum, is small, and loads into its recipe's model."""
     assert name in RECIPES, f"{name}.pt has no recipe in cvlib.recipes"
     assert (weights.WEIGHTS_DIR / f"{name}.pt").stat().st_size <= 10e6
-    model = weights.load_model(name)
+    model = recipes.load_model(name)
     assert not model.training
     meta = weights.load(name)["meta"]
     assert meta["command"].startswith(f"python -m cvlib.train {name}")
@@ -161,7 +161,7 @@ def test_shipped_detectors_reproduce_their_recorded_metrics(name):
     from cvlib.recipes import _evaluate_detector
 
     recorded = weights.load(name)["meta"]["metrics"]
-    measured = _evaluate_detector(weights.load_model(name), torch.device("cpu"), DETECTORS[name])
+    measured = _evaluate_detector(recipes.load_model(name), torch.device("cpu"), DETECTORS[name])
     assert measured == pytest.approx({k: recorded[k] for k in measured}, abs=2e-3)
 
 
