@@ -713,7 +713,8 @@ def evaluate_detections(
             need smaller ranges: at 64 x 64 every COCO object is "small". An object's area is
             its target's ``area`` entry, else its mask's pixel count, else its box's.
         sigmas: float ``[K]``, the per-keypoint OKS constants (``"keypoints"`` only); default
-            :data:`COCO_PERSON_SIGMAS` when ``K = 17``.
+            :data:`COCO_PERSON_SIGMAS` when ``K = 17``; the shapes' keypoints use
+            ``cvlib.data.shapes.KEYPOINT_SIGMAS`` (0.1 each: OKS 0.5 at about 3.5 px on a median shape).
 
     Returns:
         A dict with

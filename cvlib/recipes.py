@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cvlib import weights
 from cvlib._checks import describe
 from cvlib.data import (
+    CLASSES,
     ShapesClassification,
     ShapesDataset,
     SingleObjectDataset,
@@ -38,6 +39,7 @@ from cvlib.data import (
     held_out_classification,
     held_out_detection,
 )
+from cvlib.data.shapes import KEYPOINT_SIGMAS
 from cvlib.metrics import (
     accuracy,
     boundary_f_score,
@@ -50,6 +52,7 @@ from cvlib.models.backbones import torchvision_backbone
 from cvlib.models.blocks import SmallCNN
 from cvlib.models.detr import DETR
 from cvlib.models.fcn import FCN, DilatedFCN, PatchClassifier
+from cvlib.models.keypoint_rcnn import build_keypoint_rcnn, keypoints_from_boxes, mean_keypoint_layout
 from cvlib.models.mask_rcnn import build_mask_rcnn
 from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
 from cvlib.models.resnet import ResNet
@@ -392,6 +395,53 @@ def train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 08 Keypoints: the shipped Mask R-CNN plus a keypoint head (Keypoint R-CNN)
+
+KEYPOINT_LAYOUT_SCENES = 300  # training scenes whose average keypoint layout the baseline uses
+
+
+def keypoint_baseline(detections: list[dict]) -> list[dict]:
+    """``detections`` with the keypoints of a baseline that has no keypoint head: each class's
+    average keypoint layout inside its box (over ``KEYPOINT_LAYOUT_SCENES`` training scenes,
+    :func:`~cvlib.models.keypoint_rcnn.mean_keypoint_layout`) placed in each detected box."""
+    train = ShapesDataset(KEYPOINT_LAYOUT_SCENES, seed=0, keypoints=True)
+    layout = mean_keypoint_layout([train[i][1] for i in range(len(train))], train.num_classes)
+    return [{**d, "keypoints": keypoints_from_boxes(d["boxes"], d["labels"], layout)} for d in detections]
+
+
+def keypoint_metrics(detections: list[dict], targets: list[dict]) -> dict[str, float]:
+    """Keypoint AP (OKS with ``cvlib.data.shapes.KEYPOINT_SIGMAS``, COCO's 20 detections per image)
+    of ``detections`` (with ``keypoints``) on ``targets`` (with ``keypoints``), and of
+    :func:`keypoint_baseline` in the same boxes: ``keypoint_map``, ``keypoint_map_50``,
+    ``keypoint_map_75``, ``keypoint_map_<class>`` and the same prefixed ``baseline_``."""
+    metrics = {}
+    for prefix, dets in (("keypoint_", detections), ("baseline_keypoint_", keypoint_baseline(detections))):
+        coco = evaluate_detections(dets, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+        metrics.update({f"{prefix}map_{CLASSES[label - 1]}": ap for label, ap in coco["per_class"].items()})
+    return metrics
+
+
+def train_keypoint_rcnn(model: nn.Module, device: torch.device, steps: int) -> dict[str, float]:
+    """Start from the shipped ``mask_rcnn`` weights (checksum checked; only the keypoint head stays
+    as initialised), ``steps`` batches of 8 of 8,000 scenes with keypoints (seed 0), AdamW lr 1e-3;
+    box, mask and keypoint COCO metrics (and the baseline's keypoint AP) on the held-out scenes."""
+    missing = model.load_state_dict(weights.load("mask_rcnn")["state_dict"], strict=False).missing_keys
+    if not all(key.startswith("roi_heads.keypoint_head.") for key in missing):
+        raise RuntimeError(f"mask_rcnn.pt does not fit this Keypoint R-CNN: {missing}")
+    scenes = ShapesDataset(8000, seed=0, keypoints=True)
+    loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=steps, lr=1e-3, device=device)
+    images, targets = held_out_detection(200, keypoints=True)
+    detections = detect(model, images, device=device)
+    metrics = {}
+    for prefix, iou_type in (("box_", "bbox"), ("mask_", "segm")):
+        coco = evaluate_detections(detections, targets, iou_type=iou_type)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return {**metrics, **keypoint_metrics(detections, targets)}
+
+
+# ---------------------------------------------------------------------------------------------
 # The table: every shipped checkpoint, by the notebook that loads it
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
@@ -466,6 +516,11 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("mask_rcnn_softmax", partial(build_mask_rcnn, num_classes=3, width=8, mask_loss="softmax"),
            partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
            "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
+    # 08 keypoints: the shipped mask_rcnn plus a keypoint head, 600 more steps of 8 scenes
+    Recipe("keypoint_rcnn", partial(build_keypoint_rcnn, num_classes=3, width=8),
+           partial(train_keypoint_rcnn, steps=600),
+           "Keypoint R-CNN: mask_rcnn.pt + a keypoint head (5 maps of 56x56, RoI Align 14x14), "
+           "600 more steps"),
     # 08 panoptic segmentation: the semantic model of stuff scenes (things come from mask_rcnn)
     Recipe("unet_stuff", partial(UNet, num_classes=STUFF_SEGMENTER_CLASSES, width=16), train_stuff_segmenter,
            "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps"),

@@ -195,6 +195,7 @@ def _cases() -> dict[str, Case]:
         detection,
         detr,
         fcn,
+        keypoint_rcnn,
         mask_rcnn,
         rcnn,
         rcnn_torchvision,
@@ -1104,6 +1105,62 @@ def _cases() -> dict[str, Case]:
         images=("sequence",),
         targets=("sequence",),
     )
+    # cvlib.models.keypoint_rcnn
+    def _keypoints(n: int = 2) -> torch.Tensor:
+        return torch.cat([torch.rand(n, 5, 2, generator=_g()) * 30, torch.full((n, 5, 1), 2.0)], 2)
+
+    def _keypoint_inputs() -> dict:
+        inputs = _detector_inputs("mask")
+        torch.manual_seed(0)
+        inputs["model"] = keypoint_rcnn.build_keypoint_rcnn(width=2, hidden=8).train()
+        inputs["targets"][0]["keypoints"] = _keypoints()
+        return inputs
+
+    add("cvlib.models.keypoint_rcnn.KeypointRCNN.forward", _forward, _keypoint_inputs,
+        images=("sequence", "extra_dim"), targets=("sequence",))
+    add(
+        "cvlib.models.keypoint_rcnn.KeypointRCNN.forward[keypoints]",
+        lambda model, keypoints, rest: model(rest["images"],
+                                             [{**rest["targets"][0], "keypoints": keypoints}]),
+        lambda: (lambda d: {"model": d["model"], "keypoints": d["targets"][0]["keypoints"], "rest": d})(
+            _keypoint_inputs()),
+        public={"keypoints": "targets"},
+        keypoints=("list", "int", "nan", "inf", "extra_dim"),
+    )
+
+    def _keypoint_parts():
+        model = _keypoint_inputs()["model"]
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.keypoint_rcnn.KeypointRCNN", keypoint_rcnn.KeypointRCNN, _keypoint_parts,
+        backbone=("module",), rpn=("module",),
+        roi_heads=("module", ("mask heads only", _detector("mask").roi_heads)))
+    add("cvlib.models.keypoint_rcnn.build_keypoint_rcnn", keypoint_rcnn.build_keypoint_rcnn,
+        lambda: {"num_classes": 3, "width": 2, "num_keypoints": 5, "keypoint_pool_size": 4},
+        num_classes=("posint",), width=("posint",), num_keypoints=("posint",), keypoint_pool_size=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoint_targets", keypoint_rcnn.keypoint_targets,
+        lambda: {"keypoints": _keypoints(3), "rois": boxes(3), "size": 8},
+        keypoints=("list", "int", "nan", "extra_dim"), rois=BOXES, size=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoint_loss", keypoint_rcnn.keypoint_loss,
+        lambda: {"heatmap_logits": torch.randn(2, 5, 4, 4, generator=_g()),
+                 "targets": torch.randint(0, 16, (2, 5), generator=_g()),
+                 "valid": torch.ones(2, 5, dtype=torch.bool)},
+        heatmap_logits=("list", "nan", "int", "fewer_dims"), targets=("list", "float", "too_big"),
+        valid=("list", "float", "extra_dim"))
+    add("cvlib.models.keypoint_rcnn.heatmaps_to_keypoints", keypoint_rcnn.heatmaps_to_keypoints,
+        lambda: {"heatmap_logits": torch.randn(3, 5, 4, 4, generator=_g()), "boxes": boxes(3)},
+        heatmap_logits=("list", "nan", "int", "extra_dim"), boxes=BOXES)
+    add("cvlib.models.keypoint_rcnn.check_keypoints", keypoint_rcnn.check_keypoints,
+        lambda: {"targets": [{**_target(), "keypoints": _keypoints()}], "num_keypoints": 5},
+        targets=("sequence",), num_keypoints=("posint",))
+    add("cvlib.models.keypoint_rcnn.mean_keypoint_layout", keypoint_rcnn.mean_keypoint_layout,
+        lambda: {"targets": [{**_target(), "keypoints": _keypoints()}], "num_classes": 3},
+        targets=("sequence",), num_classes=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoints_from_boxes", keypoint_rcnn.keypoints_from_boxes,
+        lambda: {"boxes": boxes(2), "labels": torch.tensor([1, 3]),
+                 "layout": torch.rand(4, 5, 2, generator=_g())},
+        boxes=BOXES, labels=("list", "float", "too_big", "negative"),
+        layout=("list", "nan", "int", "extra_dim"))
     add(
         "cvlib.models.fcn.receptive_field",
         fcn.receptive_field,
@@ -1384,6 +1441,10 @@ def _cases() -> dict[str, Case]:
     add("cvlib.data.shapes.held_out_classification", shapes.held_out_classification, lambda: {"n": 2},
         n=("posint",))
     add("cvlib.data.shapes.held_out_detection", shapes.held_out_detection, lambda: {"n": 2}, n=("posint",))
+    add("cvlib.data.shapes.ShapesDataset[keypoints]", shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "keypoints": True}, keypoints=("choice",))
+    add("cvlib.data.shapes.held_out_detection[keypoints]", shapes.held_out_detection,
+        lambda: {"n": 2, "keypoints": True}, keypoints=("choice",))
     add(
         "cvlib.data.shapes.to_coco",
         shapes.to_coco,
@@ -2338,6 +2399,8 @@ EXEMPT = {
     "cvlib.models.rpn.RegionProposalNetwork": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskHead": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskRoIHeads": INTERNAL_LAYER,
+    "cvlib.models.keypoint_rcnn.KeypointHead": INTERNAL_LAYER,
+    "cvlib.models.keypoint_rcnn.KeypointRoIHeads": INTERNAL_LAYER,
     "cvlib.models.detr.EncoderLayer": INTERNAL_LAYER,
     "cvlib.models.detr.DecoderLayer": INTERNAL_LAYER,
     "cvlib.models.detr.MLP": INTERNAL_LAYER,

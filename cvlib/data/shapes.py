@@ -5,7 +5,8 @@ One scene gives the labels of all four tasks at once (the first picture of the l
 - classification: which shape is in a single-object scene (``ShapesClassification``),
 - semantic segmentation: ``target["semantic"]``, a class per pixel (0 = background),
 - object detection: ``target["boxes"]`` (float xyxy, pixels) and ``target["labels"]`` (1..C),
-- instance segmentation: ``target["masks"]``, one boolean mask per object.
+- instance segmentation: ``target["masks"]``, one boolean mask per object,
+- keypoints (with ``keypoints=True``): ``target["keypoints"]``, each shape's corners (below).
 
 Shapes are painted one after another, so later shapes occlude earlier ones; masks hold the
 *visible* pixels only and boxes are tight around them (a box ``[x1, y1, x2, y2]`` covers the
@@ -39,6 +40,9 @@ __all__ = [
     "held_out_classification",
     "held_out_detection",
     "to_coco",
+    "KEYPOINT_NAMES",
+    "NUM_KEYPOINTS",
+    "KEYPOINT_SIGMAS",
 ]
 
 CLASSES = ("circle", "square", "triangle")
@@ -124,11 +128,12 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
 def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, stuff: bool = False):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
 
-    Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask and the label (1..C)
-    of every painted shape. A dropped shape is not painted at all, so every visible pixel
-    that is not background belongs to a labelled object. With ``stuff``, the background is
-    sky and ground (:func:`_stuff_background`, drawn after everything else, so the shapes are
-    those of the plain scene), and a fourth value is the ``[H, W]`` stuff index.
+    Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask, the label (1..C)
+    and the pose ``(cx, cy, r, angle)`` of every painted shape. A dropped shape is not painted
+    at all, so every visible pixel that is not background belongs to a labelled object. With
+    ``stuff``, the background is sky and ground (:func:`_stuff_background`, drawn after
+    everything else, so the shapes are those of the plain scene), and a fifth value is the
+    ``[H, W]`` stuff index (else None).
     """
     image = _background(rng, size)
     shapes = []  # (full mask, label, colour, shade), in painting order
@@ -136,11 +141,12 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int,
         label = int(rng.integers(len(classes)))
         r = float(rng.uniform(size / 10, size / 4.5))
         cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
-        mask = _shape_mask(classes[label], cx, cy, r, float(rng.uniform(0, 2 * np.pi)), size)
+        angle = float(rng.uniform(0, 2 * np.pi))
+        mask = _shape_mask(classes[label], cx, cy, r, angle, size)
         colour = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
         colour[rng.integers(3)] *= rng.uniform(0.1, 0.5)  # saturate: one channel darker
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
-        shapes.append((mask, label + 1, colour, shade))
+        shapes.append((mask, label + 1, colour, shade, (float(cx), float(cy), r, angle)))
     noise = 0.04 * rng.standard_normal(image.shape).astype(np.float32)
     if stuff:
         image, stuff_index = _stuff_background(rng, size)
@@ -149,11 +155,11 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int,
         shape for shape, v in zip(shapes, visible)
         if v.sum() >= MIN_VISIBLE_PIXELS and v.sum() >= MIN_VISIBLE_FRACTION * shape[0].sum()
     ]
-    for mask, _, colour, shade in shapes:
+    for mask, _, colour, shade, _ in shapes:
         image = np.where(mask[..., None], colour * shade, image)
     image = np.clip(image + noise, 0.0, 1.0).astype(np.float32)
-    result = image, _visible([mask for mask, *_ in shapes]), [label for _, label, *_ in shapes]
-    return (*result, stuff_index) if stuff else result
+    masks, labels, poses = _visible([s[0] for s in shapes]), [s[1] for s in shapes], [s[4] for s in shapes]
+    return image, masks, labels, poses, (stuff_index if stuff else None)
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -161,6 +167,56 @@ def _mask_box(mask: np.ndarray) -> list[float]:
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     return [float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)]
+
+
+# Keypoints: the natural landmarks of each shape, in COCO's (x, y, visibility) format
+
+NUM_KEYPOINTS = 5  # K: the most any shape has (a circle); a shape with fewer leaves slots unlabelled
+KEYPOINT_NAMES = {  # what keypoint k of each class is; a triangle's vertices start at the topmost
+    "circle": ("centre", "top", "right", "bottom", "left"),
+    "square": ("top-left", "top-right", "bottom-right", "bottom-left"),
+    "triangle": ("top vertex", "next vertex clockwise", "last vertex clockwise"),
+}
+# OKS's per-keypoint tolerance (COCO: 0.025 for eyes to 0.107 for hips, the spread of human
+# annotators). Every keypoint here is exact, so one value sets how strict keypoint AP is: with
+# 0.1, a keypoint d pixels off on an object of area s^2 scores exp(-d^2 / (2 s^2 (2 * 0.1)^2));
+# on a median object (s about 15 px) OKS 0.5 allows 3.5 px, OKS 0.95 about 1 px.
+KEYPOINT_SIGMAS = torch.full((NUM_KEYPOINTS,), 0.1)
+
+
+def _shape_keypoints(name: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """The keypoints ``[k, 2]`` (x, y in pixels, the box convention: pixel ``i`` spans
+    ``i..i+1``) of the shape that :func:`_shape_mask` draws, in the order of
+    ``KEYPOINT_NAMES[name]``: a circle's centre and its top, right, bottom and left points, a
+    square's four corners clockwise from the top-left, a triangle's three vertices clockwise
+    (on screen, y down) from the topmost one."""
+    if name not in KEYPOINT_NAMES:
+        raise ValueError(f"name must be one of {tuple(KEYPOINT_NAMES)}, got {name!r}")
+    if name == "circle":
+        return np.array([[cx, cy], [cx, cy - r], [cx + r, cy], [cx, cy + r], [cx - r, cy]])
+    if name == "square":
+        h = r * 0.85
+        return np.array([[cx - h, cy - h], [cx + h, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
+    # the vertex opposite edge k lies at distance r against that edge's normal (angle + 2 pi k / 3);
+    # k increasing turns clockwise on screen, so start at the topmost and keep the order
+    normals = angle + 2 * np.pi * np.arange(3) / 3
+    vertices = np.stack([cx - r * np.cos(normals), cy - r * np.sin(normals)], axis=1)
+    return np.roll(vertices, -int(vertices[:, 1].argmin()), axis=0)
+
+
+def _keypoints(masks: list[np.ndarray], labels: list[int], poses: list, classes: Sequence[str]) -> np.ndarray:
+    """COCO keypoints ``[N, NUM_KEYPOINTS, 3]`` float32 of the painted shapes: (x, y, v) with
+    v = 2 labelled and visible, 1 labelled but hidden (its pixel belongs to a shape painted
+    later), 0 not labelled (outside the image, or a slot the class does not use), COCO's
+    convention: an unlabelled keypoint is (0, 0, 0)."""
+    size = masks[0].shape[0] if masks else 0
+    keypoints = np.zeros((len(labels), NUM_KEYPOINTS, 3), dtype=np.float32)
+    for i, (label, pose) in enumerate(zip(labels, poses)):
+        above = np.any(masks[i + 1:], axis=0) if i + 1 < len(masks) else np.zeros((size, size), dtype=bool)
+        for k, (x, y) in enumerate(_shape_keypoints(classes[label - 1], *pose)):
+            if 0 <= x < size and 0 <= y < size:
+                keypoints[i, k] = (x, y, 1 if above[int(y), int(x)] else 2)
+    return keypoints
 
 
 class ShapesDataset(Dataset):
@@ -174,6 +230,12 @@ class ShapesDataset(Dataset):
     - ``target["masks"]``: bool ``[N, H, W]``, visible pixels of each object
     - ``target["semantic"]``: int64 ``[H, W]``, the label of the visible object, 0 = background
     - ``target["image_id"]``: int, equal to ``i``
+    - with ``keypoints=True`` also ``target["keypoints"]``: float32 ``[N, K, 3]``, ``K =
+      NUM_KEYPOINTS`` (5), COCO's ``(x, y, visibility)`` as torchvision's Keypoint R-CNN reads
+      it: keypoint ``k`` is ``KEYPOINT_NAMES[class][k]``; visibility 2 = visible, 1 = hidden by
+      a shape in front, 0 = not labelled (outside the image, or a slot the class does not have:
+      a square uses 4, a triangle 3). It changes nothing else: the same seeds give the same
+      scenes with or without it.
 
     ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
     ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
@@ -192,11 +254,15 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
+        keypoints: bool = False,
         stuff: bool = False,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
+        if not isinstance(keypoints, bool):
+            raise TypeError(f"keypoints must be True or False, got {keypoints!r}")
         if not isinstance(stuff, bool):
             raise TypeError(f"stuff must be True or False, got {_checks.describe(stuff)}")
+        self.keypoints = keypoints
         self.stuff = stuff
         self.num_images = num_images
         self.image_size = image_size
@@ -221,12 +287,14 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels, *stuff_index = _render(rng, self.image_size, self.classes,
-                                                      self._num_objects(rng), self.stuff)
+        image, masks, labels, poses, stuff_index = _render(rng, self.image_size, self.classes,
+                                                           self._num_objects(rng), self.stuff)
         target = self._target(masks, labels, index)
+        if self.keypoints:
+            target["keypoints"] = torch.from_numpy(_keypoints(masks, labels, poses, self.classes))
         if self.stuff:  # background pixels: sky C + 1 or ground C + 2
             background = target["semantic"] == 0
-            stuff_labels = torch.from_numpy(stuff_index[0]) + self.num_classes + 1
+            stuff_labels = torch.from_numpy(stuff_index) + self.num_classes + 1
             target["semantic"][background] = stuff_labels[background]
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
@@ -247,7 +315,7 @@ class ShapesDataset(Dataset):
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
             f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
-            + (", stuff=True)" if self.stuff else ")")
+            + (", keypoints=True" if self.keypoints else "") + (", stuff=True" if self.stuff else "") + ")"
         )
 
 
@@ -328,13 +396,14 @@ def held_out_classification(n: int = 100, device=None):
     return torch.stack(images).to(device), labels.to(device), masks.to(device)
 
 
-def held_out_detection(n: int = 200, stuff: bool = False):
+def held_out_detection(n: int = 200, keypoints: bool = False, stuff: bool = False):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
-    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``). ``stuff``:
-    the same objects on sky and ground (``ShapesDataset(n, seed=1, stuff=True)``)."""
+    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``, and
+    ``keypoints`` with ``keypoints=True``: the same scenes). ``stuff``: the same objects on
+    sky and ground (``ShapesDataset(n, seed=1, stuff=True)``)."""
     _checks.integer(n, "n", low=1)
-    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, stuff=stuff)))  # checks stuff
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, keypoints=keypoints, stuff=stuff)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:
@@ -342,6 +411,8 @@ def to_coco(dataset: ShapesDataset) -> dict:
 
     Boxes become ``[x, y, w, h]``, masks run-length encoded (RLE), ``area`` is the number of
     visible pixels, image ids are dataset indices and category ids are the labels ``1..C``.
+    A dataset made with ``keypoints=True`` adds COCO's ``keypoints`` (``[x1, y1, v1, ...]``)
+    and ``num_keypoints`` to each annotation and the keypoint names to each category.
     """
     from pycocotools import mask as mask_utils
 
@@ -351,7 +422,7 @@ def to_coco(dataset: ShapesDataset) -> dict:
     for index in range(len(dataset)):
         _, target = ShapesDataset.__getitem__(dataset, index)
         images.append({"id": index, "width": dataset.image_size, "height": dataset.image_size})
-        for box, label, mask in zip(target["boxes"], target["labels"], target["masks"]):
+        for j, (box, label, mask) in enumerate(zip(target["boxes"], target["labels"], target["masks"])):
             rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
             x1, y1, x2, y2 = box.tolist()
@@ -364,5 +435,12 @@ def to_coco(dataset: ShapesDataset) -> dict:
                 "segmentation": rle,
                 "iscrowd": 0,
             })
+            if dataset.keypoints:
+                keypoints = target["keypoints"][j]
+                annotations[-1]["keypoints"] = keypoints.flatten().tolist()
+                annotations[-1]["num_keypoints"] = int((keypoints[:, 2] > 0).sum())
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(dataset.classes)]
+    if dataset.keypoints:
+        for category in categories:
+            category["keypoints"] = list(KEYPOINT_NAMES[category["name"]])
     return {"images": images, "annotations": annotations, "categories": categories}
