@@ -55,6 +55,7 @@ __all__ = [
     "average_precision_coco",
     "evaluate_detections",
     "panoptic_quality",
+    "mask_iou",
 ]
 
 # COCO's thresholds, made with np.linspace as in pycocotools: torch.linspace rounds some of them
@@ -524,6 +525,15 @@ def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     matching: pycocotools says 0 where both boxes have zero area, but ``cvlib.ops.box_iou`` (like
     torchvision's) gives NaN there (0 / 0), so that NaN becomes 0 here."""
     return box_iou(boxes1, boxes2).nan_to_num(0.0)
+
+
+def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of bool masks: ``[N, H, W]`` x ``[M, H, W]`` -> float64 ``[N, M]``,
+    ``|A & B| / |A | B|`` counted in pixels; 0 when both are empty (as pycocotools' ``iou``).
+    The IoU of mask ``k`` with mask ``k`` of another set of ``N``: ``mask_iou(a, b).diagonal()``."""
+    tensor(masks1, "masks1", ndim=3, dtype="bool")
+    tensor(masks2, "masks2", shape=(None, *masks1.shape[1:]), dtype="bool")
+    return _mask_iou(masks1, masks2)
 
 
 def _mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:

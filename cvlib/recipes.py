@@ -51,7 +51,7 @@ from cvlib.metrics import (
 from cvlib.models.backbones import torchvision_backbone
 from cvlib.models.blocks import SmallCNN
 from cvlib.models.detr import DETR
-from cvlib.models.fcn import FCN, PatchClassifier
+from cvlib.models.fcn import FCN, DilatedFCN, PatchClassifier
 from cvlib.models.fpn import build_fpn_faster_rcnn
 from cvlib.models.keypoint_rcnn import build_keypoint_rcnn, keypoints_from_boxes, mean_keypoint_layout
 from cvlib.models.mask_rcnn import build_mask_rcnn
@@ -196,6 +196,22 @@ def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: in
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
             "boundary_f": boundary_f_score(pred, semantic),
             "boundary_f0": boundary_f_score(pred, semantic, tolerance=0)}
+
+
+STUFF_SEGMENTER_CLASSES = 6  # 0 (unused in stuff scenes), 3 things, sky and ground
+
+
+def train_stuff_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """:func:`train_segmenter` on stuff scenes (``ShapesDataset(4000, seed=0, stuff=True)``: sky
+    and ground behind the objects); mIoU on the first 200 held-out stuff scenes (over the
+    classes true or predicted there)."""
+    scenes = ShapesDataset(4000, seed=0, stuff=True)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
+        lr=3e-3, device=device)
+    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1, stuff=True)))
+    pred = predict(model, images, batch_size=50, device=device).argmax(1)
+    return {"miou": mean_iou(confusion_matrix(pred, semantic, num_classes=STUFF_SEGMENTER_CLASSES))}
 
 
 UNET_CURVE_STEPS = 1500  # 3x the segmentation budget, for the U-Net with and without skips
@@ -493,6 +509,10 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("unet_curves", partial(UNet, width=16, skip=False), train_unet_curves,
            "the U-Net without skips trained 3x longer (1500 steps); its json: held-out mIoU and boundary F "
            "every 100 steps of it and of the U-Net with skips, trained alike"),
+    Recipe("fcn_dilated", partial(DilatedFCN, width=16, dilations=(2, 2, 2, 2, 2, 2)), train_segmenter,
+           "dilated FCN, six 3x3 layers of rate 2 (receptive field 25), width 16, 500 steps"),
+    Recipe("fcn_dilated_hybrid", partial(DilatedFCN, width=16, dilations=(1, 2, 3, 1, 2, 3)), train_segmenter,
+           "dilated FCN, rates 1,2,3,1,2,3 (receptive field 25), width 16, 500 steps"),
     # 04 detection basics
     Recipe("single_object", partial(SingleObjectDetector, num_classes=3, image_size=64, width=16),
            train_single_object, "SingleObjectDetector: class + box of one-object 64x64 scenes"),
@@ -538,6 +558,9 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
            partial(train_keypoint_rcnn, steps=600),
            "Keypoint R-CNN: mask_rcnn.pt + a keypoint head (5 maps of 56x56, RoI Align 14x14), "
            "600 more steps"),
+    # 08 panoptic segmentation: the semantic model of stuff scenes (things come from mask_rcnn)
+    Recipe("unet_stuff", partial(UNet, num_classes=STUFF_SEGMENTER_CLASSES, width=16), train_stuff_segmenter,
+           "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps"),
 ]}
 
 

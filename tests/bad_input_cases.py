@@ -1962,6 +1962,7 @@ def _pending_cases(add) -> None:
     _pretrained_cases(add)
     _scale_out_cases(add)
     _exercise_cases(add)
+    _stuff_and_dilation_cases(add)
 
 
 def _fpn_cases(add) -> None:
@@ -2402,6 +2403,78 @@ def _exercise_cases(add) -> None:
         lambda: {"name": "box_iou", "fn": ops.box_iou},
         name=("choice", ("list", ["box_iou"])),
         fn=(("number", 3), ("None", None), ("string", "box_iou")),
+    )
+
+
+def _stuff_and_dilation_cases(add) -> None:
+    from cvlib import metrics
+    from cvlib.data import shapes
+    from cvlib.models import fcn, panoptic
+
+    add(
+        "cvlib.models.fcn.dilated_receptive_field",
+        fcn.dilated_receptive_field,
+        lambda: {"dilations": [1, 2], "kernel_size": 3},
+        dilations=(("number", 3), ("a zero rate", [1, 0]), ("a float rate", [1.5])),
+        kernel_size=("posint",),
+    )
+    for name in ("input_gradient", "receptive_field_coverage"):
+        add(
+            f"cvlib.models.fcn.{name}",
+            getattr(fcn, name),
+            lambda: {"model": fcn.DilatedFCN(3, 2, (1, 2)), "size": 17},
+            model=("module",),
+            size=("posint",),
+        )
+
+    add(
+        "cvlib.data.shapes.ShapesDataset[stuff]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "stuff": True},
+        stuff=(("number", 1), ("string", "yes"), ("None", None)),
+    )
+    add("cvlib.data.shapes.held_out_detection[stuff]", shapes.held_out_detection,
+        lambda: {"n": 2, "stuff": True}, stuff=(("number", 1), ("None", None)))
+    add(
+        "cvlib.metrics.mask_iou",
+        metrics.mask_iou,
+        lambda: {"masks1": torch.rand(2, 5, 6, generator=_g()) > 0.5,
+                 "masks2": torch.rand(3, 5, 6, generator=_g(1)) > 0.5},
+        masks1=("list", "extra_dim", "fewer_dims", "float"),
+        masks2=("list", "extra_dim", ("another size", torch.ones(3, 5, 5, dtype=torch.bool))),
+    )
+    semantic = lambda: torch.tensor([[10, 10, 1], [10, 11, 1]])  # noqa: E731
+    detections = lambda: {"labels": torch.tensor([1]), "scores": torch.tensor([0.9]),  # noqa: E731
+                          "masks": torch.rand(1, 1, 2, 3, generator=_g())}
+    add(
+        "cvlib.models.panoptic.panoptic_merge",
+        panoptic.panoptic_merge,
+        lambda: {"detections": detections(), "semantic": semantic(), "stuff": [10, 11],
+                 "score_threshold": 0.5, "mask_threshold": 0.5, "overlap_threshold": 0.5, "stuff_area": 1,
+                 "void": -1},
+        detections=("dict", ("masks of another size", {**detections(), "masks": torch.rand(1, 1, 3, 3)}),
+                    ("NaN score", {**detections(), "scores": torch.tensor([math.nan])})),
+        semantic=("list", "extra_dim", "float"),
+        stuff=("sequence", ("a float class", [10.5])),
+        score_threshold=("finite",),
+        mask_threshold=("finite",),
+        overlap_threshold=("unit",),
+        stuff_area=("nonnegint",),
+        void=("int",),
+    )
+    add(
+        "cvlib.models.panoptic.panoptic_from_semantic",
+        panoptic.panoptic_from_semantic,
+        lambda: {"semantic": semantic(), "things": [1]},
+        semantic=("list", "extra_dim", "float"),
+        things=("sequence", ("a float class", [1.5])),
+    )
+    add(
+        "cvlib.models.panoptic.panoptic_target",
+        panoptic.panoptic_target,
+        lambda: {"target": {"semantic": semantic(), "masks": semantic()[None] == 1}},
+        target=("dict", ("masks of another size",
+                         {"semantic": semantic(), "masks": torch.ones(1, 3, 3).bool()})),
     )
 
 

@@ -4,6 +4,7 @@ folder with the same targets (``cvlib.data.coco``)."""
 from cvlib.data.coco import CocoDetection, export_coco
 from cvlib.data.shapes import (
     CLASSES,
+    STUFF_CLASSES,
     ShapesClassification,
     ShapesDataset,
     SingleObjectDataset,
@@ -19,6 +20,7 @@ from cvlib.data.shapes import (
 __all__ = [
     "CLASSES",
     "CocoDetection",
+    "STUFF_CLASSES",
     "ShapesClassification",
     "ShapesDataset",
     "SingleObjectDataset",

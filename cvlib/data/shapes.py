@@ -29,6 +29,7 @@ from cvlib import _checks
 
 __all__ = [
     "CLASSES",
+    "STUFF_CLASSES",
     "ShapesDataset",
     "SingleObjectDataset",
     "ShapesClassification",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 CLASSES = ("circle", "square", "triangle")
+STUFF_CLASSES = ("sky", "ground")  # the background regions of a stuff scene (``stuff=True``)
 HELD_OUT_SEED = 1  # every model trains on seed-0 scenes and is measured on seed-1 scenes
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
@@ -94,6 +96,23 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return base + 0.25 * (smooth - 0.5)
 
 
+def _stuff_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sky above a wavy horizon, ground below it: the ``[H, W, 3]`` float32 image in [0, 1] and
+    the ``[H, W]`` stuff index (0 = sky, 1 = ground). Both stay as dim as the plain background:
+    sky a smooth blue gradient, ground brown or green with horizontal furrows and grain."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    horizon = size * rng.uniform(0.35, 0.65) + size * 0.06 * np.sin(
+        2 * np.pi * (xs / size * rng.uniform(0.5, 1.5) + rng.uniform(0, 1)))
+    ground = ys >= horizon
+    sky = np.array([0.12, 0.2, 0.38], dtype=np.float32) + rng.uniform(-0.05, 0.05, size=3).astype(np.float32)
+    sky = sky * (0.7 + 0.5 * ys[..., None] / size)  # lighter towards the horizon
+    soil = np.array([[0.3, 0.22, 0.12], [0.14, 0.28, 0.1]], dtype=np.float32)[rng.integers(2)]
+    furrows = 1 + 0.35 * np.sin(2 * np.pi * ys / rng.uniform(3, 5))[..., None]
+    grain = 1 + 0.2 * rng.standard_normal((size, size, 1)).astype(np.float32)
+    image = np.where(ground[..., None], soil * furrows * grain, sky).astype(np.float32)
+    return image, ground.astype(np.int64)
+
+
 def _shape_mask(name: str, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
     """Boolean ``[H, W]`` mask of one shape of "radius" ``r`` centred at pixel (cx, cy)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -119,7 +138,8 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, radius_range=None):
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, radius_range=None,
+            stuff: bool = False):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
 
     A shape's radius ``r`` is uniform in ``[size / 10, size / 4.5]``, or, with ``radius_range``
@@ -128,7 +148,10 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int,
 
     Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask, the label (1..C)
     and the pose ``(cx, cy, r, angle)`` of every painted shape. A dropped shape is not painted
-    at all, so every visible pixel that is not background belongs to a labelled object.
+    at all, so every visible pixel that is not background belongs to a labelled object. With
+    ``stuff``, the background is sky and ground (:func:`_stuff_background`, drawn after
+    everything else, so the shapes are those of the plain scene), and a fifth value is the
+    ``[H, W]`` stuff index (else None).
     """
     image = _background(rng, size)
     shapes = []  # (full mask, label, colour, shade), in painting order
@@ -146,6 +169,8 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int,
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
         shapes.append((mask, label + 1, colour, shade, (float(cx), float(cy), r, angle)))
     noise = 0.04 * rng.standard_normal(image.shape).astype(np.float32)
+    if stuff:
+        image, stuff_index = _stuff_background(rng, size)
     visible = _visible([mask for mask, *_ in shapes])
     shapes = [  # removing a shape only uncovers the others, so one pass suffices
         shape for shape, v in zip(shapes, visible)
@@ -155,7 +180,7 @@ def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int,
         image = np.where(mask[..., None], colour * shade, image)
     image = np.clip(image + noise, 0.0, 1.0).astype(np.float32)
     masks, labels, poses = _visible([s[0] for s in shapes]), [s[1] for s in shapes], [s[4] for s in shapes]
-    return image, masks, labels, poses
+    return image, masks, labels, poses, (stuff_index if stuff else None)
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -241,6 +266,11 @@ class ShapesDataset(Dataset):
     image_size / 4.5]`` (6.4 to 14.2 pixels at 64 x 64). ``radius_range=(low, high)`` draws it
     log-uniformly in ``[low, high]`` pixels instead, for scenes with very small and large objects
     (feature pyramids, AP by object size); ``None`` (default) leaves every scene as it was.
+
+    ``stuff=True`` (panoptic segmentation): the background is two *stuff* regions, sky above a
+    wavy horizon and ground below, each with its own texture; ``target["semantic"]`` then labels
+    them ``C + 1`` (sky) and ``C + 2`` (ground) (``STUFF_CLASSES``), so 0 does not occur. The
+    objects are those of the plain scene with the same seed and index.
     """
 
     def __init__(
@@ -253,12 +283,16 @@ class ShapesDataset(Dataset):
         min_objects: int = 1,
         keypoints: bool = False,
         radius_range: tuple[float, float] | None = None,
+        stuff: bool = False,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
         if not isinstance(keypoints, bool):
             raise TypeError(f"keypoints must be True or False, got {keypoints!r}")
+        if not isinstance(stuff, bool):
+            raise TypeError(f"stuff must be True or False, got {_checks.describe(stuff)}")
         self.keypoints = keypoints
         self.radius_range = _check_radius_range(radius_range, image_size)
+        self.stuff = stuff
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -282,11 +316,16 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        image, masks, labels, poses = _render(rng, self.image_size, self.classes, self._num_objects(rng),
-                                              self.radius_range)
+        image, masks, labels, poses, stuff_index = _render(rng, self.image_size, self.classes,
+                                                           self._num_objects(rng), self.radius_range,
+                                                           self.stuff)
         target = self._target(masks, labels, index)
         if self.keypoints:
             target["keypoints"] = torch.from_numpy(_keypoints(masks, labels, poses, self.classes))
+        if self.stuff:  # background pixels: sky C + 1 or ground C + 2
+            background = target["semantic"] == 0
+            stuff_labels = torch.from_numpy(stuff_index) + self.num_classes + 1
+            target["semantic"][background] = stuff_labels[background]
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
     def _target(self, masks, labels, index) -> dict:
@@ -306,7 +345,7 @@ class ShapesDataset(Dataset):
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
             f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
-            + (", keypoints=True" if self.keypoints else "")
+            + (", keypoints=True" if self.keypoints else "") + (", stuff=True" if self.stuff else "")
             + (f", radius_range={self.radius_range}" if self.radius_range is not None else "") + ")"
         )
 
@@ -392,9 +431,10 @@ def held_out_detection(n: int = 200, **scene_options):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
     ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``, and
-    ``keypoints`` with ``keypoints=True``). ``scene_options`` (``keypoints``, ``max_objects``,
-    ``radius_range``, ...) go to :class:`ShapesDataset`, for the held-out scenes of detectors
-    trained on other scenes of seed 0."""
+    ``keypoints`` with ``keypoints=True``). ``scene_options`` (``keypoints``, ``stuff``,
+    ``max_objects``, ``radius_range``, ...) go to :class:`ShapesDataset`, for the held-out scenes
+    of detectors trained on other scenes of seed 0 (``stuff=True``: the same objects on sky and
+    ground)."""
     _checks.integer(n, "n", low=1)
     if "seed" in scene_options:
         raise ValueError("held_out_detection's scenes have seed 1; pass no seed")
