@@ -38,6 +38,7 @@ from cvlib.data import (
     collate_single_object,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
 )
 from cvlib.data.shapes import KEYPOINT_SIGMAS
 from cvlib.metrics import (
@@ -189,8 +190,8 @@ def train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: int) -> dict[str, float]:
     """mIoU, pixel accuracy and boundary F (tolerance 2) on the first ``num_scenes`` held-out
-    scenes (``ShapesDataset(num_scenes, seed=1)``), and the boundary F at tolerance 0."""
-    images, semantic = collate_segmentation(list(ShapesDataset(num_scenes, seed=1)))
+    scenes (``held_out_segmentation(num_scenes)``), and the boundary F at tolerance 0."""
+    images, semantic = held_out_segmentation(num_scenes)
     pred = predict(model, images, batch_size=50, device=device).argmax(1)
     confusion = confusion_matrix(pred, semantic, num_classes=4)
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),

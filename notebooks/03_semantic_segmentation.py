@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from cvlib import metrics, recipes, runtime, viz, widgets
-from cvlib.data import ShapesDataset, collate_segmentation
+from cvlib.data import ShapesDataset, collate_segmentation, held_out_segmentation
 from cvlib.models.fcn import (
     FCN,
     DilatedFCN,
@@ -71,7 +71,7 @@ from cvlib.train import fit, predict, seconds_per_call
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ("background",) + ShapesDataset(1).classes
-images, semantic = collate_segmentation(list(ShapesDataset(120, seed=1)))  # held-out scenes
+images, semantic = held_out_segmentation(120)  # held-out scenes (seed 1)
 print("held-out:", tuple(images.shape), "labels", tuple(semantic.shape))
 print("pixels per class:", {n: f"{f:.1%}" for n, f in zip(names, torch.bincount(semantic.flatten()) / semantic.numel())})
 

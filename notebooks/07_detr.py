@@ -64,13 +64,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from cvlib import metrics, ops, recipes, runtime, viz, weights, widgets
-from cvlib.data import ShapesDataset, collate_detection
+from cvlib.data import ShapesDataset, collate_detection, held_out_detection
 from cvlib.models.detr import DETR, brute_force_assignment, hungarian_assignment, sine_position_encoding
 from cvlib.train import detect, fit, to_device
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
 names = ShapesDataset(1).classes
-test_images, test_targets = collate_detection(list(ShapesDataset(200, seed=1)))  # held out
+test_images, test_targets = held_out_detection(200)  # held out (seed 1)
 detr = recipes.load_model("detr", device=device)  # made by `python -m cvlib.train detr`
 print(weights.load("detr")["meta"]["description"])
 

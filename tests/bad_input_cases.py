@@ -2035,6 +2035,8 @@ def _fpn_cases(add) -> None:
         radius_range=(("one number", (3.0,)), ("string", "3, 8"), ("below one pixel", (0.5, 8.0)),
                       ("reversed", (8.0, 3.0)), ("wider than the image", (3.0, 40.0))),
     )
+    add("cvlib.data.shapes.held_out_segmentation", shapes.held_out_segmentation, lambda: {"n": 2},
+        n=("posint",))
     add(
         "cvlib.data.shapes.held_out_detection[options]",
         shapes.held_out_detection,

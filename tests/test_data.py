@@ -21,6 +21,7 @@ from cvlib.data import (
     collate_segmentation,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
     to_coco,
 )
 from cvlib.data.shapes import KEYPOINT_NAMES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
@@ -186,6 +187,17 @@ def test_held_out_detection_is_the_seed_1_scenes():
     for ours, theirs in zip(targets, expected_targets):
         assert ours.keys() == theirs.keys()
         assert all(torch.equal(torch.as_tensor(ours[k]), torch.as_tensor(theirs[k])) for k in ours)
+
+
+def test_held_out_segmentation_is_the_seed_1_scenes():
+    images, semantic = held_out_segmentation(4)
+    expected_images, expected_semantic = collate_segmentation(list(ShapesDataset(4, seed=1)))
+    assert torch.equal(images, expected_images) and torch.equal(semantic, expected_semantic)
+    assert semantic.dtype == torch.int64 and semantic.shape == (4, 64, 64)
+    stuff_images, stuff_semantic = held_out_segmentation(2, stuff=True)
+    assert stuff_semantic.min() > 0  # sky and ground label every background pixel
+    with pytest.raises(ValueError, match="seed 1"):
+        held_out_segmentation(2, seed=0)
 
 
 

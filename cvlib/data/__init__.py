@@ -14,6 +14,7 @@ from cvlib.data.shapes import (
     collate_single_object,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
     to_coco,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "export_coco",
     "held_out_classification",
     "held_out_detection",
+    "held_out_segmentation",
     "to_coco",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "collate_classification",
     "held_out_classification",
     "held_out_detection",
+    "held_out_segmentation",
     "to_coco",
     "KEYPOINT_NAMES",
     "NUM_KEYPOINTS",
@@ -439,6 +440,16 @@ def held_out_detection(n: int = 200, **scene_options):
     if "seed" in scene_options:
         raise ValueError("held_out_detection's scenes have seed 1; pass no seed")
     return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
+
+
+def held_out_segmentation(n: int = 200, **scene_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same held-out scenes as :func:`held_out_detection` as a segmentation batch
+    (:func:`collate_segmentation`): images ``[n, 3, 64, 64]`` and class maps ``[n, 64, 64]``
+    (int64, 0 = background); the scenes on which every segmenter is measured."""
+    _checks.integer(n, "n", low=1)
+    if "seed" in scene_options:
+        raise ValueError("held_out_segmentation's scenes have seed 1; pass no seed")
+    return collate_segmentation(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:
