@@ -32,11 +32,15 @@
 # (attention + MLP, each with a residual connection and a normalization).
 #
 # **You will learn**, with a measured number for each claim of the lecture:
-# attention written out equals PyTorch's; self-attention is permutation equivariant, and
-# positional embeddings break that; the ViT pipeline on a $64 \times 64$ image (patches, tokens,
-# CLS vs global average pooling) and the cost of a patch size; what a trained ViT attends to;
-# Pre-LN trains where Post-LN without warm-up does not; RMSNorm, SwiGLU and mixture of experts;
-# and, as a recap, why a deep plain network trains worse than its residual twin.
+# attention written out equals PyTorch's; the general attention layer, where $N_Q$ queries attend
+# to $N_X$ other inputs (cross-attention); self-attention is permutation equivariant, positional
+# embeddings break that, and fixed (sine) vs learned encodings compared on a task that only
+# position decides; the ViT pipeline on a $64 \times 64$ image (patches, tokens, CLS vs global
+# average pooling) and the cost of a patch size; what a trained ViT attends to; Pre-LN trains
+# where Post-LN without warm-up does not; RMSNorm, SwiGLU and mixture of experts; as a recap, why
+# a deep plain network trains worse than its residual twin and than a shallower plain one (the
+# degradation problem); and Swin's window attention with shifted windows, whose cost grows
+# linearly with the number of tokens.
 
 # %%
 # Colab: fetch and install this repository (nothing happens elsewhere).
@@ -62,6 +66,7 @@ from cvlib import explain, recipes, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, ShapesClassification, SingleObjectDataset, collate_classification
 from cvlib.metrics import accuracy
 from cvlib.models.vit import (
+    CrossAttention,
     MultiHeadAttention,
     RMSNorm,
     ViT,
@@ -157,6 +162,74 @@ _ = widgets.explore(fig_seq, show_attention_matrix, head=widgets.int_slider("hea
                     mask=widgets.dropdown("mask", ["none", "causal"]))
 
 # %% [markdown]
+# **The general attention layer: cross-attention.** The lecture's attention layer takes two
+# different sets: $N_Q$ **query vectors** $Q$ ($N_Q \times D_Q$) and $N_X$ **input vectors** $X$
+# ($N_X \times D_X$). Keys and values come from the inputs, $K = X W_K$, $V = X W_V$; the
+# similarities $E = Q K^\top / \sqrt{D_Q}$ are $N_Q \times N_X$, each row is a softmax, and the
+# output $Y = A V$ has **one vector per query**: $N_Q \times D_V$, however many inputs there are.
+# Self-attention is the special case $X = Q$. DETR's decoder is the example of the course: 10
+# object queries attend to the 64 cells of an image's feature map (notebook 07).
+# `CrossAttention(query_dim, input_dim, heads)` is this layer with multiple heads; with the same
+# weights, `torch.nn.MultiheadAttention(query_dim, heads, kdim=input_dim, vdim=input_dim)` gives the
+# same numbers:
+
+# %%
+cross = CrossAttention(query_dim=16, input_dim=32, heads=4).eval()
+cross_twin = torch.nn.MultiheadAttention(16, 4, kdim=32, vdim=32, batch_first=True).eval()
+with torch.no_grad():
+    for name, layer in (("q", cross.q), ("k", cross.k), ("v", cross.v)):
+        getattr(cross_twin, f"{name}_proj_weight").copy_(layer.weight)
+    cross_twin.in_proj_bias.copy_(torch.cat([cross.q.bias, cross.k.bias, cross.v.bias]))
+    cross_twin.out_proj.weight.copy_(cross.proj.weight)
+    cross_twin.out_proj.bias.copy_(cross.proj.bias)
+g_cross = torch.Generator().manual_seed(1)  # its own generator: the cells below draw from g as before
+object_queries = torch.randn(1, 3, 16, generator=g_cross)  # N_Q = 3 queries of width 16
+for n_x in (64, 16):  # the inputs: the cells of an 8 x 8 or a 4 x 4 feature map, width 32
+    cells = torch.randn(1, n_x, 32, generator=g_cross)
+    with torch.no_grad():
+        Y, A_cross = cross(object_queries, cells)
+        Y_torch, A_torch = cross_twin(object_queries, cells, cells, average_attn_weights=False)
+    print(f"Q {tuple(object_queries.shape)}, X {tuple(cells.shape)} -> A {tuple(A_cross.shape)}, "
+          f"Y {tuple(Y.shape)}; max |ours - torch| = {(Y - Y_torch).abs().max():.1e}")
+    assert Y.shape == object_queries.shape and A_cross.shape == (1, 4, 3, n_x)
+    assert torch.allclose(Y, Y_torch, atol=1e-5) and torch.allclose(A_cross, A_torch, atol=1e-5)
+
+# %% [markdown]
+# **What a query retrieves.** Attention is a soft lookup: a query finds the inputs whose keys it
+# resembles and returns a blend of their values. Take $W_K = W_V = I$, $W_Q = 3I$ (no biases) and
+# 3 queries that are copies of inputs 5, 20 and 41 (of 64 random inputs of width 32, each of
+# length $\sqrt{32}$): each
+# query's attention should land on its own input, and its output should be close to that input.
+
+# %%
+lookup = CrossAttention(32, 32, heads=1).eval()
+with torch.no_grad():
+    for layer, scale in ((lookup.q, 3.0), (lookup.k, 1.0), (lookup.v, 1.0), (lookup.proj, 1.0)):
+        layer.weight.copy_(scale * torch.eye(32))
+        layer.bias.zero_()
+    memory = torch.randn(1, 64, 32, generator=g_cross)  # N_X = 64 inputs
+    memory = memory / memory.norm(dim=-1, keepdim=True) * 32**0.5
+    wanted = [5, 20, 41]
+    retrieved, A_lookup = lookup(memory[:, wanted], memory)  # N_Q = 3 queries
+peak = A_lookup[0, 0].argmax(dim=1)
+similarity = 3 * memory[0, wanted] @ memory[0].T / 32**0.5  # E = Q K^T / sqrt(D), [3, 64]
+others = similarity.clone()
+others[range(3), wanted] = float("-inf")
+relative_error = (retrieved - memory[:, wanted]).norm(dim=-1) / memory[:, wanted].norm(dim=-1)
+print(f"A {tuple(A_lookup.shape)}: each query's largest weight is on input {peak.tolist()}, weight "
+      f"{[round(a, 3) for a in A_lookup[0, 0].amax(dim=1).tolist()]}; |Y - X_wanted| / |X_wanted| = "
+      f"{[round(e, 3) for e in relative_error[0].tolist()]}")
+print(f"similarity to its own input {[round(e, 1) for e in similarity[range(3), wanted].tolist()]}, "
+      f"to the best other {[round(e, 1) for e in others.amax(dim=1).tolist()]}")
+assert peak.tolist() == wanted and (A_lookup[0, 0].amax(dim=1) > 0.9).all()
+
+# %% [markdown]
+# The similarity of a query with its own input, $3|x|^2 / \sqrt{32} = 3\sqrt{32} \approx 17$, beats that with any other
+# of the 64 random inputs by several units (printed), so each softmax puts almost all its weight
+# on the copied input. A trained layer learns $W_Q, W_K$ so that *what a query asks for* matches *what
+# an input offers*, without the two being equal.
+
+# %% [markdown]
 # ## 2. Self-attention is permutation equivariant; positional embeddings are not
 #
 # **Claim.** Permute the input tokens with a permutation $P$: the outputs are permuted the same
@@ -203,6 +276,84 @@ fig_shuffle, axes_shuffle = plt.subplots(1, 2, figsize=(6.2, 3.1))
 viz.show_image(axes_shuffle[0], scene[0], "a scene")
 viz.show_image(axes_shuffle[1], shuffled[0], "its 64 patches shuffled")
 plt.show()
+
+# %% [markdown]
+# **Fixed or learned positional encodings?** The original Transformer *fixes* its encodings:
+# sines and cosines of the position at geometrically spaced frequencies. ViT *learns* one vector
+# per position. `ViT(pos_embed=...)` has both: `"learned"` (the default), `"sinusoidal"` (DETR's
+# 2-D sine code of each patch's row and column, `cvlib.models.detr.sine_position_encoding`, added
+# and never trained), and `"none"`.
+#
+# **Measured** on a task where only the position matters: a $32 \times 32$ black image with one
+# white $4 \times 4$ square; the class is the quadrant of the square's centre (4 classes). Tiny
+# ViTs ($8 \times 8$ patches: 16 tokens, width 32, one block, GAP) train for 120 steps of 64
+# images. The training images never have the square in **patch (1, 1)**; the test images (another
+# seed) do, so they also show what each encoding does at a position it never saw an object in.
+# Without positions the model sees only the *set* of patches, which is the same wherever the
+# square is: it must stay at chance.
+
+# %%
+def quadrant_scenes(n, seed, skip_cell=None):
+    """``n`` black 32 x 32 images with one white 4 x 4 square, its quadrant (0-3) and its patch cell."""
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.randint(0, 29, (4 * n, 2), generator=generator)  # (x, y) of the top-left pixel
+    cells = (corners + 2) // 8  # the 8 x 8 patch of the square's centre
+    if skip_cell is not None:
+        keep = (cells != torch.tensor(skip_cell)).any(dim=1)
+        corners, cells = corners[keep], cells[keep]
+    corners, cells = corners[:n], cells[:n]
+    scenes = torch.zeros(n, 3, 32, 32)
+    for scene, (x, y) in zip(scenes, corners.tolist()):
+        scene[:, y : y + 4, x : x + 4] = 1.0
+    return scenes, (cells[:, 1] >= 2) * 2 + (cells[:, 0] >= 2), cells
+
+
+position_train, position_labels, _ = quadrant_scenes(2000, seed=0, skip_cell=(1, 1))
+position_test, position_test_labels, test_cells = quadrant_scenes(1000, seed=1)
+unseen_cell = (test_cells == 1).all(dim=1)  # test squares in patch (1, 1)
+
+
+def train_position_vit(pos_embed, seed, steps=120):
+    torch.manual_seed(seed)  # (called inside torch.random.fork_rng below: later cells draw as before)
+    model = ViT(image_size=32, patch_size=8, num_classes=4, dim=32, depth=1, heads=2, pool="gap",
+                pos_embed=pos_embed).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batches = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randint(0, len(position_train), (64,), generator=batches)
+        loss = F.cross_entropy(model(position_train[pick].to(device)), position_labels[pick].to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        right = (model(position_test.to(device)).argmax(1).cpu() == position_test_labels).float()
+    return right[~unseen_cell].mean().item(), right[unseen_cell].mean().item()
+
+
+with torch.random.fork_rng():
+    position_accuracy = {(pos, seed): train_position_vit(pos, seed) for pos, seeds in
+                         (("none", [0]), ("sinusoidal", [0, 1]), ("learned", [0, 1])) for seed in seeds}
+print(f"held-out accuracy ({int((~unseen_cell).sum())} squares in seen patches, {int(unseen_cell.sum())} in patch (1, 1)); "
+      "chance 0.25")
+for (pos, seed), (seen, unseen) in position_accuracy.items():
+    print(f"  {pos:10s} seed {seed}: seen patches {seen:.3f}, unseen patch {unseen:.3f}")
+assert max(position_accuracy["none", 0]) < 0.4  # no position, no quadrant: near chance
+for seed in (0, 1):
+    (sine_seen, sine_unseen), (learned_seen, learned_unseen) = (position_accuracy["sinusoidal", seed],
+                                                                position_accuracy["learned", seed])
+    assert min(sine_seen, learned_seen) > 0.95  # either encoding solves the task where it was trained
+    assert sine_unseen > 0.95 and learned_unseen < sine_unseen - 0.1  # only the fixed code carries over
+
+# %% [markdown]
+# Both encodings solve the task on the patches they were trained on, and without positions the
+# model is at chance: the measured form of "a transformer needs positional encodings". At the
+# never-seen patch the two differ: the fixed sine code of patch (1, 1) lies between the codes
+# of its neighbours by construction, so the model reads its quadrant off correctly; the learned
+# vector of patch (1, 1) only ever had to describe an empty patch, and the model is partly lost
+# (how much varies with the seed, shown for two). A learned table knows only the positions it
+# was trained on (ViT interpolates it when the image size changes); a fixed code is defined for
+# every position. With enough varied data both work, which is why ViT's authors found the choice
+# mattered little.
 
 # %% [markdown]
 # ## 3. The ViT pipeline on a 64 x 64 image
@@ -504,6 +655,188 @@ assert min(ratios["resnet_plain"]) > 10 * max(ratios["resnet"])
 # without training; the stored curves show what it costs during training.
 
 # %% [markdown]
+# **The degradation problem: plain-20 vs plain-56.** The ResNet paper's first figure compares two
+# *plain* networks: the 56-layer one has a higher **training** error than the 20-layer one. A
+# deeper network could copy the shallower one and set its extra layers to the identity, so it
+# is not less able: it is harder to optimize. `python -m cvlib.train resnet_plain20` trained
+# the plain twin with 3 blocks per stage ($6 \cdot 3 + 2 = 20$ layers, same width 8) on the same
+# 400 batches and seeds as plain-56 above:
+
+# %%
+if TRAIN_FROM_SCRATCH:
+    recipes.run("resnet_plain20", device)
+fig_deg, ax_deg = plt.subplots(figsize=(5.8, 3.2))
+degradation = plot_twins(ax_deg, ["resnet_plain20", "resnet_plain", "resnet"], ["plain-20", "plain-56", "ResNet-56"])
+ax_deg.set_title("plain-20 vs plain-56 (ResNet-56: the control), 3 seeds each", fontsize=9)
+plt.show()
+for name in degradation:
+    print(f"{name:14s} mean loss of the last 50 steps per seed: {np.round(degradation[name], 3).tolist()}, "
+          f"held-out accuracy {recipes.twin_history(name)['val_accuracy']}")
+assert min(degradation["resnet_plain"]) > max(degradation["resnet_plain20"]) + 0.3  # deeper plain: worse
+assert max(degradation["resnet"]) < min(degradation["resnet_plain"]) - 0.3  # deeper with shortcuts: fine
+
+# %% [markdown]
+# **Live.** The first 60 steps of plain-20, seed 0, trained here (`recipes.train_twin`, a few
+# seconds; plain-56 costs three times as much a step, its stored curve is reproduced by
+# `tests/test_vit.py`): the live losses must equal the stored ones, and already over steps 40-60
+# plain-20's loss is below plain-56's.
+
+# %%
+live_plain20 = recipes.train_twin("resnet_plain20", seed=0, steps=60, device=device)[1]
+stored_plain20 = recipes.twin_history("resnet_plain20")["loss"][0][:60]
+stored_plain56 = recipes.twin_history("resnet_plain")["loss"][0][:60]
+plain_difference = max(abs(a - b) for a, b in zip(live_plain20, stored_plain20))
+print(f"plain-20 live vs stored, max difference over 60 steps: {plain_difference:.1e}")
+print(f"mean loss of steps 40-60: plain-20 live {np.mean(live_plain20[40:]):.3f}, "
+      f"plain-56 stored {np.mean(stored_plain56[40:]):.3f}")
+if device.type == "cpu":  # the stored curves were trained on a CPU; a GPU rounds differently
+    assert plain_difference < 1e-3
+assert np.mean(live_plain20[40:]) < np.mean(stored_plain56[40:]) - 0.05
+
+# %% [markdown]
+# Plain-56 has three times the layers and ends near chance on this budget, while plain-20 and
+# ResNet-56 fit the training scenes: depth without shortcuts made optimization worse, and the
+# shortcuts undo it (with these budgets and seeds; given far more steps, plain-56 may get
+# further, as in the paper where it trains, only worse).
+
+# %% [markdown]
+# ## 7. Window attention and shifted windows (Swin)
+#
+# Global self-attention over $N$ tokens costs $O(N^2)$: a $64 \times 64$ grid of tokens is 4,096
+# tokens and 16.8 million attention weights per head. The **Swin Transformer** (Liu et al. 2021)
+# lets each token attend only inside its $M \times M$ **window**: per layer, in multiply-adds,
+#
+# $$\Omega(\text{MSA}) = 4NC^2 + 2N^2C, \qquad \Omega(\text{W-MSA}) = 4NC^2 + 2NM^2C,$$
+#
+# linear in $N$. Windows never exchange information, so every other layer **shifts** them by
+# $M/2$: the grid is rolled cyclically, attention runs in the regular windows of the rolled grid
+# (a mask keeps apart the pieces that the roll brought together from opposite borders), and the
+# result is rolled back. `cvlib.models.swin.WindowAttention` gives the same numbers as
+# torchvision's `shifted_window_attention` (used by its Swin models) with the same weights:
+
+# %%
+import matplotlib.colors
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.swin_transformer import shifted_window_attention
+
+from cvlib.models.swin import WindowAttention, attention_macs, shifted_window_mask
+
+grid = torch.randn(2, 8, 8, 32, generator=g)  # [B, H, W, C]: an 8 x 8 grid of tokens
+for shift in (0, 2):
+    torch.manual_seed(0)
+    swin_layer = WindowAttention(dim=32, heads=4, window=4, shift=shift).eval()
+    with torch.no_grad():
+        ours = swin_layer(grid)
+        theirs = shifted_window_attention(grid, swin_layer.attn.qkv.weight, swin_layer.attn.proj.weight,
+                                          torch.zeros(4, 16, 16), [4, 4], 4, [shift, shift],
+                                          qkv_bias=swin_layer.attn.qkv.bias, proj_bias=swin_layer.attn.proj.bias,
+                                          training=False)  # no relative position bias
+    print(f"window 4, shift {shift}: max |cvlib - torchvision| = {(ours - theirs).abs().max():.1e}")
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+one_window = WindowAttention(32, 4, window=8, shift=4).eval()  # one window covers the 8 x 8 grid
+with torch.no_grad():
+    global_out = one_window.attn(grid.reshape(2, 64, 32))[0].reshape(2, 8, 8, 32)
+    window_gap = (one_window(grid) - global_out).abs().max().item()
+print(f"one 8 x 8 window vs global attention over the 64 tokens: max difference {window_gap:.1e}")
+assert window_gap < 1e-5
+
+# %% [markdown]
+# **The shift and its mask.** Left: the regions of the $8 \times 8$ grid after rolling it by
+# $-2$ rows and columns, with the four $4 \times 4$ windows outlined; the bottom-right window
+# holds four regions that were apart in the image. Right: that window's attention mask (16
+# tokens): a token may attend only to tokens of its own region.
+
+# %%
+rolled_regions = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+region_grid = 3 * rolled_regions[:, None] + rolled_regions[None, :]  # the regions of the rolled grid
+mask_last = shifted_window_mask(8, 8, window=4, shift=2)[3]  # [16, 16], the bottom-right window
+fig_mask, (ax_regions, ax_mask) = plt.subplots(1, 2, figsize=(8, 3.4))
+nine_colours = matplotlib.colors.ListedColormap(plt.cm.tab10.colors[:9])
+regions_image = ax_regions.imshow(region_grid, cmap=nine_colours, vmin=-0.5, vmax=8.5)
+ax_regions.axhline(3.5, color="white", lw=3)  # the window borders
+ax_regions.axvline(3.5, color="white", lw=3)
+ax_regions.set(xlabel="column", ylabel="row")
+ax_regions.set_title("regions of the rolled grid, 4 x 4 windows", fontsize=9)
+fig_mask.colorbar(regions_image, ax=ax_regions, ticks=range(9), label="region")
+mask_image = ax_mask.imshow(mask_last, cmap="gray", vmin=0, vmax=1)
+ax_mask.set(xlabel="key token", ylabel="query token")
+ax_mask.set_title("mask of the bottom-right window", fontsize=9)
+fig_mask.colorbar(mask_image, ax=ax_mask, ticks=[0, 1], label="may attend (1) or not (0)")
+plt.tight_layout()
+plt.show()
+print("keys each query of the bottom-right window may see:", mask_last.sum(1).tolist())
+assert mask_last.sum(1).tolist() == [4] * 16  # four 2 x 2 regions
+
+# %% [markdown]
+# **Why shift?** Token (3, 3) and its right neighbour (3, 4) sit in different windows: any
+# number of unshifted window layers never lets one hear the other; a window layer followed by a
+# shifted one does (the shifted window around them covers rows and columns 2-5). Changing token
+# (3, 4) and watching the output at (3, 3):
+
+# %%
+def influence(shifts):
+    """|change of the output at token (3, 3)| when token (3, 4) of the input changes."""
+    torch.manual_seed(0)
+    layers = [WindowAttention(32, 4, window=4, shift=shift).eval() for shift in shifts]
+    changed = grid.clone()
+    changed[:, 3, 4] += 1.0
+    with torch.no_grad():
+        outputs = []
+        for x in (grid, changed):
+            for layer in layers:
+                x = x + layer(x)  # residual, as in a transformer block
+            outputs.append(x)
+    return (outputs[1][:, 3, 3] - outputs[0][:, 3, 3]).abs().max().item()
+
+
+no_shift, with_shift = influence([0, 0]), influence([0, 2])
+print(f"change at (3, 3): W-MSA + W-MSA {no_shift:.1e}, W-MSA + SW-MSA {with_shift:.1e}")
+assert no_shift == 0 and with_shift > 1e-3
+
+# %% [markdown]
+# **Cost as the number of tokens grows**, for width $C = 32$ and $4 \times 4$ windows: the
+# formula (lines) and PyTorch's FLOP counter (`torch.utils.flop_counter.FlopCounterMode`, which
+# counts 2 FLOPs per multiply-add of every matrix product; markers) on square grids up to
+# $32 \times 32$ (beyond, the global attention matrix alone takes hundreds of MB):
+
+# %%
+sides = [4, 8, 16, 32]
+counted = {"global": [], "window 4 x 4": []}
+for side in sides:
+    x = torch.randn(1, side, side, 32, generator=g)
+    for label, window in (("global", side), ("window 4 x 4", 4)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            WindowAttention(32, 4, window).eval()(x)
+        counted[label].append(counter.get_total_flops())
+tokens_axis = [4**k for k in range(2, 7)]  # 16 ... 4096 tokens
+analytic = {"global": [2 * attention_macs(n, 32)["total"] for n in tokens_axis],
+            "window 4 x 4": [2 * attention_macs(n, 32, 4)["total"] for n in tokens_axis]}
+fig_flops, ax_flops = plt.subplots(figsize=(6.0, 3.6))
+for (label, values), color in zip(analytic.items(), ("tab:red", "tab:blue")):
+    ax_flops.plot(tokens_axis, values, color=color, label=f"{label}, formula")
+    ax_flops.plot([s * s for s in sides], counted[label], "o", color=color, label=f"{label}, counted")
+ax_flops.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="FLOPs of one attention layer")
+ax_flops.legend(fontsize=8)
+plt.show()
+for side, flops_global, flops_window in zip(sides, counted["global"], counted["window 4 x 4"]):
+    print(f"{side * side:5d} tokens: global {flops_global / 1e6:8.2f} MFLOPs, window {flops_window / 1e6:6.2f} MFLOPs "
+          f"(global / window = {flops_global / flops_window:.1f})")
+assert counted["global"] == [2 * attention_macs(s * s, 32)["total"] for s in sides]
+assert counted["window 4 x 4"] == [2 * attention_macs(s * s, 32, 4)["total"] for s in sides]
+growth = {label: values[-1] / values[-2] for label, values in analytic.items()}  # 1024 -> 4096 tokens
+print(f"4x the tokens (1024 -> 4096): global cost x{growth['global']:.1f}, window cost x{growth['window 4 x 4']:.1f}; "
+      f"at 4096 tokens global / window = {analytic['global'][-1] / analytic['window 4 x 4'][-1]:.0f}")
+assert growth["window 4 x 4"] == 4 and growth["global"] > 10
+
+# %% [markdown]
+# The window cost grows exactly as fast as the tokens, the global cost almost with their square:
+# at 4,096 tokens the global layer costs about 50 times more (printed above). That is what lets Swin keep
+# $4 \times 4$-pixel patches on large images and build a pyramid of feature maps (merging
+# patches between stages), as a CNN does, which detection and segmentation heads need. The
+# shifted windows make up for the lost global view over successive layers.
+
+# %% [markdown]
 # ## On real photographs
 #
 # torchvision's **ViT-B/16 trained on ImageNet** (a 330.3 MB download via `cvlib.pretrained`:
@@ -575,7 +908,16 @@ if torchvision_vit is not None:
 # - Pre-LN keeps an identity path and trains without warm-up where Post-LN stays at chance;
 #   warm-up lets Post-LN learn in 2 of 3 seeds, still behind Pre-LN.
 # - RMSNorm, SwiGLU and MoE change the norm, the MLP and the parameter/compute trade-off.
-# - Residual connections let a 56-layer network train; its plain twin trains worse.
+# - The general attention layer takes $N_Q$ queries and $N_X$ inputs (cross-attention, equal to
+#   `nn.MultiheadAttention` with `kdim`/`vdim`); its output has one vector per query.
+# - Without positional encodings a ViT is at chance on a task that only position decides; fixed
+#   (sine) and learned encodings both solve it, and only the fixed code carried over to a patch
+#   never seen holding an object.
+# - Residual connections let a 56-layer network train; its plain twin trains worse, and worse than
+#   plain-20 (the degradation problem: an optimization problem, not overfitting).
+# - Window attention (Swin) costs $4NC^2 + 2NM^2C$ instead of $4NC^2 + 2N^2C$ (counted FLOPs equal
+#   the formula); shifted windows pass information between windows; one window over the whole
+#   grid is global attention.
 #
 # ## Exercises
 #

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from cvlib.data import ShapesDataset
+from cvlib.data import ShapesDataset, held_out_detection
 from cvlib.metrics import evaluate_detections
 from cvlib.models.rcnn import build_faster_rcnn
 from cvlib.models.rcnn_torchvision import torchvision_twin
@@ -117,10 +117,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train_set, test_set = ShapesDataset(4000, seed=0), ShapesDataset(200, seed=1)
+    train_set = ShapesDataset(4000, seed=0)
     data = [train_set[i] for i in range(len(train_set))]  # rendered once, outside the timing
-    test = [test_set[i] for i in range(len(test_set))]
-    test_images, test_targets = [i for i, _ in test], [t for _, t in test]
+    test_images, test_targets = held_out_detection(200)
     load_before = os.getloadavg()
     trainers = {}
     for name, build in (("cvlib", build_cvlib), ("torchvision", build_torchvision)):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cvlib.data import ShapesDataset, collate_segmentation
+from cvlib.data import ShapesDataset, collate_segmentation, held_out_segmentation
 from cvlib.metrics import boundary_f_score, confusion_matrix, mean_iou
 from cvlib.models.unet import UNet
 from cvlib.train import fit, predict
@@ -36,7 +36,7 @@ def main(seconds: float = 60.0) -> None:
         ShapesDataset(4000, seed=0), batch_size=32, shuffle=True, collate_fn=collate_segmentation
     )
     history = fit(model, loader, loss_fn=F.cross_entropy, epochs=100, time_limit=seconds, lr=3e-3)
-    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1)))
+    images, semantic = held_out_segmentation(200)
     pred = predict(model, images, batch_size=50).argmax(1)
     result = {
         "train_seconds": round(history["time"][-1], 1),

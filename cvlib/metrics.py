@@ -55,6 +55,7 @@ __all__ = [
     "average_precision_coco",
     "evaluate_detections",
     "panoptic_quality",
+    "mask_iou",
 ]
 
 # COCO's thresholds, made with np.linspace as in pycocotools: torch.linspace rounds some of them
@@ -526,6 +527,15 @@ def _box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     return box_iou(boxes1, boxes2).nan_to_num(0.0)
 
 
+def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of bool masks: ``[N, H, W]`` x ``[M, H, W]`` -> float64 ``[N, M]``,
+    ``|A & B| / |A | B|`` counted in pixels; 0 when both are empty (as pycocotools' ``iou``).
+    The IoU of mask ``k`` with mask ``k`` of another set of ``N``: ``mask_iou(a, b).diagonal()``."""
+    tensor(masks1, "masks1", ndim=3, dtype="bool")
+    tensor(masks2, "masks2", shape=(None, *masks1.shape[1:]), dtype="bool")
+    return _mask_iou(masks1, masks2)
+
+
 def _mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
     """IoU of bool masks ``[N, H, W]`` x ``[M, H, W]`` -> ``[N, M]``; 0 when both are empty."""
     a, b = masks1.flatten(1).double(), masks2.flatten(1).double()
@@ -703,7 +713,8 @@ def evaluate_detections(
             need smaller ranges: at 64 x 64 every COCO object is "small". An object's area is
             its target's ``area`` entry, else its mask's pixel count, else its box's.
         sigmas: float ``[K]``, the per-keypoint OKS constants (``"keypoints"`` only); default
-            :data:`COCO_PERSON_SIGMAS` when ``K = 17``.
+            :data:`COCO_PERSON_SIGMAS` when ``K = 17``; the shapes' keypoints use
+            ``cvlib.data.shapes.KEYPOINT_SIGMAS`` (0.1 each: OKS 0.5 at about 3.5 px on a median shape).
 
     Returns:
         A dict with

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
-import math
 import os
 import re
 import shutil
@@ -360,7 +359,8 @@ def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -
     numbers as ``pool``'s output. ``pool`` must have run once (it sets its scales then)."""
     from torchvision.ops import MultiScaleRoIAlign
 
-    from cvlib.ops.roi import roi_align, roi_levels
+    from cvlib.ops.boxes import _check_boxes
+    from cvlib.ops.roi import multiscale_roi_align
 
     if not isinstance(pool, MultiScaleRoIAlign):
         raise TypeError(f"pool must be torchvision's MultiScaleRoIAlign, got {describe(pool)}")
@@ -371,15 +371,10 @@ def multiscale_roi_align(pool: nn.Module, features: dict, boxes: torch.Tensor) -
     if len(pool.scales) != len(names):
         raise ValueError(f"features must hold the pool's maps {list(pool.featmap_names)}, "
                          f"got {list(features)}")
-    k_min, k_max = (int(-math.log2(scale)) for scale in (pool.scales[0], pool.scales[-1]))  # as torchvision
-    levels = roi_levels(boxes, k_min, k_max, getattr(pool, "canonical_scale", 224.0),
-                        getattr(pool, "canonical_level", 4))
-    first = features[names[0]]
-    out = first.new_zeros(len(boxes), first.shape[1], *pool.output_size)
-    for level, (name, scale) in enumerate(zip(names, pool.scales)):
-        pick = levels == level
-        out[pick] = roi_align(features[name], [boxes[pick]], pool.output_size, scale, pool.sampling_ratio)
-    return out
+    _check_boxes(boxes)
+    return multiscale_roi_align([features[name] for name in names], [boxes], pool.output_size, pool.scales,
+                                pool.sampling_ratio, getattr(pool, "canonical_scale", 224.0),
+                                getattr(pool, "canonical_level", 4))
 
 
 def main(argv: list[str] | None = None) -> int:

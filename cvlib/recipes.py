@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cvlib import weights
 from cvlib._checks import describe
 from cvlib.data import (
+    CLASSES,
     ShapesClassification,
     ShapesDataset,
     SingleObjectDataset,
@@ -37,7 +38,9 @@ from cvlib.data import (
     collate_single_object,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
 )
+from cvlib.data.shapes import KEYPOINT_SIGMAS
 from cvlib.metrics import (
     accuracy,
     boundary_f_score,
@@ -49,7 +52,9 @@ from cvlib.metrics import (
 from cvlib.models.backbones import torchvision_backbone
 from cvlib.models.blocks import SmallCNN
 from cvlib.models.detr import DETR
-from cvlib.models.fcn import FCN, PatchClassifier
+from cvlib.models.fcn import FCN, DilatedFCN, PatchClassifier
+from cvlib.models.fpn import build_fpn_faster_rcnn
+from cvlib.models.keypoint_rcnn import build_keypoint_rcnn, keypoints_from_boxes, mean_keypoint_layout
 from cvlib.models.mask_rcnn import build_mask_rcnn
 from cvlib.models.rcnn import RCNN, build_fast_rcnn, build_faster_rcnn
 from cvlib.models.resnet import ResNet
@@ -187,13 +192,29 @@ def train_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 def _segmentation_metrics(model: nn.Module, device: torch.device, num_scenes: int) -> dict[str, float]:
     """mIoU, pixel accuracy and boundary F (tolerance 2) on the first ``num_scenes`` held-out
-    scenes (``ShapesDataset(num_scenes, seed=1)``), and the boundary F at tolerance 0."""
-    images, semantic = collate_segmentation(list(ShapesDataset(num_scenes, seed=1)))
+    scenes (``held_out_segmentation(num_scenes)``), and the boundary F at tolerance 0."""
+    images, semantic = held_out_segmentation(num_scenes)
     pred = predict(model, images, batch_size=50, device=device).argmax(1)
     confusion = confusion_matrix(pred, semantic, num_classes=4)
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
             "boundary_f": boundary_f_score(pred, semantic),
             "boundary_f0": boundary_f_score(pred, semantic, tolerance=0)}
+
+
+STUFF_SEGMENTER_CLASSES = 6  # 0 (unused in stuff scenes), 3 things, sky and ground
+
+
+def train_stuff_segmenter(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """:func:`train_segmenter` on stuff scenes (``ShapesDataset(4000, seed=0, stuff=True)``: sky
+    and ground behind the objects); mIoU on the first 200 held-out stuff scenes (over the
+    classes true or predicted there)."""
+    scenes = ShapesDataset(4000, seed=0, stuff=True)
+    loader = DataLoader(scenes, batch_size=32, shuffle=True, collate_fn=collate_segmentation)
+    fit(model, loader, loss_fn=nn.functional.cross_entropy, epochs=10, max_steps=SEGMENTATION_STEPS,
+        lr=3e-3, device=device)
+    images, semantic = collate_segmentation(list(ShapesDataset(200, seed=1, stuff=True)))
+    pred = predict(model, images, batch_size=50, device=device).argmax(1)
+    return {"miou": mean_iou(confusion_matrix(pred, semantic, num_classes=STUFF_SEGMENTER_CLASSES))}
 
 
 UNET_CURVE_STEPS = 1500  # 3x the segmentation budget, for the U-Net with and without skips
@@ -343,13 +364,14 @@ def evaluate_on_elongated(model: nn.Module, device: torch.device) -> dict[str, f
 
 
 # ---------------------------------------------------------------------------------------------
-# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins
+# 01 attention and ViT: a ViT of single-object scenes; Pre-LN vs Post-LN and ResNet vs plain twins;
+# plain-20 vs plain-56 (the degradation problem)
 
 VIT_STEPS = 1500  # batches of 64 single-object scenes
 TWIN_STEPS = 400  # the same budget for both twins of a pair, each trained with seeds 0, 1 and 2
 TWIN_SEEDS = (0, 1, 2)
 TWIN_WARMUP = {"vit_postln_warmup": 100}  # steps of linear learning-rate warm-up; the others have none
-TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain")
+TWIN_NAMES = ("vit_preln", "vit_postln", "vit_postln_warmup", "resnet", "resnet_plain", "resnet_plain20")
 DEEP_VIT = {"image_size": 64, "patch_size": 16, "dim": 64, "depth": 12, "heads": 4}  # the ViT twins
 
 
@@ -431,6 +453,80 @@ def train_detr(model: nn.Module, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 08 Keypoints: the shipped Mask R-CNN plus a keypoint head (Keypoint R-CNN)
+
+KEYPOINT_LAYOUT_SCENES = 300  # training scenes whose average keypoint layout the baseline uses
+
+
+def keypoint_baseline(detections: list[dict]) -> list[dict]:
+    """``detections`` with the keypoints of a baseline that has no keypoint head: each class's
+    average keypoint layout inside its box (over ``KEYPOINT_LAYOUT_SCENES`` training scenes,
+    :func:`~cvlib.models.keypoint_rcnn.mean_keypoint_layout`) placed in each detected box."""
+    train = ShapesDataset(KEYPOINT_LAYOUT_SCENES, seed=0, keypoints=True)
+    layout = mean_keypoint_layout([train[i][1] for i in range(len(train))], train.num_classes)
+    return [{**d, "keypoints": keypoints_from_boxes(d["boxes"], d["labels"], layout)} for d in detections]
+
+
+def keypoint_metrics(detections: list[dict], targets: list[dict]) -> dict[str, float]:
+    """Keypoint AP (OKS with ``cvlib.data.shapes.KEYPOINT_SIGMAS``, COCO's 20 detections per image)
+    of ``detections`` (with ``keypoints``) on ``targets`` (with ``keypoints``), and of
+    :func:`keypoint_baseline` in the same boxes: ``keypoint_map``, ``keypoint_map_50``,
+    ``keypoint_map_75``, ``keypoint_map_<class>`` and the same prefixed ``baseline_``."""
+    metrics = {}
+    for prefix, dets in (("keypoint_", detections), ("baseline_keypoint_", keypoint_baseline(detections))):
+        coco = evaluate_detections(dets, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+        metrics.update({f"{prefix}map_{CLASSES[label - 1]}": ap for label, ap in coco["per_class"].items()})
+    return metrics
+
+
+def train_keypoint_rcnn(model: nn.Module, device: torch.device, steps: int) -> dict[str, float]:
+    """Start from the shipped ``mask_rcnn`` weights (checksum checked; only the keypoint head stays
+    as initialised), ``steps`` batches of 8 of 8,000 scenes with keypoints (seed 0), AdamW lr 1e-3;
+    box, mask and keypoint COCO metrics (and the baseline's keypoint AP) on the held-out scenes."""
+    missing = model.load_state_dict(weights.load("mask_rcnn")["state_dict"], strict=False).missing_keys
+    if not all(key.startswith("roi_heads.keypoint_head.") for key in missing):
+        raise RuntimeError(f"mask_rcnn.pt does not fit this Keypoint R-CNN: {missing}")
+    scenes = ShapesDataset(8000, seed=0, keypoints=True)
+    loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=steps, lr=1e-3, device=device)
+    images, targets = held_out_detection(200, keypoints=True)
+    detections = detect(model, images, device=device)
+    metrics = {}
+    for prefix, iou_type in (("box_", "bbox"), ("mask_", "segm")):
+        coco = evaluate_detections(detections, targets, iou_type=iou_type)
+        metrics.update({prefix + key: coco[key] for key in ("map", "map_50", "map_75")})
+    return {**metrics, **keypoint_metrics(detections, targets)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 05 feature pyramid: Faster R-CNN with and without FPN on scenes of tiny and large objects
+
+FPN_STEPS = 1000  # batches of 8 scenes, the same for both models
+SIZE_RANGE_SCENES = {"radius_range": (3.0, 24.0), "max_objects": 4}  # ShapesDataset options
+# object areas (visible pixels) at 64 x 64: small under 12 x 12, large from 24 x 24 (COCO's are
+# 32^2 and 96^2 on photos ten times larger)
+SIZE_RANGE_AREAS = {"small": (0.0, 144.0), "medium": (144.0, 576.0), "large": (576.0, 1e10)}
+
+
+def _evaluate_by_size(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """COCO mAP, mAP50 and AP by object size (``SIZE_RANGE_AREAS``) of a detector on 200 held-out
+    size-range scenes (``held_out_detection(200, **SIZE_RANGE_SCENES)``)."""
+    images, targets = held_out_detection(200, **SIZE_RANGE_SCENES)
+    coco = evaluate_detections(detect(model, images, device=device), targets, area_ranges=SIZE_RANGE_AREAS)
+    return {key: coco[key] for key in ("map", "map_50", "map_small", "map_medium", "map_large")}
+
+
+def train_size_range_detector(model: nn.Module, device: torch.device) -> dict[str, float]:
+    """``FPN_STEPS`` batches of 8 of the 8,000 size-range scenes (seed 0), AdamW lr 1e-3; then
+    :func:`_evaluate_by_size`."""
+    scenes = ShapesDataset(8000, seed=0, **SIZE_RANGE_SCENES)
+    loader = DataLoader(scenes, batch_size=8, shuffle=True, collate_fn=collate_detection)
+    fit(model, loader, epochs=10, max_steps=FPN_STEPS, lr=1e-3, device=device)
+    return _evaluate_by_size(model, device)
+
+
+# ---------------------------------------------------------------------------------------------
 # The table: every shipped checkpoint, by the notebook that loads it
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
@@ -455,6 +551,9 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("resnet_plain", partial(ResNet, width=8, blocks=9, residual=False),
            partial(train_twins, name="resnet_plain"),
            "its plain twin (no shortcuts), same 400 steps x 3 seeds"),
+    Recipe("resnet_plain20", partial(ResNet, width=8, blocks=3, residual=False),
+           partial(train_twins, name="resnet_plain20"),
+           "a shallower plain net, plain-20 (3 x 3 blocks, width 8), same 400 steps x 3 seeds"),
     # 03 semantic segmentation
     Recipe("unet", partial(UNet, width=16, skip=True), train_segmenter,
            "U-Net (depth 3, width 16) with skip connections, 500 steps"),
@@ -467,6 +566,10 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("unet_curves", partial(UNet, width=16, skip=False), train_unet_curves,
            "the U-Net without skips trained 3x longer (1500 steps); its json: held-out mIoU and boundary F "
            "every 100 steps of it and of the U-Net with skips, trained alike"),
+    Recipe("fcn_dilated", partial(DilatedFCN, width=16, dilations=(2, 2, 2, 2, 2, 2)), train_segmenter,
+           "dilated FCN, six 3x3 layers of rate 2 (receptive field 25), width 16, 500 steps"),
+    Recipe("fcn_dilated_hybrid", partial(DilatedFCN, width=16, dilations=(1, 2, 3, 1, 2, 3)), train_segmenter,
+           "dilated FCN, rates 1,2,3,1,2,3 (receptive field 25), width 16, 500 steps"),
     # 04 detection basics
     Recipe("single_object", partial(SingleObjectDetector, num_classes=3, image_size=64, width=16),
            train_single_object, "SingleObjectDetector: class + box of one-object 64x64 scenes"),
@@ -478,6 +581,15 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("faster_rcnn", partial(build_faster_rcnn, num_classes=3, width=8),
            partial(train_detector, steps=1500),
            "Faster R-CNN: RPN (2 scales x 3 ratios) + RoI Align heads, 1500 steps"),
+    # 05 feature pyramid: scenes of radii 3-24 px (SIZE_RANGE_SCENES), the same 1000 steps of 8
+    Recipe("faster_rcnn_single_sizes",
+           partial(build_fpn_faster_rcnn, num_classes=3, width=8, strides=(8,), scales=((8.0, 16.0, 32.0),)),
+           train_size_range_detector,
+           "Faster R-CNN, one level (stride 8, anchors 8, 16, 32), on scenes of radii 3-24 px, "
+           "1000 steps of 8"),
+    Recipe("faster_rcnn_fpn", partial(build_fpn_faster_rcnn, num_classes=3, width=8),
+           train_size_range_detector,
+           "Faster R-CNN on an FPN (strides 4 and 8, anchors 8, 16 | 16, 32), same scenes, same 1000 steps"),
     # 06 YOLO
     Recipe("yolo", partial(YOLO, num_classes=3, grid_size=8, boxes_per_cell=2, width=16), train_yolo,
            "YOLO v1 (S=8, B=2, width 16): BCE confidence with lambda_noobj, 2000 steps of 32"),
@@ -513,6 +625,14 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("mask_rcnn_softmax", partial(build_mask_rcnn, num_classes=3, width=8, mask_loss="softmax"),
            partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
            "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
+    # 08 keypoints: the shipped mask_rcnn plus a keypoint head, 600 more steps of 8 scenes
+    Recipe("keypoint_rcnn", partial(build_keypoint_rcnn, num_classes=3, width=8),
+           partial(train_keypoint_rcnn, steps=600),
+           "Keypoint R-CNN: mask_rcnn.pt + a keypoint head (5 maps of 56x56, RoI Align 14x14), "
+           "600 more steps"),
+    # 08 panoptic segmentation: the semantic model of stuff scenes (things come from mask_rcnn)
+    Recipe("unet_stuff", partial(UNet, num_classes=STUFF_SEGMENTER_CLASSES, width=16), train_stuff_segmenter,
+           "U-Net (depth 3, width 16) on stuff scenes: 3 things + sky + ground, 500 steps"),
 ]}
 
 

@@ -200,12 +200,14 @@ def _cases() -> dict[str, Case]:
         detection,
         detr,
         fcn,
+        keypoint_rcnn,
         mask_rcnn,
         rcnn,
         rcnn_torchvision,
         resnet,
         single,
         ssd,
+        swin,
         unet,
         vit,
         yolo,
@@ -757,6 +759,74 @@ def _cases() -> dict[str, Case]:
         depth=("posint",),
         heads=("posint",),
     )
+    add(
+        "cvlib.models.vit.CrossAttention",
+        vit.CrossAttention,
+        lambda: {"query_dim": 8, "input_dim": 6, "heads": 2},
+        query_dim=("posint",),
+        input_dim=("posint",),
+        heads=("posint",),
+    )
+    add(
+        "cvlib.models.vit.CrossAttention.forward",
+        _forward,
+        lambda: {"model": vit.CrossAttention(8, 6, 2), "queries": torch.rand(1, 3, 8),
+                 "inputs": torch.rand(1, 5, 6)},
+        queries=(*FLOAT, "extra_dim"),
+        inputs=(*FLOAT, "extra_dim"),
+    )
+    add(
+        "cvlib.models.swin.window_partition",
+        swin.window_partition,
+        lambda: {"x": torch.rand(1, 4, 4, 3), "window": 2},
+        x=("list", "extra_dim"),
+        window=("posint",),
+    )
+    add(
+        "cvlib.models.swin.window_merge",
+        swin.window_merge,
+        lambda: {"windows": torch.rand(4, 4, 3), "window": 2, "height": 4, "width": 4},
+        windows=("list", "extra_dim"),
+        window=("posint",),
+        height=("posint",),
+        width=("posint",),
+    )
+    add(
+        "cvlib.models.swin.shifted_window_mask",
+        swin.shifted_window_mask,
+        lambda: {"height": 8, "width": 8, "window": 4, "shift": 2},
+        height=("posint",),
+        width=("posint",),
+        window=("posint",),
+        shift=("nonnegint", ("not below the window", 4)),
+    )
+    add(
+        "cvlib.models.swin.WindowAttention",
+        swin.WindowAttention,
+        lambda: {"dim": 8, "heads": 2, "window": 2, "shift": 1},
+        window=("posint",),
+        shift=("nonnegint", ("not below the window", 2)),
+    )
+    add(
+        "cvlib.models.swin.WindowAttention.forward",
+        _forward,
+        lambda: {"model": swin.WindowAttention(8, 2, 2, 1), "x": torch.rand(1, 4, 4, 8)},
+        x=(*FLOAT, "extra_dim", ("grid not a multiple of the window", torch.rand(1, 3, 4, 8))),
+    )
+    add(
+        "cvlib.models.swin.attention_macs",
+        swin.attention_macs,
+        lambda: {"tokens": 64, "dim": 16, "window": 4},
+        tokens=("posint",),
+        dim=("posint",),
+        window=("posint", ("larger than the grid", 9)),
+    )
+    add(
+        "cvlib.models.detr.DETR.encoder_attention",
+        lambda model, images: model.encoder_attention(images),
+        lambda: {"model": _detector("detr").eval(), "images": [torch.rand(3, 32, 32, generator=_g(4))]},
+        images=("sequence", "extra_dim", "nan"),
+    )
     detectors = {
         "rcnn": "rcnn.RCNN",
         "fast": "rcnn.FastRCNN",
@@ -1081,6 +1151,62 @@ def _cases() -> dict[str, Case]:
         images=("sequence",),
         targets=("sequence",),
     )
+    # cvlib.models.keypoint_rcnn
+    def _keypoints(n: int = 2) -> torch.Tensor:
+        return torch.cat([torch.rand(n, 5, 2, generator=_g()) * 30, torch.full((n, 5, 1), 2.0)], 2)
+
+    def _keypoint_inputs() -> dict:
+        inputs = _detector_inputs("mask")
+        torch.manual_seed(0)
+        inputs["model"] = keypoint_rcnn.build_keypoint_rcnn(width=2, hidden=8).train()
+        inputs["targets"][0]["keypoints"] = _keypoints()
+        return inputs
+
+    add("cvlib.models.keypoint_rcnn.KeypointRCNN.forward", _forward, _keypoint_inputs,
+        images=("sequence", "extra_dim"), targets=("sequence",))
+    add(
+        "cvlib.models.keypoint_rcnn.KeypointRCNN.forward[keypoints]",
+        lambda model, keypoints, rest: model(rest["images"],
+                                             [{**rest["targets"][0], "keypoints": keypoints}]),
+        lambda: (lambda d: {"model": d["model"], "keypoints": d["targets"][0]["keypoints"], "rest": d})(
+            _keypoint_inputs()),
+        public={"keypoints": "targets"},
+        keypoints=("list", "int", "nan", "inf", "extra_dim"),
+    )
+
+    def _keypoint_parts():
+        model = _keypoint_inputs()["model"]
+        return {"backbone": model.backbone, "rpn": model.rpn, "roi_heads": model.roi_heads}
+
+    add("cvlib.models.keypoint_rcnn.KeypointRCNN", keypoint_rcnn.KeypointRCNN, _keypoint_parts,
+        backbone=("module",), rpn=("module",),
+        roi_heads=("module", ("mask heads only", _detector("mask").roi_heads)))
+    add("cvlib.models.keypoint_rcnn.build_keypoint_rcnn", keypoint_rcnn.build_keypoint_rcnn,
+        lambda: {"num_classes": 3, "width": 2, "num_keypoints": 5, "keypoint_pool_size": 4},
+        num_classes=("posint",), width=("posint",), num_keypoints=("posint",), keypoint_pool_size=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoint_targets", keypoint_rcnn.keypoint_targets,
+        lambda: {"keypoints": _keypoints(3), "rois": boxes(3), "size": 8},
+        keypoints=("list", "int", "nan", "extra_dim"), rois=BOXES, size=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoint_loss", keypoint_rcnn.keypoint_loss,
+        lambda: {"heatmap_logits": torch.randn(2, 5, 4, 4, generator=_g()),
+                 "targets": torch.randint(0, 16, (2, 5), generator=_g()),
+                 "valid": torch.ones(2, 5, dtype=torch.bool)},
+        heatmap_logits=("list", "nan", "int", "fewer_dims"), targets=("list", "float", "too_big"),
+        valid=("list", "float", "extra_dim"))
+    add("cvlib.models.keypoint_rcnn.heatmaps_to_keypoints", keypoint_rcnn.heatmaps_to_keypoints,
+        lambda: {"heatmap_logits": torch.randn(3, 5, 4, 4, generator=_g()), "boxes": boxes(3)},
+        heatmap_logits=("list", "nan", "int", "extra_dim"), boxes=BOXES)
+    add("cvlib.models.keypoint_rcnn.check_keypoints", keypoint_rcnn.check_keypoints,
+        lambda: {"targets": [{**_target(), "keypoints": _keypoints()}], "num_keypoints": 5},
+        targets=("sequence",), num_keypoints=("posint",))
+    add("cvlib.models.keypoint_rcnn.mean_keypoint_layout", keypoint_rcnn.mean_keypoint_layout,
+        lambda: {"targets": [{**_target(), "keypoints": _keypoints()}], "num_classes": 3},
+        targets=("sequence",), num_classes=("posint",))
+    add("cvlib.models.keypoint_rcnn.keypoints_from_boxes", keypoint_rcnn.keypoints_from_boxes,
+        lambda: {"boxes": boxes(2), "labels": torch.tensor([1, 3]),
+                 "layout": torch.rand(4, 5, 2, generator=_g())},
+        boxes=BOXES, labels=("list", "float", "too_big", "negative"),
+        layout=("list", "nan", "int", "extra_dim"))
     add(
         "cvlib.models.fcn.receptive_field",
         fcn.receptive_field,
@@ -1367,6 +1493,10 @@ def _cases() -> dict[str, Case]:
     add("cvlib.data.shapes.held_out_classification", shapes.held_out_classification, lambda: {"n": 2},
         n=("posint",))
     add("cvlib.data.shapes.held_out_detection", shapes.held_out_detection, lambda: {"n": 2}, n=("posint",))
+    add("cvlib.data.shapes.ShapesDataset[keypoints]", shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "keypoints": True}, keypoints=("choice",))
+    add("cvlib.data.shapes.held_out_detection[keypoints]", shapes.held_out_detection,
+        lambda: {"n": 2, "keypoints": True}, keypoints=("choice",))
     add(
         "cvlib.data.shapes.to_coco",
         shapes.to_coco,
@@ -1573,6 +1703,7 @@ def _cases() -> dict[str, Case]:
         value=(("unknown", "zz"),),
     )
     _pending_cases(add)
+    _fpn_cases(add)
     return cases
 
 
@@ -1603,6 +1734,26 @@ def _pending_cases(add) -> None:
             output_size=("posint",),
             spatial_scale=("positive",),
         )
+    add(
+        "cvlib.ops.reference.roi_pool_bins",
+        reference.roi_pool_bins,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "spatial_scale": 0.125, "limit": 16},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        spatial_scale=("positive",),
+        limit=("nonnegint",),
+    )
+    add(
+        "cvlib.ops.reference.roi_align_points",
+        reference.roi_align_points,
+        lambda: {"start": 20.0, "end": 70.0, "bins": 4, "sampling_ratio": 2, "spatial_scale": 0.125},
+        start=("finite",),
+        end=("finite",),
+        bins=("posint",),
+        sampling_ratio=("int",),
+        spatial_scale=("positive",),
+    )
     add(
         "cvlib.ops.roi.roi_levels",
         ops.roi.roi_levels,
@@ -1863,6 +2014,87 @@ def _pending_cases(add) -> None:
     _pretrained_cases(add)
     _scale_out_cases(add)
     _exercise_cases(add)
+    _stuff_and_dilation_cases(add)
+
+
+def _fpn_cases(add) -> None:
+    """Feature pyramids in the R-CNN family: anchors per level, RoIs pooled from their level."""
+    from cvlib import ops
+    from cvlib.data import shapes
+    from cvlib.models import fpn
+
+    add(
+        "cvlib.ops.anchors.pyramid_anchors",
+        ops.anchors.pyramid_anchors,
+        lambda: {"feature_sizes": [(4, 4), (2, 2)], "strides": [4, 8], "scales": [(8.0,), (16.0,)],
+                 "aspect_ratios": (1.0,)},
+        feature_sizes=("sequence", ("one level short", [(4, 4)]), ("zero", [(0, 4), (2, 2)])),
+        strides=("sequence", ("zero", [0, 8])),
+        scales=("sequence", ("flat numbers", [8.0, 16.0]), ("negative", [(-8.0,), (16.0,)])),
+        aspect_ratios=("sequence",),
+    )
+    levels = lambda: [torch.rand(1, 2, 8, 8, generator=_g()), torch.rand(1, 2, 4, 4, generator=_g(1))]  # noqa: E731
+    add(
+        "cvlib.ops.roi.multiscale_roi_align",
+        ops.roi.multiscale_roi_align,
+        lambda: {"features": levels(), "boxes": torch.cat([torch.zeros(3, 1), boxes()], 1), "output_size": 2,
+                 "spatial_scales": [0.25, 0.125], "sampling_ratio": 2, "canonical_scale": 16.0,
+                 "canonical_level": 3},
+        features=("sequence", ("one level", levels()[:1]), ("int maps", [f.long() for f in levels()])),
+        boxes=("list", "extra_dim", "int", "nan", "inf", "too_big"),
+        output_size=("posint",),
+        spatial_scales=("sequence", ("coarse to fine", [0.125, 0.25]), ("not a power of two", [0.25, 0.1]),
+                        ("zero", [0.0, 0.125])),
+        sampling_ratio=("int",),
+        canonical_scale=("positive",),
+        canonical_level=("int",),
+    )
+    add(
+        "cvlib.models.fpn.FPNBackbone",
+        fpn.FPNBackbone,
+        lambda: {"width": 2, "strides": (4, 8), "out_channels": 8},
+        width=("posint",),
+        strides=("sequence", ("unknown stride", (3, 8)), ("decreasing", (8, 4))),
+    )
+    add(
+        "cvlib.models.fpn.MultiScaleRoIAlign",
+        fpn.MultiScaleRoIAlign,
+        lambda: {"strides": (4, 8), "output_size": 7, "sampling_ratio": 2, "canonical_scale": 32.0,
+                 "canonical_level": 3},
+        strides=("sequence", ("zero", (0, 8))),
+        output_size=("posint",),
+        sampling_ratio=("posint",),
+        canonical_scale=("positive",),
+        canonical_level=("int",),
+    )
+    add(
+        "cvlib.models.fpn.build_fpn_faster_rcnn",
+        fpn.build_fpn_faster_rcnn,
+        lambda: {"num_classes": 3, "width": 2, "hidden": 8},
+        num_classes=("posint",),
+        width=("posint",),
+        strides=("sequence", ("unknown stride", (4, 16))),
+        scales=("sequence", ("levels of unequal length", ((8.0,), (16.0, 32.0))),
+                ("one level", ((8.0, 16.0),))),
+        canonical=("sequence", ("one number", (32.0,)), ("zero scale", (0.0, 3))),
+        rpn_top_n=("sequence", ("zero", (0, 3))),
+        batch_size_per_image=("posint",),
+    )
+    add(
+        "cvlib.data.shapes.ShapesDataset[radius_range]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "radius_range": (3.0, 8.0)},
+        radius_range=(("one number", (3.0,)), ("string", "3, 8"), ("below one pixel", (0.5, 8.0)),
+                      ("reversed", (8.0, 3.0)), ("wider than the image", (3.0, 40.0))),
+    )
+    add("cvlib.data.shapes.held_out_segmentation", shapes.held_out_segmentation, lambda: {"n": 2},
+        n=("posint",))
+    add(
+        "cvlib.data.shapes.held_out_detection[options]",
+        shapes.held_out_detection,
+        lambda: {"n": 2, "radius_range": (3.0, 8.0)},
+        radius_range=(("reversed", (8.0, 3.0)),),
+    )
 
 
 def _tmp():
@@ -2228,6 +2460,78 @@ def _exercise_cases(add) -> None:
     )
 
 
+def _stuff_and_dilation_cases(add) -> None:
+    from cvlib import metrics
+    from cvlib.data import shapes
+    from cvlib.models import fcn, panoptic
+
+    add(
+        "cvlib.models.fcn.dilated_receptive_field",
+        fcn.dilated_receptive_field,
+        lambda: {"dilations": [1, 2], "kernel_size": 3},
+        dilations=(("number", 3), ("a zero rate", [1, 0]), ("a float rate", [1.5])),
+        kernel_size=("posint",),
+    )
+    for name in ("input_gradient", "receptive_field_coverage"):
+        add(
+            f"cvlib.models.fcn.{name}",
+            getattr(fcn, name),
+            lambda: {"model": fcn.DilatedFCN(3, 2, (1, 2)), "size": 17},
+            model=("module",),
+            size=("posint",),
+        )
+
+    add(
+        "cvlib.data.shapes.ShapesDataset[stuff]",
+        shapes.ShapesDataset,
+        lambda: {"num_images": 2, "image_size": 32, "stuff": True},
+        stuff=(("number", 1), ("string", "yes"), ("None", None)),
+    )
+    add("cvlib.data.shapes.held_out_detection[stuff]", shapes.held_out_detection,
+        lambda: {"n": 2, "stuff": True}, stuff=(("number", 1), ("None", None)))
+    add(
+        "cvlib.metrics.mask_iou",
+        metrics.mask_iou,
+        lambda: {"masks1": torch.rand(2, 5, 6, generator=_g()) > 0.5,
+                 "masks2": torch.rand(3, 5, 6, generator=_g(1)) > 0.5},
+        masks1=("list", "extra_dim", "fewer_dims", "float"),
+        masks2=("list", "extra_dim", ("another size", torch.ones(3, 5, 5, dtype=torch.bool))),
+    )
+    semantic = lambda: torch.tensor([[10, 10, 1], [10, 11, 1]])  # noqa: E731
+    detections = lambda: {"labels": torch.tensor([1]), "scores": torch.tensor([0.9]),  # noqa: E731
+                          "masks": torch.rand(1, 1, 2, 3, generator=_g())}
+    add(
+        "cvlib.models.panoptic.panoptic_merge",
+        panoptic.panoptic_merge,
+        lambda: {"detections": detections(), "semantic": semantic(), "stuff": [10, 11],
+                 "score_threshold": 0.5, "mask_threshold": 0.5, "overlap_threshold": 0.5, "stuff_area": 1,
+                 "void": -1},
+        detections=("dict", ("masks of another size", {**detections(), "masks": torch.rand(1, 1, 3, 3)}),
+                    ("NaN score", {**detections(), "scores": torch.tensor([math.nan])})),
+        semantic=("list", "extra_dim", "float"),
+        stuff=("sequence", ("a float class", [10.5])),
+        score_threshold=("finite",),
+        mask_threshold=("finite",),
+        overlap_threshold=("unit",),
+        stuff_area=("nonnegint",),
+        void=("int",),
+    )
+    add(
+        "cvlib.models.panoptic.panoptic_from_semantic",
+        panoptic.panoptic_from_semantic,
+        lambda: {"semantic": semantic(), "things": [1]},
+        semantic=("list", "extra_dim", "float"),
+        things=("sequence", ("a float class", [1.5])),
+    )
+    add(
+        "cvlib.models.panoptic.panoptic_target",
+        panoptic.panoptic_target,
+        lambda: {"target": {"semantic": semantic(), "masks": semantic()[None] == 1}},
+        target=("dict", ("masks of another size",
+                         {"semantic": semantic(), "masks": torch.ones(1, 3, 3).bool()})),
+    )
+
+
 def _png_file() -> str:
     import os
 
@@ -2248,6 +2552,8 @@ EXEMPT = {
     "cvlib.models.rpn.RegionProposalNetwork": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskHead": INTERNAL_LAYER,
     "cvlib.models.mask_rcnn.MaskRoIHeads": INTERNAL_LAYER,
+    "cvlib.models.keypoint_rcnn.KeypointHead": INTERNAL_LAYER,
+    "cvlib.models.keypoint_rcnn.KeypointRoIHeads": INTERNAL_LAYER,
     "cvlib.models.detr.EncoderLayer": INTERNAL_LAYER,
     "cvlib.models.detr.DecoderLayer": INTERNAL_LAYER,
     "cvlib.models.detr.MLP": INTERNAL_LAYER,

@@ -3,6 +3,7 @@
 import contextlib
 import hashlib
 import io
+import math
 
 import numpy as np
 import pytest
@@ -20,8 +21,10 @@ from cvlib.data import (
     collate_segmentation,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
     to_coco,
 )
+from cvlib.data.shapes import KEYPOINT_NAMES, KEYPOINT_SIGMAS, NUM_KEYPOINTS
 
 
 def test_item_types_and_shapes():
@@ -153,6 +156,7 @@ def test_to_coco_rejects_other_datasets():
         ({"num_images": 1, "elongation": 7}, "elongation"),
         ({"num_images": 1, "elongation": float("nan")}, "elongation"),
         ({"num_images": 1, "elongation": "3"}, "elongation"),
+        ({"num_images": 1, "elongation": 2, "keypoints": True}, "keypoints"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -224,3 +228,186 @@ def test_elongation_stretches_shapes_and_keeps_the_invariants():
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     assert torch.equal(dataset[5][0], ShapesDataset(20, seed=4, elongation=3)[5][0])  # deterministic
     assert "elongation=3" in repr(dataset) and "elongation" not in repr(ShapesDataset(1))
+
+
+def test_held_out_segmentation_is_the_seed_1_scenes():
+    images, semantic = held_out_segmentation(4)
+    expected_images, expected_semantic = collate_segmentation(list(ShapesDataset(4, seed=1)))
+    assert torch.equal(images, expected_images) and torch.equal(semantic, expected_semantic)
+    assert semantic.dtype == torch.int64 and semantic.shape == (4, 64, 64)
+    stuff_images, stuff_semantic = held_out_segmentation(2, stuff=True)
+    assert stuff_semantic.min() > 0  # sky and ground label every background pixel
+    with pytest.raises(ValueError, match="seed 1"):
+        held_out_segmentation(2, seed=0)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Keypoints (keypoints=True)
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": 0}, {"seed": 1}, {"seed": 3, "image_size": 96, "max_objects": 6,
+                                                                "min_objects": 0}])
+def test_keypoints_change_nothing_else(kwargs):
+    """The option only adds a field: the same seeds give the same images and targets."""
+    plain, with_keypoints = ShapesDataset(40, **kwargs), ShapesDataset(40, keypoints=True, **kwargs)
+    for i in range(40):
+        (image, target), (image_k, target_k) = plain[i], with_keypoints[i]
+        assert torch.equal(image, image_k)
+        assert set(target_k) - set(target) == {"keypoints"}
+        for key, value in target.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(target_k[key])), key
+        keypoints = target_k["keypoints"]
+        assert keypoints.dtype == torch.float32
+        assert keypoints.shape == (len(target["labels"]), NUM_KEYPOINTS, 3)
+    assert "keypoints" not in plain[0][1] and "keypoints=True" in repr(with_keypoints)
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_keypoints_are_the_corners_of_the_drawn_shape(name):
+    """On a large shape: the polygon through a triangle's or square's keypoints is its mask (up to
+    the boundary pixels), a circle's keypoints are its centre and the extremes of its mask; the
+    order is clockwise on screen from the topmost (or top-left) one."""
+    from skimage.draw import polygon2mask
+
+    from cvlib.data.shapes import _shape_keypoints, _shape_mask
+
+    size, cx, cy, r = 400, 190.3, 205.7, 150.0
+    for angle in np.linspace(0, 2 * np.pi, 7):
+        mask = _shape_mask(name, cx, cy, r, angle, size)
+        points = _shape_keypoints(name, cx, cy, r, angle)
+        assert len(points) == len(KEYPOINT_NAMES[name])
+        if name == "circle":
+            ys, xs = np.nonzero(mask)
+            assert np.allclose(points[0], (cx, cy))
+            assert np.allclose([points[4, 0], points[1, 1], points[2, 0], points[3, 1]],
+                               [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
+            continue
+        # polygon2mask takes (row, col) = (y, x) vertices and tests pixel centres at integers
+        inside = polygon2mask((size, size), points[:, ::-1] - 0.5)
+        assert (inside != mask).sum() < 0.01 * mask.sum()
+        assert points[0, 1] == points[:, 1].min()  # the first keypoint is (one of) the topmost
+        x, y = points[:, 0], points[:, 1]
+        assert (x * np.roll(y, -1) - np.roll(x, -1) * y).sum() > 0  # clockwise with y pointing down
+
+
+def test_keypoint_visibility_follows_coco():
+    """v = 2: inside the image and not under a later shape; v = 1: its pixel is covered by a later
+    shape; v = 0: (0, 0, 0), a slot the class does not have or a point outside the image."""
+    ds = ShapesDataset(200, seed=0, keypoints=True)
+    seen = {0: 0, 1: 0, 2: 0}
+    for i in range(200):
+        _, t = ds[i]
+        for j, (label, points) in enumerate(zip(t["labels"], t["keypoints"])):
+            names = KEYPOINT_NAMES[CLASSES[label - 1]]
+            assert (points[len(names):] == 0).all()  # unused slots
+            later = t["masks"][j + 1:].any(0)
+            for x, y, v in points[: len(names)].tolist():
+                seen[int(v)] += 1
+                if v == 0:
+                    assert x == y == 0
+                else:
+                    assert 0 <= x < 64 and 0 <= y < 64
+                    assert bool(later[int(y), int(x)]) == (v == 1)
+    assert min(seen.values()) > 10, seen  # every case occurs
+
+
+def test_held_out_detection_with_keypoints():
+    images, targets = held_out_detection(3, keypoints=True)
+    expected = [ShapesDataset(3, seed=1, keypoints=True)[i] for i in range(3)]
+    assert all(torch.equal(image, e[0]) for image, e in zip(images, expected))
+    assert all(torch.equal(t["keypoints"], e[1]["keypoints"]) for t, e in zip(targets, expected))
+    with pytest.raises(TypeError, match="keypoints"):
+        ShapesDataset(1, keypoints="yes")
+
+
+def test_to_coco_exports_keypoints_that_cocoeval_scores():
+    """The exported keypoints load in pycocotools; COCOeval's keypoint AP of the true keypoints
+    (as detections) is 1, as is evaluate_detections'."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from cvlib.metrics import evaluate_detections
+
+    ds = ShapesDataset(10, seed=5, keypoints=True)
+    coco = COCO()
+    coco.dataset = to_coco(ds)
+    results = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        for i in range(10):
+            _, t = ds[i]
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=i))
+            for a, points in zip(anns, t["keypoints"]):
+                assert a["keypoints"] == points.flatten().tolist()
+                assert a["num_keypoints"] == int((points[:, 2] > 0).sum())
+                results.append({"image_id": i, "category_id": a["category_id"], "score": 1.0,
+                                "keypoints": a["keypoints"]})
+        evaluator = COCOeval(coco, coco.loadRes(results), "keypoints")
+        evaluator.params.kpt_oks_sigmas = KEYPOINT_SIGMAS.double().numpy()
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)
+    assert coco.loadCats(1)[0]["keypoints"] == list(KEYPOINT_NAMES[CLASSES[0]])
+    targets = [ds[i][1] for i in range(10)]
+    predictions = [{**t, "scores": torch.ones(len(t["labels"]))} for t in targets]
+    ours = evaluate_detections(predictions, targets, "keypoints", max_detections=20, sigmas=KEYPOINT_SIGMAS)
+    assert ours["map"] == pytest.approx(1.0)
+    assert "keypoints" not in to_coco(ShapesDataset(2))["annotations"][0]
+
+
+def _scenes_digest(datasets) -> str:
+    digest = hashlib.sha256()
+    for scenes in datasets:
+        for i in range(len(scenes)):
+            image, target = scenes[i]
+            digest.update(image.numpy().tobytes())
+            for key in ("boxes", "labels", "masks"):
+                digest.update(target[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_default_scenes_are_unchanged_by_the_radius_range_option():
+    """The digest of these scenes was computed before ``radius_range`` existed: the option's
+    default leaves every scene bit for bit as it was."""
+    datasets = (ShapesDataset(30, seed=0), ShapesDataset(30, seed=1),
+                ShapesDataset(10, image_size=128, max_objects=6, seed=3), SingleObjectDataset(10, seed=1))
+    assert _scenes_digest(datasets) == "06a4073e6000ca63ce8560913831c8b4c369e2b55f25ae4f299ad483c084445e"
+
+
+def test_radius_range_gives_tiny_and_large_objects():
+    """Log-uniform radii in [3, 24]: objects under 12 x 12 pixels and over 24 x 24 both common
+    (the default radii, 6.4 to 14.2 pixels at 64 x 64, give few of either)."""
+    def areas(scenes):
+        return torch.cat([scenes[i][1]["masks"].sum((1, 2)) for i in range(len(scenes))]).float()
+
+    wide, default = areas(ShapesDataset(100, seed=1, radius_range=(3, 24))), areas(ShapesDataset(100, seed=1))
+    assert (wide < 144).float().mean() > 0.3 and (wide >= 576).float().mean() > 0.1
+    for low, high in ((0, 144), (576, 4096)):
+        share = {name: ((a >= low) & (a < high)).float().mean()
+                 for name, a in (("wide", wide), ("default", default))}
+        assert share["default"] < share["wide"] / 2, (low, high, share)
+    one_size = ShapesDataset(20, seed=0, radius_range=(8, 8), classes=("circle",), max_objects=1)
+    sides = torch.cat([one_size[i][1]["boxes"][:, 2:] - one_size[i][1]["boxes"][:, :2] for i in range(20)])
+    assert sides.max() <= 17 and (sides == 16).all(1).float().mean() > 0.5  # diameter 16 (cut at the border)
+    assert "radius_range=(3.0, 24.0)" in repr(ShapesDataset(1, radius_range=(3, 24)))
+
+
+@pytest.mark.parametrize("radius_range, match", [
+    ((3,), "radius_range"), ("3, 24", "radius_range"), ((0.5, 4), "radius_range"), ((8, 4), "low <= high"),
+    ((3, 40), "radius_range"), ((3, math.nan), "radius_range"),
+])
+def test_bad_radius_range(radius_range, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ShapesDataset(1, radius_range=radius_range)
+
+
+def test_held_out_detection_with_scene_options():
+    images, targets = held_out_detection(3, radius_range=(3, 24), max_objects=4)
+    expected_images, expected_targets = collate_detection(list(ShapesDataset(3, seed=1, radius_range=(3, 24),
+                                                                             max_objects=4)))
+    assert all(torch.equal(a, b) for a, b in zip(images, expected_images))
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(targets, expected_targets))
+    with pytest.raises(ValueError, match="seed"):
+        held_out_detection(3, seed=0)

@@ -156,6 +156,41 @@ def test_outputs_and_attention_maps():
     assert padded[1, :, 2:, :].abs().max() == 0 and padded[1, :, :, 3:].abs().max() == 0  # padding unseen
 
 
+def test_encoder_attention_is_softmax_of_the_encoder_queries_and_keys():
+    """encoder_attention = softmax(Q K^T / sqrt(d)) of each encoder layer's own inputs (x + pos),
+    by hand (cvlib's attention) and averaged over heads; maps sum to 1; outputs() is unchanged."""
+    from cvlib.models.vit import scaled_dot_product_attention
+
+    torch.manual_seed(0)
+    model = tiny(num_encoder_layers=2).eval()
+    images = [torch.rand(3, 32, 32), torch.rand(3, 32, 32)]
+    inputs = []
+    hooks = [layer.attention.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+             for layer in model.encoder]
+    with torch.no_grad():
+        maps = model.encoder_attention(images)  # [L, B, h, w, h, w]
+        before = model.outputs(images)
+    for hook in hooks:
+        hook.remove()
+    assert maps.shape == (len(model.encoder), 2, 4, 4, 4, 4)
+    torch.testing.assert_close(maps.sum((-1, -2)), torch.ones(maps.shape[:4]))
+    heads, d = model.encoder[0].attention.num_heads, inputs[0].shape[-1]
+
+    def split(t):  # [B, 16, d] -> [B, heads, 16, d / heads]
+        return t.view(2, 16, heads, d // heads).transpose(1, 2)
+
+    for layer, (module, q) in enumerate(zip(model.encoder, inputs)):  # q = k = x + pos
+        w_q, w_k, _ = module.attention.in_proj_weight.split(d)
+        b_q, b_k, _ = module.attention.in_proj_bias.split(d)
+        by_hand = scaled_dot_product_attention(split(q @ w_q.T + b_q), split(q @ w_k.T + b_k), split(q))[1]
+        torch.testing.assert_close(maps[layer].reshape(2, 16, 16), by_hand.mean(1), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        after = model.outputs(images)
+    torch.testing.assert_close(after["boxes"], before["boxes"])
+    with pytest.raises(TypeError, match="images"):
+        model.encoder_attention(torch.rand(3, 32, 32))
+
+
 def test_bad_input():
     model = tiny()
     images, targets = scenes(1)

@@ -10,12 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvlib.data import ShapesDataset, to_coco
-from cvlib.metrics import evaluate_detections
+from cvlib.metrics import evaluate_detections, mask_iou
 
 TOL = 1e-6
 
@@ -437,3 +439,16 @@ def test_object_keypoint_similarity_by_hand():
     with pytest.raises(ValueError, match="sigmas"):  # 3 keypoints: COCO's 17 person sigmas do not fit
         evaluate_detections([{"keypoints": true, "scores": torch.ones(1), "labels": label}],
                             [{"keypoints": true, "boxes": box, "labels": label}], "keypoints")
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(0, 4), m=st.integers(0, 4), density=st.floats(0.0, 1.0))
+def test_mask_iou_equals_pycocotools(seed, n, m, density):
+    g = torch.Generator().manual_seed(seed)
+    masks1, masks2 = (torch.rand(k, 9, 7, generator=g) < density for k in (n, m))
+    ours = mask_iou(masks1, masks2)
+    assert ours.shape == (n, m) and ours.dtype == torch.float64
+    if n and m:
+        encode = lambda masks: [_rle(mask) for mask in masks]  # noqa: E731
+        theirs = mask_utils.iou(encode(masks1), encode(masks2), [0] * m)
+        np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-12)

@@ -1,5 +1,6 @@
 """cvlib.ops.nms against torchvision.ops.nms / batched_nms: random boxes (some outside the image,
-zero-area, duplicated), equal scores, thresholds 0 and 1, float64, blocks, bad input."""
+zero-area, duplicated), equal scores, thresholds 0 and 1, float64, blocks, both paths (all
+pairs up to BLOCK boxes, blocks above), bad input."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from test_ops_boxes import box_sets
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from cvlib import ops
-from cvlib.ops.nms import BLOCK
+from cvlib.ops.nms import BLOCK, _by_score, _greedy
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
@@ -62,6 +63,28 @@ def test_batched_nms_like_torchvision(boxes, iou_threshold, num_classes, ties):
         ops.batched_nms(inside, scores, idxs, iou_threshold),
         torchvision.ops.batched_nms(inside, scores, idxs, iou_threshold),
     )
+
+
+@given(box_sets(BLOCK - 2, BLOCK + 2), st.sampled_from(THRESHOLDS), st.integers(1, 4), st.booleans())
+def test_both_sides_of_the_all_pairs_threshold(boxes, iou_threshold, num_classes, ties):
+    """Up to BLOCK boxes nms and batched_nms take the all-pairs path, above it the blocks."""
+    scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
+    keep = ops.nms(boxes, scores, iou_threshold)
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
+    idxs = torch.randint(0, num_classes, (len(boxes),), generator=torch.Generator().manual_seed(2))
+    inside = boxes - boxes.min().clamp(max=0)  # torchvision's offset needs coordinates >= 0
+    assert torch.equal(
+        ops.batched_nms(inside, scores, idxs, iou_threshold),
+        torchvision.ops.batched_nms(inside, scores, idxs, iou_threshold),
+    )
+
+
+@given(box_sets(), st.sampled_from(THRESHOLDS), st.booleans())
+def test_block_path_on_few_boxes(boxes, iou_threshold, ties):
+    """The block path alone, on the small sets that nms sends to the all-pairs path."""
+    scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
+    keep = _greedy(boxes, _by_score(scores), iou_threshold)
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
 
 
 def test_batched_nms_negative_coordinates():

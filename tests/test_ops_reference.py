@@ -74,3 +74,17 @@ def test_roi_loops_on_no_rois(loop):
 def test_nms_loop_on_no_boxes_and_one_box():
     assert reference.nms_loop(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
     assert reference.nms_loop(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+
+
+def test_roi_pool_bins_and_roi_align_points_of_the_lecture():
+    """A box from pixel 20 to 70 on a stride-8 map of 16 cells, 4 bins. RoI Pool rounds it to cells
+    3..9 (2.5 rounds away from 0; 8.75 to 9), 7 cells in 4 overlapping rounded bins; RoI Align keeps
+    2.5 .. 8.75, 4 bins of 1.5625 cells, 2 points each at 1/4 and 3/4 of its bin. (The loops that
+    use them equal torchvision's roi_pool / roi_align in the tests above.)"""
+    assert reference.roi_pool_bins(20, 70, 4, 1 / 8, 16) == [(3, 5), (4, 7), (6, 9), (8, 10)]
+    assert reference.roi_pool_bins(100, 130, 2, 1 / 8, 16) == [(13, 15), (15, 16)]  # 17 clipped to the map
+    points = reference.roi_align_points(20, 70, 4, 2, 1 / 8)
+    expected = 2.5 + 1.5625 * torch.tensor([0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75])
+    torch.testing.assert_close(points, expected)
+    assert len(reference.roi_align_points(20, 70, 4, -1, 1 / 8)) == 4 * 2  # ceil(1.5625) points per bin
+    assert len(reference.roi_align_points(20, 20, 4, -1, 1 / 8, aligned=True)) == 0  # an empty box

@@ -3,6 +3,8 @@ outside, degenerate), output sizes, scales, sampling ratios, aligned, list of bo
 non-contiguous, empty, gradients, bad input."""
 
 import functools
+import importlib
+from unittest import mock
 
 import pytest
 import torch
@@ -11,6 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cvlib import ops
+
+roi_module = importlib.import_module("cvlib.ops.roi")
+CHUNK = roi_module.CHUNK
 
 
 def _rois(seed, n, num_images=2, extent=30.0, dtype=torch.float32):
@@ -49,6 +54,43 @@ def test_roi_pool_like_torchvision(seed, n, output_size, spatial_scale):
     rois = _rois(seed, n)
     ours = ops.roi_pool(x, rois, output_size, spatial_scale)
     torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size, spatial_scale))
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 30),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+    path=st.sampled_from(["_pool_cells", "_pool_table"]),
+)
+def test_roi_pool_both_paths_like_torchvision(seed, n, output_size, spatial_scale, path):
+    """Each way of taking the maxima alone (the other replaced by it), on every input."""
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    other = {"_pool_cells": "_pool_table", "_pool_table": "_pool_cells"}[path]
+    with mock.patch.object(roi_module, other, getattr(roi_module, path)):
+        ours = ops.roi_pool(x, rois, output_size, spatial_scale)
+    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size, spatial_scale))
+
+
+@pytest.mark.parametrize(
+    "n, output_size, path",
+    [(80, 2, "_pool_cells"), (81, 2, "_pool_table"),
+     (CHUNK + 1, 6, "_pool_cells"), (CHUNK + 1, 2, "_pool_table")],
+)
+def test_roi_pool_chooses_the_path_that_reads_less(n, output_size, path):
+    """On a 1 x 3 x 10 x 10 map, RoIs of 6 x 6 cells. Output 2 x 2: bins of 3 x 3 cells; every
+    cell is 9 reads a bin, 36 n; the table is 100 x 2 x 2 entries, each written 4 times, plus 4
+    reads a bin, 1,600 + 16 n: 80 RoIs read every cell, 81 use the table. Output 6 x 6: bins of
+    one cell, reading every cell is cheaper. More than CHUNK RoIs go through either path's
+    chunks. Each equal to torchvision."""
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(n))
+    rois = torch.tensor([[0.0, 0, 0, 5, 5]]).repeat(n, 1)
+    rois[:, 1:] += torch.randint(0, 5, (n, 1), generator=torch.Generator().manual_seed(0)).float()
+    with mock.patch.object(roi_module, path, wraps=getattr(roi_module, path)) as spy:
+        ours = ops.roi_pool(x, rois, output_size)
+    assert spy.call_count == 1
+    torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size))
 
 
 def test_list_of_boxes_float64_and_non_contiguous():
@@ -98,7 +140,8 @@ def test_empty_boxes_and_dtypes():
 
 def test_gradients():
     """Both are differentiable with respect to the features (float64 gradcheck), with the same
-    gradients as torchvision; RoIs partly outside the map, adaptive and fixed sampling."""
+    gradients as torchvision; RoIs partly outside the map, adaptive and fixed sampling, both
+    ways of RoI Pool."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
     rois = torch.tensor(
@@ -114,6 +157,9 @@ def test_gradients():
         assert torch.autograd.gradcheck(functools.partial(call, ops), (x,))
         ours = torch.autograd.grad(call(ops, x).sum(), x)[0]
         torch.testing.assert_close(ours, torch.autograd.grad(call(torchvision.ops, x).sum(), x)[0])
+    with mock.patch.object(roi_module, "_pool_cells", roi_module._pool_table):  # RoI Pool's other path
+        for call in calls[2:]:
+            assert torch.autograd.gradcheck(functools.partial(call, ops), (x,))
 
 
 @pytest.mark.parametrize(

@@ -136,3 +136,210 @@ def test_bad_input():
         panoptic_quality([{"classes": scene["classes"]}], [scene], [1], [2])
     with pytest.raises(ValueError, match="classes"):
         panoptic_quality([{**scene, "classes": torch.zeros(4, 5, dtype=torch.long)}], [scene], [1], [2])
+
+
+# ---------------------------------------------------------------------------------------------
+# The panoptic merge of a semantic and an instance segmentation (cvlib.models.panoptic)
+
+from skimage.measure import label as connected_regions  # noqa: E402
+
+from cvlib.data import ShapesDataset  # noqa: E402
+from cvlib.models.panoptic import panoptic_from_semantic, panoptic_merge, panoptic_target  # noqa: E402
+
+
+def _reference_merge(detections, semantic, stuff, score_threshold, mask_threshold, overlap_threshold,
+                     stuff_area, void):
+    """The merge written pixel by pixel with Python lists, as the steps of the lecture read."""
+    height, width = semantic.shape
+    classes = [[void] * width for _ in range(height)]
+    instances = [[0] * width for _ in range(height)]
+    order = sorted(range(len(detections["scores"])), key=lambda k: -float(detections["scores"][k]))
+    kept = 0
+    for k in order:
+        if float(detections["scores"][k]) < score_threshold:
+            continue
+        pixels = [(y, x) for y in range(height) for x in range(width)
+                  if float(detections["masks"][k, 0, y, x]) > mask_threshold]
+        covered = [(y, x) for y, x in pixels if instances[y][x] > 0]
+        if not pixels or len(covered) > overlap_threshold * len(pixels):
+            continue
+        kept += 1
+        for y, x in pixels:
+            if instances[y][x] == 0:
+                instances[y][x], classes[y][x] = kept, int(detections["labels"][k])
+    for c in stuff:
+        region = [(y, x) for y in range(height) for x in range(width)
+                  if int(semantic[y, x]) == c and instances[y][x] == 0]
+        if len(region) >= max(stuff_area, 1):
+            for y, x in region:
+                classes[y][x] = c
+    return torch.tensor(classes), torch.tensor(instances)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), overlap=st.sampled_from([0.0, 0.3, 0.5, 1.0]), area=st.integers(0, 40))
+def test_panoptic_merge_equals_the_pixel_by_pixel_reference(seed, overlap, area):
+    g = torch.Generator().manual_seed(seed)
+    n, size = int(torch.randint(0, 6, (1,), generator=g)), 12
+    scene = _scene(g, size)
+    masks = torch.zeros(n, 1, size, size)
+    for k in range(n):  # blobs of probabilities, overlapping one another
+        x, y = torch.randint(0, size - 3, (2,), generator=g).tolist()
+        w, h = torch.randint(2, 8, (2,), generator=g).tolist()
+        masks[k, 0, y:y + h, x:x + w] = torch.rand(h, w, generator=g)[: size - y, : size - x]
+    detections = {"boxes": torch.zeros(n, 4), "labels": torch.randint(1, 4, (n,), generator=g),
+                  "scores": torch.rand(n, generator=g).round(decimals=1), "masks": masks}
+    semantic = _perturb(g, scene)["classes"]
+    got = panoptic_merge(detections, semantic, STUFF, 0.3, 0.4, overlap, area)
+    classes, instances = _reference_merge(detections, semantic, STUFF, 0.3, 0.4, overlap, area, -1)
+    assert torch.equal(got["classes"], classes) and torch.equal(got["instances"], instances)
+
+
+def test_panoptic_merge_steps_by_hand():
+    """Two overlapping detections (the lower-scoring one loses the overlap), a duplicate that is
+    dropped, one below the score threshold; sky fills the rest, a tiny ground region is void."""
+    semantic = torch.full((6, 8), 10)
+    semantic[5, 7] = 11  # one pixel of ground: below stuff_area
+    semantic[0, 0] = 2  # a thing pixel of the semantic model that no instance covers
+    masks = torch.zeros(4, 1, 6, 8)
+    masks[0, 0, 1:4, 1:4] = 0.9  # score 0.8
+    masks[1, 0, 2:5, 3:6] = 0.9  # score 0.9: wins the overlap
+    masks[2, 0, 2:5, 3:5] = 0.9  # score 0.7: all of it taken, a duplicate
+    masks[3, 0, 0:2, 6:8] = 0.9  # score 0.2: below the threshold
+    detections = {"labels": torch.tensor([1, 2, 3, 1]), "scores": torch.tensor([0.8, 0.9, 0.7, 0.2]),
+                  "masks": masks}
+    merged = panoptic_merge(detections, semantic, [10, 11], stuff_area=2)
+    first, second = merged["instances"] == 2, merged["instances"] == 1
+    assert second.sum() == 9 and (merged["classes"][second] == 2).all()
+    assert first.sum() == 9 - 2 and (merged["classes"][first] == 1).all()  # minus its overlap
+    assert merged["instances"].max() == 2  # the duplicate and the low score are gone
+    assert merged["classes"][5, 7] == -1 and merged["classes"][0, 0] == -1
+    assert (merged["classes"][merged["instances"] == 0] == 10).sum() == 48 - 16 - 2
+
+
+def test_panoptic_merge_of_nothing_is_stuff_and_void():
+    semantic = torch.tensor([[10, 10], [2, 11]])
+    none = {"labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, 2, 2)}
+    merged = panoptic_merge(none, semantic, [10, 11], stuff_area=1)
+    assert merged["classes"].tolist() == [[10, 10], [-1, 11]] and not merged["instances"].any()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_panoptic_from_semantic_counts_connected_regions_as_skimage(seed):
+    g = torch.Generator().manual_seed(seed)
+    semantic = _perturb(g, _scene(g))["classes"]
+    result = panoptic_from_semantic(semantic, THINGS)
+    for c in THINGS:
+        inside = semantic == c
+        regions = connected_regions(inside.numpy(), connectivity=1)
+        assert len(result["instances"][inside].unique()) == regions.max()
+        # the same partition: each skimage region is one instance id and vice versa
+        pairs = {(int(a), int(b)) for a, b in zip(regions[inside.numpy()], result["instances"][inside])}
+        assert len(pairs) == regions.max()
+    assert not result["instances"][~torch.isin(semantic, torch.tensor(THINGS))].any()
+
+
+def test_the_true_panoptic_segmentation_of_a_stuff_scene_scores_one():
+    scenes = ShapesDataset(4, seed=1, stuff=True)
+    truth = [panoptic_target(scenes[i][1]) for i in range(4)]
+    result = panoptic_quality(truth, truth, things=(1, 2, 3), stuff=(4, 5))
+    assert result["pq"] == 1.0 and set(result["per_class"]) >= {4, 5}
+    image, target = scenes[0]
+    for k, mask in enumerate(target["masks"], start=1):
+        assert (truth[0]["instances"] == k).equal(mask)
+
+
+def test_semantic_only_merges_touching_objects_of_a_class():
+    semantic = torch.full((4, 6), 10)
+    semantic[1:3, 0:2] = 1
+    semantic[1:3, 2:4] = 1  # a second circle touching the first
+    target = {"semantic": semantic, "masks": torch.stack([semantic == 1, semantic == 1])}
+    target["masks"][0, :, 2:] = False
+    target["masks"][1, :, :2] = False
+    merged = panoptic_from_semantic(semantic, [1])
+    assert merged["instances"].max() == 1  # one region for two objects
+    result = panoptic_quality([merged], [panoptic_target(target)], things=[1], stuff=[10])
+    assert result["per_class"][1]["tp"] == 0 and result["per_class"][1]["fn"] == 2
+
+
+def test_panoptic_bad_input():
+    semantic = torch.zeros(4, 4, dtype=torch.long)
+    good = {"labels": torch.ones(1, dtype=torch.long), "scores": torch.ones(1),
+            "masks": torch.ones(1, 1, 4, 4)}
+    with pytest.raises(TypeError, match="detections"):
+        panoptic_merge({"labels": good["labels"]}, semantic, [0])
+    with pytest.raises(ValueError, match="masks"):
+        panoptic_merge({**good, "masks": torch.ones(1, 1, 4, 5)}, semantic, [0])
+    with pytest.raises(ValueError, match="semantic"):
+        panoptic_merge(good, semantic.float(), [0])
+    with pytest.raises(ValueError, match="overlap_threshold"):
+        panoptic_merge(good, semantic, [0], overlap_threshold=1.5)
+    with pytest.raises(TypeError, match="target"):
+        panoptic_target({"semantic": semantic})
+    with pytest.raises(TypeError, match="things"):
+        panoptic_from_semantic(semantic, "circle")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stuff scenes: ShapesDataset(stuff=True)
+
+import hashlib  # noqa: E402
+
+from cvlib.data import STUFF_CLASSES, SingleObjectDataset, held_out_detection  # noqa: E402
+
+
+def _digest(dataset) -> str:
+    h = hashlib.sha256()
+    for i in range(len(dataset)):
+        image, t = dataset[i]
+        for v in (image, t["boxes"], t["labels"], t["masks"], t["semantic"]):
+            h.update(v.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_plain_scenes_are_bit_for_bit_those_before_the_stuff_option():
+    """Digests printed by the code before ``stuff`` existed (commit 5143553): the option's
+    random draws come after all the others and only when it is on."""
+    assert _digest(ShapesDataset(6, seed=0)) == "eefab37cf9b1a0cb"
+    assert _digest(ShapesDataset(6, seed=1, image_size=48, max_objects=5)) == "fc3e16676d3c30d6"
+    assert _digest(SingleObjectDataset(4, seed=3)) == "bffab59e5fcbbf58"
+    assert _digest(ShapesDataset(6, seed=0, stuff=False)) == "eefab37cf9b1a0cb"
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.sampled_from([16, 40, 64]))
+def test_stuff_scenes_have_the_plain_objects_on_sky_and_ground(seed, size):
+    (image, target), (plain_image, plain) = ShapesDataset(1, size, seed=seed, stuff=True)[0], \
+        ShapesDataset(1, size, seed=seed)[0]
+    for key in ("boxes", "labels", "masks"):
+        assert torch.equal(target[key], plain[key])
+    things = plain["semantic"] > 0
+    assert torch.equal(target["semantic"][things], plain["semantic"][things])
+    assert torch.equal(image[:, things], plain_image[:, things])  # the objects are painted alike
+    sky, ground = (target["semantic"] == 3 + 1 + k for k in range(len(STUFF_CLASSES)))
+    assert torch.equal(sky | ground, ~things) and 0 <= image.min() and image.max() <= 1
+    rows_of_ground = ground.float().mean(1)
+    assert rows_of_ground[-1] >= rows_of_ground[0]  # sky above, ground below
+
+
+def test_stuff_textures_differ():
+    """Sky is smooth, ground has furrows and grain: the mean absolute difference of vertical
+    neighbours is larger on the ground than in the sky in every scene."""
+    for i in range(10):
+        image, target = ShapesDataset(10, seed=2, stuff=True)[i]
+        step = (image[:, 1:] - image[:, :-1]).abs().mean(0)
+        sky, ground = ((target["semantic"][1:] == c) & (target["semantic"][:-1] == c) for c in (4, 5))
+        assert step[ground].mean() > step[sky].mean()
+
+
+def test_stuff_must_be_a_bool():
+    with pytest.raises(TypeError, match="stuff"):
+        ShapesDataset(2, stuff=1)
+    with pytest.raises(TypeError, match="stuff"):
+        held_out_detection(2, stuff="yes")
+    images, targets = held_out_detection(3, stuff=True)
+    image, target = ShapesDataset(3, seed=1, stuff=True)[2]
+    assert torch.equal(images[2], image) and torch.equal(targets[2]["semantic"], target["semantic"])
+    assert repr(ShapesDataset(2, stuff=True)).endswith("stuff=True)")

@@ -81,7 +81,7 @@ def test_bad_input():
         BasicBlock(4, 4, residual=False, drop_prob=0.1)
 
 
-@pytest.mark.parametrize("name", ["resnet", "resnet_plain"])
+@pytest.mark.parametrize("name", ["resnet", "resnet_plain", "resnet_plain20"])
 def test_shipped_checkpoints_and_histories(name):
     from cvlib.recipes import TWIN_STEPS, load_model, twin_history
 

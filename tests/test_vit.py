@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from model_checks import totals, train_steps
 
 from cvlib.explain import attention_rollout, cls_attention
+from cvlib.models.detr import sine_position_encoding
 from cvlib.models.vit import (
+    CrossAttention,
     MixtureOfExperts,
     MultiHeadAttention,
     PatchEmbedding,
@@ -87,6 +89,55 @@ def test_multi_head_attention_equals_torch(causal, heads):
     torch.testing.assert_close(weights, ref_weights, atol=ATOL, rtol=0)
 
 
+def _torch_cross_twin(cross: CrossAttention) -> torch.nn.MultiheadAttention:
+    dim, input_dim = cross.q.in_features, cross.k.in_features
+    twin = torch.nn.MultiheadAttention(dim, cross.heads, kdim=input_dim, vdim=input_dim, batch_first=True)
+    with torch.no_grad():
+        twin.q_proj_weight.copy_(cross.q.weight)
+        twin.k_proj_weight.copy_(cross.k.weight)
+        twin.v_proj_weight.copy_(cross.v.weight)
+        twin.in_proj_bias.copy_(torch.cat([cross.q.bias, cross.k.bias, cross.v.bias]))
+        twin.out_proj.weight.copy_(cross.proj.weight)
+        twin.out_proj.bias.copy_(cross.proj.bias)
+    return twin
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 3), n_q=st.integers(1, 9), n_x=st.integers(1, 9),
+       heads=st.sampled_from([1, 2, 4]), input_dim=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_cross_attention_equals_torch(batch, n_q, n_x, heads, input_dim, seed):
+    """N_Q queries of width 8 attend to N_X inputs of another width: nn.MultiheadAttention with
+    kdim = vdim = input_dim and the same weights gives the same outputs [B, N_Q, 8] and weights."""
+    torch.manual_seed(seed)
+    cross = CrossAttention(8, input_dim, heads)
+    queries, inputs = torch.randn(batch, n_q, 8), torch.randn(batch, n_x, input_dim)
+    out, weights = cross(queries, inputs)
+    ref, ref_weights = _torch_cross_twin(cross)(queries, inputs, inputs, average_attn_weights=False)
+    assert out.shape == (batch, n_q, 8) and weights.shape == (batch, heads, n_q, n_x)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(weights, ref_weights, atol=ATOL, rtol=0)
+
+
+def test_cross_attention_mask_and_bad_input():
+    torch.manual_seed(0)
+    cross = CrossAttention(8, 6, 2)
+    queries, inputs = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
+    allowed = torch.ones(3, 5, dtype=torch.bool)
+    allowed[:, 3:] = False  # the last two inputs are hidden
+    _, weights = cross(queries, inputs, mask=allowed)
+    ref = _torch_cross_twin(cross)(queries, inputs, inputs, attn_mask=~allowed, average_attn_weights=False)[1]
+    torch.testing.assert_close(weights, ref, atol=ATOL, rtol=0)
+    assert (weights[..., 3:] == 0).all()
+    with pytest.raises(ValueError, match="inputs"):
+        cross(queries, torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match="inputs"):
+        cross(queries, torch.randn(1, 5, 6))
+    with pytest.raises(ValueError, match="queries"):
+        cross(torch.randn(3, 8), inputs)
+    with pytest.raises(ValueError, match="query_dim"):
+        CrossAttention(6, 6, 4)
+
+
 @settings(max_examples=30, deadline=None)
 @given(tokens=st.integers(2, 12), heads=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
 def test_self_attention_is_permutation_equivariant(tokens, heads, seed):
@@ -107,10 +158,51 @@ def test_vit_with_positions_is_not_permutation_invariant():
     torch.manual_seed(0)
     images = torch.rand(2, 3, 32, 32)
     shuffled = images.reshape(2, 3, 4, 8, 4, 8).flip(2).reshape(2, 3, 32, 32)  # patch rows reversed
-    for pos_embed, same in [(False, True), (True, False)]:
+    cases = [(False, True), ("none", True), (True, False), ("learned", False), ("sinusoidal", False)]
+    for pos_embed, same in cases:
         model = ViT(image_size=32, patch_size=8, dim=16, depth=2, heads=2, pool="gap", pos_embed=pos_embed)
         with torch.no_grad():
             assert torch.allclose(model(images), model(shuffled), atol=1e-5) == same
+
+
+@pytest.mark.parametrize("pool", ["cls", "gap"])
+def test_sinusoidal_positions_are_fixed(pool):
+    """pos_embed="sinusoidal": DETR's 2-D sine code of each patch (CLS: zeros), a buffer, not trained."""
+    options = {"image_size": (32, 48), "patch_size": 8, "dim": 16, "depth": 1, "heads": 2, "pool": pool}
+    model = ViT(**options, pos_embed="sinusoidal")
+    expected = sine_position_encoding(4, 6, 16)
+    if pool == "cls":
+        expected = torch.cat([torch.zeros(1, 16), expected])
+    torch.testing.assert_close(model.pos_embed[0], expected)
+    assert all(p is not model.pos_embed for p in model.parameters())
+    learned = ViT(**options, pos_embed="learned")
+    parameters = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert parameters(learned) - parameters(model) == expected.numel()
+    with pytest.raises(ValueError, match="pos_embed"):
+        ViT(pos_embed="rotary")
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sinusoidal"])
+def test_positions_let_a_vit_learn_where(pos_embed):
+    """Four 16 x 16 images, each with one lit 8 x 8 patch; the class is the patch. Without
+    positions (GAP) the four images are the same set of tokens: identical logits. With learned or
+    fixed positions a tiny ViT learns all four (the task of notebook 01, in miniature)."""
+    images = torch.zeros(4, 3, 16, 16)
+    for i in range(4):
+        row, col = divmod(i, 2)
+        images[i, :, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8] = 1.0
+    labels = torch.arange(4)
+    options = {"image_size": 16, "patch_size": 8, "num_classes": 4, "dim": 16, "depth": 1, "heads": 2,
+               "pool": "gap"}
+    torch.manual_seed(0)
+    blind = ViT(**options, pos_embed="none")
+    with torch.no_grad():
+        logits = blind(images)
+    torch.testing.assert_close(logits, logits[:1].expand(4, -1), atol=1e-5, rtol=0)
+    model = ViT(**options, pos_embed=pos_embed)
+    train_steps(model, lambda: {"loss": F.cross_entropy(model(images), labels)}, 100, 1e-2)
+    with torch.no_grad():
+        assert torch.equal(model(images).argmax(1), labels)
 
 
 def test_rmsnorm_equals_torch():

@@ -165,6 +165,16 @@ def test_shipped_detectors_reproduce_their_recorded_metrics(name):
     assert measured == pytest.approx({k: recorded[k] for k in measured}, abs=2e-3)
 
 
+@pytest.mark.parametrize("name", ["faster_rcnn_single_sizes", "faster_rcnn_fpn"])
+def test_shipped_fpn_detectors_reproduce_their_recorded_metrics(name):
+    """The same for the pair of notebook 05's feature-pyramid section, AP by size included."""
+    from cvlib.recipes import _evaluate_by_size
+
+    recorded = weights.load(name)["meta"]["metrics"]
+    measured = _evaluate_by_size(recipes.load_model(name), torch.device("cpu"))
+    assert measured == pytest.approx({k: recorded[k] for k in measured}, abs=2e-3)
+
+
 def test_transfer_copies_the_tensors_whose_name_and_shape_match():
     """Fine-tuning a 3-class SmallCNN from a 5-class one: every tensor but the classifier is
     copied; the classifier (other shape) and a tensor of another name are left alone."""

@@ -4,6 +4,7 @@ folder with the same targets (``cvlib.data.coco``)."""
 from cvlib.data.coco import CocoDetection, export_coco
 from cvlib.data.shapes import (
     CLASSES,
+    STUFF_CLASSES,
     ShapesClassification,
     ShapesDataset,
     SingleObjectDataset,
@@ -13,12 +14,14 @@ from cvlib.data.shapes import (
     collate_single_object,
     held_out_classification,
     held_out_detection,
+    held_out_segmentation,
     to_coco,
 )
 
 __all__ = [
     "CLASSES",
     "CocoDetection",
+    "STUFF_CLASSES",
     "ShapesClassification",
     "ShapesDataset",
     "SingleObjectDataset",
@@ -29,5 +32,6 @@ __all__ = [
     "export_coco",
     "held_out_classification",
     "held_out_detection",
+    "held_out_segmentation",
     "to_coco",
 ]

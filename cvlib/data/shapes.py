@@ -5,7 +5,8 @@ One scene gives the labels of all four tasks at once (the first picture of the l
 - classification: which shape is in a single-object scene (``ShapesClassification``),
 - semantic segmentation: ``target["semantic"]``, a class per pixel (0 = background),
 - object detection: ``target["boxes"]`` (float xyxy, pixels) and ``target["labels"]`` (1..C),
-- instance segmentation: ``target["masks"]``, one boolean mask per object.
+- instance segmentation: ``target["masks"]``, one boolean mask per object,
+- keypoints (with ``keypoints=True``): ``target["keypoints"]``, each shape's corners (below).
 
 Shapes are painted one after another, so later shapes occlude earlier ones; masks hold the
 *visible* pixels only and boxes are tight around them (a box ``[x1, y1, x2, y2]`` covers the
@@ -28,6 +29,7 @@ from cvlib import _checks
 
 __all__ = [
     "CLASSES",
+    "STUFF_CLASSES",
     "ShapesDataset",
     "SingleObjectDataset",
     "ShapesClassification",
@@ -37,10 +39,15 @@ __all__ = [
     "collate_classification",
     "held_out_classification",
     "held_out_detection",
+    "held_out_segmentation",
     "to_coco",
+    "KEYPOINT_NAMES",
+    "NUM_KEYPOINTS",
+    "KEYPOINT_SIGMAS",
 ]
 
 CLASSES = ("circle", "square", "triangle")
+STUFF_CLASSES = ("sky", "ground")  # the background regions of a stuff scene (``stuff=True``)
 HELD_OUT_SEED = 1  # every model trains on seed-0 scenes and is measured on seed-1 scenes
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024  # a 1024-pixel scene takes ~0.1 GB while drawn; 8192 took 7.5 GB
@@ -64,6 +71,19 @@ def _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
     _checks.integer(min_objects, "min_objects", low=0, high=max_objects)
 
 
+def _check_radius_range(radius_range, image_size: int):
+    """``None``, or ``(low, high)`` radii in pixels with ``1 <= low <= high <= image_size / 2``."""
+    if radius_range is None:
+        return None
+    if isinstance(radius_range, str) or not isinstance(radius_range, (tuple, list)) or len(radius_range) != 2:
+        raise ValueError(f"radius_range must be None or a pair (low, high) of radii in pixels, "
+                         f"got {radius_range!r}")
+    low, high = (float(_checks.number(r, "radius_range", low=1, high=image_size / 2)) for r in radius_range)
+    if low > high:
+        raise ValueError(f"radius_range must have low <= high, got {radius_range!r}")
+    return low, high
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A dim, smoothly textured background, ``[H, W, 3]`` float32 in [0, 1]."""
     coarse = rng.uniform(0.0, 1.0, size=(4, 4, 3)).astype(np.float32)
@@ -76,6 +96,23 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     smooth = rows[:, i0] * (1 - g) + rows[:, i0 + 1] * g  # [H, W, 3]
     base = rng.uniform(0.1, 0.4, size=3).astype(np.float32)
     return base + 0.25 * (smooth - 0.5)
+
+
+def _stuff_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sky above a wavy horizon, ground below it: the ``[H, W, 3]`` float32 image in [0, 1] and
+    the ``[H, W]`` stuff index (0 = sky, 1 = ground). Both stay as dim as the plain background:
+    sky a smooth blue gradient, ground brown or green with horizontal furrows and grain."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    horizon = size * rng.uniform(0.35, 0.65) + size * 0.06 * np.sin(
+        2 * np.pi * (xs / size * rng.uniform(0.5, 1.5) + rng.uniform(0, 1)))
+    ground = ys >= horizon
+    sky = np.array([0.12, 0.2, 0.38], dtype=np.float32) + rng.uniform(-0.05, 0.05, size=3).astype(np.float32)
+    sky = sky * (0.7 + 0.5 * ys[..., None] / size)  # lighter towards the horizon
+    soil = np.array([[0.3, 0.22, 0.12], [0.14, 0.28, 0.1]], dtype=np.float32)[rng.integers(2)]
+    furrows = 1 + 0.35 * np.sin(2 * np.pi * ys / rng.uniform(3, 5))[..., None]
+    grain = 1 + 0.2 * rng.standard_normal((size, size, 1)).astype(np.float32)
+    image = np.where(ground[..., None], soil * furrows * grain, sky).astype(np.float32)
+    return image, ground.astype(np.int64)
 
 
 def _shape_mask(
@@ -118,35 +155,50 @@ def _stretch(rng: np.random.Generator, elongation: float):
     return (root, 1 / root) if rng.integers(2) else (1 / root, root)
 
 
-def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, elongation: float = 1.0):
+def _render(rng: np.random.Generator, size: int, classes: Sequence[str], n: int, radius_range=None,
+            stuff: bool = False, elongation: float = 1.0):
     """Draw ``n`` random shapes, drop those mostly hidden by later ones, paint the rest.
 
-    Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask and the label (1..C)
-    of every painted shape. A dropped shape is not painted at all, so every visible pixel
-    that is not background belongs to a labelled object.
+    A shape's radius ``r`` is uniform in ``[size / 10, size / 4.5]``, or, with ``radius_range``
+    ``(low, high)`` (pixels), log-uniform in it: as many shapes per octave of size, so tiny and
+    large objects are equally common. (One draw either way: the default scenes are unchanged.)
+
+    Returns the ``[H, W, 3]`` float32 image, the visible ``[H, W]`` mask, the label (1..C)
+    and the pose ``(cx, cy, r, angle)`` of every painted shape. A dropped shape is not painted
+    at all, so every visible pixel that is not background belongs to a labelled object. With
+    ``stuff``, the background is sky and ground (:func:`_stuff_background`, drawn after
+    everything else, so the shapes are those of the plain scene), and a fifth value is the
+    ``[H, W]`` stuff index (else None).
     """
     image = _background(rng, size)
     shapes = []  # (full mask, label, colour, shade), in painting order
     for _ in range(n):
         label = int(rng.integers(len(classes)))
-        r = float(rng.uniform(size / 10, size / 4.5))
+        if radius_range is None:
+            r = float(rng.uniform(size / 10, size / 4.5))
+        else:
+            r = float(np.exp(rng.uniform(np.log(radius_range[0]), np.log(radius_range[1]))))
         stretch = _stretch(rng, elongation)  # no draw by default: the default scenes stay the same
         cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
-        mask = _shape_mask(classes[label], cx, cy, r, float(rng.uniform(0, 2 * np.pi)), size, stretch)
+        angle = float(rng.uniform(0, 2 * np.pi))
+        mask = _shape_mask(classes[label], cx, cy, r, angle, size, stretch)
         colour = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
         colour[rng.integers(3)] *= rng.uniform(0.1, 0.5)  # saturate: one channel darker
         shade = 1 + 0.08 * rng.standard_normal((size, size, 1)).astype(np.float32)
-        shapes.append((mask, label + 1, colour, shade))
+        shapes.append((mask, label + 1, colour, shade, (float(cx), float(cy), r, angle)))
     noise = 0.04 * rng.standard_normal(image.shape).astype(np.float32)
+    if stuff:
+        image, stuff_index = _stuff_background(rng, size)
     visible = _visible([mask for mask, *_ in shapes])
     shapes = [  # removing a shape only uncovers the others, so one pass suffices
         shape for shape, v in zip(shapes, visible)
         if v.sum() >= MIN_VISIBLE_PIXELS and v.sum() >= MIN_VISIBLE_FRACTION * shape[0].sum()
     ]
-    for mask, _, colour, shade in shapes:
+    for mask, _, colour, shade, _ in shapes:
         image = np.where(mask[..., None], colour * shade, image)
     image = np.clip(image + noise, 0.0, 1.0).astype(np.float32)
-    return image, _visible([mask for mask, *_ in shapes]), [label for _, label, *_ in shapes]
+    masks, labels, poses = _visible([s[0] for s in shapes]), [s[1] for s in shapes], [s[4] for s in shapes]
+    return image, masks, labels, poses, (stuff_index if stuff else None)
 
 
 def _mask_box(mask: np.ndarray) -> list[float]:
@@ -154,6 +206,56 @@ def _mask_box(mask: np.ndarray) -> list[float]:
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     return [float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)]
+
+
+# Keypoints: the natural landmarks of each shape, in COCO's (x, y, visibility) format
+
+NUM_KEYPOINTS = 5  # K: the most any shape has (a circle); a shape with fewer leaves slots unlabelled
+KEYPOINT_NAMES = {  # what keypoint k of each class is; a triangle's vertices start at the topmost
+    "circle": ("centre", "top", "right", "bottom", "left"),
+    "square": ("top-left", "top-right", "bottom-right", "bottom-left"),
+    "triangle": ("top vertex", "next vertex clockwise", "last vertex clockwise"),
+}
+# OKS's per-keypoint tolerance (COCO: 0.025 for eyes to 0.107 for hips, the spread of human
+# annotators). Every keypoint here is exact, so one value sets how strict keypoint AP is: with
+# 0.1, a keypoint d pixels off on an object of area s^2 scores exp(-d^2 / (2 s^2 (2 * 0.1)^2));
+# on a median object (s about 15 px) OKS 0.5 allows 3.5 px, OKS 0.95 about 1 px.
+KEYPOINT_SIGMAS = torch.full((NUM_KEYPOINTS,), 0.1)
+
+
+def _shape_keypoints(name: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """The keypoints ``[k, 2]`` (x, y in pixels, the box convention: pixel ``i`` spans
+    ``i..i+1``) of the shape that :func:`_shape_mask` draws, in the order of
+    ``KEYPOINT_NAMES[name]``: a circle's centre and its top, right, bottom and left points, a
+    square's four corners clockwise from the top-left, a triangle's three vertices clockwise
+    (on screen, y down) from the topmost one."""
+    if name not in KEYPOINT_NAMES:
+        raise ValueError(f"name must be one of {tuple(KEYPOINT_NAMES)}, got {name!r}")
+    if name == "circle":
+        return np.array([[cx, cy], [cx, cy - r], [cx + r, cy], [cx, cy + r], [cx - r, cy]])
+    if name == "square":
+        h = r * 0.85
+        return np.array([[cx - h, cy - h], [cx + h, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
+    # the vertex opposite edge k lies at distance r against that edge's normal (angle + 2 pi k / 3);
+    # k increasing turns clockwise on screen, so start at the topmost and keep the order
+    normals = angle + 2 * np.pi * np.arange(3) / 3
+    vertices = np.stack([cx - r * np.cos(normals), cy - r * np.sin(normals)], axis=1)
+    return np.roll(vertices, -int(vertices[:, 1].argmin()), axis=0)
+
+
+def _keypoints(masks: list[np.ndarray], labels: list[int], poses: list, classes: Sequence[str]) -> np.ndarray:
+    """COCO keypoints ``[N, NUM_KEYPOINTS, 3]`` float32 of the painted shapes: (x, y, v) with
+    v = 2 labelled and visible, 1 labelled but hidden (its pixel belongs to a shape painted
+    later), 0 not labelled (outside the image, or a slot the class does not use), COCO's
+    convention: an unlabelled keypoint is (0, 0, 0)."""
+    size = masks[0].shape[0] if masks else 0
+    keypoints = np.zeros((len(labels), NUM_KEYPOINTS, 3), dtype=np.float32)
+    for i, (label, pose) in enumerate(zip(labels, poses)):
+        above = np.any(masks[i + 1:], axis=0) if i + 1 < len(masks) else np.zeros((size, size), dtype=bool)
+        for k, (x, y) in enumerate(_shape_keypoints(classes[label - 1], *pose)):
+            if 0 <= x < size and 0 <= y < size:
+                keypoints[i, k] = (x, y, 1 if above[int(y), int(x)] else 2)
+    return keypoints
 
 
 class ShapesDataset(Dataset):
@@ -167,14 +269,32 @@ class ShapesDataset(Dataset):
     - ``target["masks"]``: bool ``[N, H, W]``, visible pixels of each object
     - ``target["semantic"]``: int64 ``[H, W]``, the label of the visible object, 0 = background
     - ``target["image_id"]``: int, equal to ``i``
+    - with ``keypoints=True`` also ``target["keypoints"]``: float32 ``[N, K, 3]``, ``K =
+      NUM_KEYPOINTS`` (5), COCO's ``(x, y, visibility)`` as torchvision's Keypoint R-CNN reads
+      it: keypoint ``k`` is ``KEYPOINT_NAMES[class][k]``; visibility 2 = visible, 1 = hidden by
+      a shape in front, 0 = not labelled (outside the image, or a slot the class does not have:
+      a square uses 4, a triangle 3). It changes nothing else: the same seeds give the same
+      scenes with or without it.
 
     ``N`` is between ``min_objects`` and ``max_objects`` (objects hidden by more than
     ``1 - MIN_VISIBLE_FRACTION`` are dropped, so it can be lower; ``N`` may be 0).
 
+    A shape's "radius" ``r`` (a circle's radius; a square's half side is ``0.85 r``, a
+    triangle's corners lie ``r`` from its centre) is uniform in ``[image_size / 10,
+    image_size / 4.5]`` (6.4 to 14.2 pixels at 64 x 64). ``radius_range=(low, high)`` draws it
+    log-uniformly in ``[low, high]`` pixels instead, for scenes with very small and large objects
+    (feature pyramids, AP by object size); ``None`` (default) leaves every scene as it was.
+
     ``elongation > 1`` (off by default) stretches every shape to a random aspect ratio between
     1 and ``elongation`` (at most ``MAX_ELONGATION``), horizontally or vertically, with the
     same area: long thin objects, for detectors with anchor shapes (notebook 06). With the
-    default 1 every scene is the same as without the option.
+    default 1 every scene is the same as without the option. (Not with ``keypoints``: the
+    landmarks are those of unstretched shapes.)
+
+    ``stuff=True`` (panoptic segmentation): the background is two *stuff* regions, sky above a
+    wavy horizon and ground below, each with its own texture; ``target["semantic"]`` then labels
+    them ``C + 1`` (sky) and ``C + 2`` (ground) (``STUFF_CLASSES``), so 0 does not occur. The
+    objects are those of the plain scene with the same seed and index.
     """
 
     def __init__(
@@ -185,10 +305,22 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         classes: Sequence[str] = CLASSES,
         min_objects: int = 1,
+        keypoints: bool = False,
+        radius_range: tuple[float, float] | None = None,
+        stuff: bool = False,
         elongation: float = 1.0,
     ):
         _check_args(num_images, image_size, classes, min_objects, max_objects, seed)
         self.elongation = _checks.number(elongation, "elongation", low=1, high=MAX_ELONGATION)
+        if not isinstance(keypoints, bool):
+            raise TypeError(f"keypoints must be True or False, got {keypoints!r}")
+        if not isinstance(stuff, bool):
+            raise TypeError(f"stuff must be True or False, got {_checks.describe(stuff)}")
+        if keypoints and self.elongation != 1:
+            raise ValueError("keypoints must be False when elongation > 1: they mark unstretched shapes")
+        self.keypoints = keypoints
+        self.radius_range = _check_radius_range(radius_range, image_size)
+        self.stuff = stuff
         self.num_images = num_images
         self.image_size = image_size
         self.max_objects = max_objects
@@ -212,9 +344,16 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         index %= self.num_images
         rng = np.random.default_rng([self.seed, index])
-        num_objects = self._num_objects(rng)
-        image, masks, labels = _render(rng, self.image_size, self.classes, num_objects, self.elongation)
+        image, masks, labels, poses, stuff_index = _render(rng, self.image_size, self.classes,
+                                                           self._num_objects(rng), self.radius_range,
+                                                           self.stuff, self.elongation)
         target = self._target(masks, labels, index)
+        if self.keypoints:
+            target["keypoints"] = torch.from_numpy(_keypoints(masks, labels, poses, self.classes))
+        if self.stuff:  # background pixels: sky C + 1 or ground C + 2
+            background = target["semantic"] == 0
+            stuff_labels = torch.from_numpy(stuff_index) + self.num_classes + 1
+            target["semantic"][background] = stuff_labels[background]
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), target
 
     def _target(self, masks, labels, index) -> dict:
@@ -234,7 +373,9 @@ class ShapesDataset(Dataset):
         return (
             f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
             f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes}"
-            + (f", elongation={self.elongation})" if self.elongation != 1 else ")")
+            + (", keypoints=True" if self.keypoints else "") + (", stuff=True" if self.stuff else "")
+            + (f", radius_range={self.radius_range}" if self.radius_range is not None else "")
+            + (f", elongation={self.elongation}" if self.elongation != 1 else "") + ")"
         )
 
 
@@ -315,12 +456,28 @@ def held_out_classification(n: int = 100, device=None):
     return torch.stack(images).to(device), labels.to(device), masks.to(device)
 
 
-def held_out_detection(n: int = 200):
+def held_out_detection(n: int = 200, **scene_options):
     """The first ``n`` held-out detection scenes (``ShapesDataset(n, seed=1)``; the detectors
     trained on seed 0), collated by :func:`collate_detection`: a list of ``n`` images
-    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``)."""
+    ``[3, 64, 64]`` and a list of ``n`` targets (``boxes``, ``labels``, ``masks``, and
+    ``keypoints`` with ``keypoints=True``). ``scene_options`` (``keypoints``, ``stuff``,
+    ``max_objects``, ``radius_range``, ...) go to :class:`ShapesDataset`, for the held-out scenes
+    of detectors trained on other scenes of seed 0 (``stuff=True``: the same objects on sky and
+    ground)."""
     _checks.integer(n, "n", low=1)
-    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED)))
+    if "seed" in scene_options:
+        raise ValueError("held_out_detection's scenes have seed 1; pass no seed")
+    return collate_detection(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
+
+
+def held_out_segmentation(n: int = 200, **scene_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same held-out scenes as :func:`held_out_detection` as a segmentation batch
+    (:func:`collate_segmentation`): images ``[n, 3, 64, 64]`` and class maps ``[n, 64, 64]``
+    (int64, 0 = background); the scenes on which every segmenter is measured."""
+    _checks.integer(n, "n", low=1)
+    if "seed" in scene_options:
+        raise ValueError("held_out_segmentation's scenes have seed 1; pass no seed")
+    return collate_segmentation(list(ShapesDataset(n, seed=HELD_OUT_SEED, **scene_options)))
 
 
 def to_coco(dataset: ShapesDataset) -> dict:
@@ -328,6 +485,8 @@ def to_coco(dataset: ShapesDataset) -> dict:
 
     Boxes become ``[x, y, w, h]``, masks run-length encoded (RLE), ``area`` is the number of
     visible pixels, image ids are dataset indices and category ids are the labels ``1..C``.
+    A dataset made with ``keypoints=True`` adds COCO's ``keypoints`` (``[x1, y1, v1, ...]``)
+    and ``num_keypoints`` to each annotation and the keypoint names to each category.
     """
     from pycocotools import mask as mask_utils
 
@@ -337,7 +496,7 @@ def to_coco(dataset: ShapesDataset) -> dict:
     for index in range(len(dataset)):
         _, target = ShapesDataset.__getitem__(dataset, index)
         images.append({"id": index, "width": dataset.image_size, "height": dataset.image_size})
-        for box, label, mask in zip(target["boxes"], target["labels"], target["masks"]):
+        for j, (box, label, mask) in enumerate(zip(target["boxes"], target["labels"], target["masks"])):
             rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
             x1, y1, x2, y2 = box.tolist()
@@ -350,5 +509,12 @@ def to_coco(dataset: ShapesDataset) -> dict:
                 "segmentation": rle,
                 "iscrowd": 0,
             })
+            if dataset.keypoints:
+                keypoints = target["keypoints"][j]
+                annotations[-1]["keypoints"] = keypoints.flatten().tolist()
+                annotations[-1]["num_keypoints"] = int((keypoints[:, 2] > 0).sum())
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(dataset.classes)]
+    if dataset.keypoints:
+        for category in categories:
+            category["keypoints"] = list(KEYPOINT_NAMES[category["name"]])
     return {"images": images, "annotations": annotations, "categories": categories}

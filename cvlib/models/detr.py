@@ -21,7 +21,8 @@ Read top to bottom, this file is the lecture's story:
 ``DETR`` follows torchvision's detection contract: ``model(images, targets)`` returns a dict of
 losses in training mode; ``model(images)`` returns one ``{"boxes", "labels", "scores"}`` dict
 per image in eval mode (boxes float xyxy pixels, labels ``1..C``). ``model.outputs(images)``
-gives the raw set of every query, with the decoder's cross-attention maps.
+gives the raw set of every query, with the decoder's cross-attention maps;
+``model.encoder_attention(images)`` the encoder's self-attention map of every feature cell.
 The transformer uses ``torch.nn.MultiheadAttention``; attention is written out by hand in
 ``cvlib.models.vit``.
 """
@@ -94,7 +95,8 @@ class EncoderLayer(nn.Module):
     """Self-attention over the image cells, then a feed-forward network, each followed by a
     residual connection and LayerNorm. The positional encoding is added to queries and keys
     (not values) in every layer. ``x``, ``pos``: ``[B, S, d_model]``; ``padding`` bool
-    ``[B, S]`` (True = a padded cell, ignored) or None."""
+    ``[B, S]`` (True = a padded cell, ignored) or None. ``need_weights=True`` also returns the
+    self-attention weights ``[B, S, S]`` (averaged over heads; row ``i``: where cell ``i`` looks)."""
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
         super().__init__()
@@ -103,11 +105,12 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, pos, padding=None):
+    def forward(self, x, pos, padding=None, need_weights: bool = False):
         q = k = x + pos
-        attended = self.attention(q, k, x, key_padding_mask=padding, need_weights=False)[0]
+        attended, weights = self.attention(q, k, x, key_padding_mask=padding, need_weights=need_weights)
         x = self.norm1(x + self.dropout(attended))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+        x = self.norm2(x + self.dropout(self.ffn(x)))
+        return (x, weights) if need_weights else x
 
 
 class DecoderLayer(nn.Module):
@@ -334,14 +337,8 @@ class DETR(nn.Module):
         - ``attention``: ``[B, N, h, w]``, the last decoder layer's cross-attention of each query
           over the ``h x w`` feature-map cells (each map sums to 1).
         """
-        batch = batch_images(images)
-        features = self.input_proj(self.backbone(batch))  # [B, d, h, w]
-        b, d, h, w = features.shape
-        memory = features.flatten(2).transpose(1, 2)  # [B, S = h * w, d]
-        pos = sine_position_encoding(h, w, d).to(memory)[None].expand(b, -1, -1)
-        padding = self._padding(images, batch.shape[-2:], (h, w))
-        for layer in self.encoder:
-            memory = layer(memory, pos, padding)
+        memory, pos, padding, (h, w) = self._encode(images)
+        b = len(memory)
         query_pos = self.query_embed.weight[None].expand(b, -1, -1)
         x, slots = torch.zeros_like(query_pos), []
         for layer in self.decoder:
@@ -350,6 +347,33 @@ class DETR(nn.Module):
         slots = torch.stack(slots)  # [L, B, N, d]
         return {"logits": self.class_head(slots), "boxes": self.box_head(slots).sigmoid(),
                 "attention": attention.reshape(b, -1, h, w)}
+
+    def _encode(self, images, attention: list | None = None):
+        """Backbone, projection and encoder: the memory and positions ``[B, S, d]``, the padding
+        mask and the feature size ``(h, w)``; appends each layer's self-attention to ``attention``."""
+        batch = batch_images(images)
+        features = self.input_proj(self.backbone(batch))  # [B, d, h, w]
+        b, d, h, w = features.shape
+        memory = features.flatten(2).transpose(1, 2)  # [B, S = h * w, d]
+        pos = sine_position_encoding(h, w, d).to(memory)[None].expand(b, -1, -1)
+        padding = self._padding(images, batch.shape[-2:], (h, w))
+        for layer in self.encoder:
+            if attention is None:
+                memory = layer(memory, pos, padding)
+            else:
+                memory, weights = layer(memory, pos, padding, need_weights=True)
+                attention.append(weights)
+        return memory, pos, padding, (h, w)
+
+    def encoder_attention(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The encoder's self-attention ``[L, B, h, w, h, w]`` of a list of ``B`` images (padded
+        together): ``[l, b, y, x]`` is the map over the ``h x w`` feature cells of what cell
+        ``(y, x)`` attends to in encoder layer ``l`` (averaged over heads, sums to 1); the DETR
+        paper's figure of encoder attention for a reference point."""
+        check_detection_inputs(images, None, self.num_classes, False, self)
+        attention = []
+        _, _, _, (h, w) = self._encode(images, attention)
+        return torch.stack(attention).reshape(len(attention), len(images), h, w, h, w)
 
     @staticmethod
     def _padding(images, padded_size, feature_size) -> torch.Tensor | None:

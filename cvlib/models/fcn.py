@@ -7,7 +7,12 @@
 - ``FCN``: downsample by 8 with strided convolutions, score classes at 1/8 resolution, and
   upsample by 8 with a transposed convolution initialised to bilinear interpolation.
 - ``DilatedFCN``: no downsampling at all; dilated 3x3 convolutions grow the receptive field
-  exponentially at full resolution.
+  at full resolution: ``1 + 2 * sum(dilations)`` pixels (``dilated_receptive_field``),
+  exponentially in depth when the rates double. Stacked layers of one rate ``r > 1`` only ever
+  combine pixels ``r`` apart: the output sees a lattice with holes, 1 / r^2 of its receptive
+  field (**gridding**). Hybrid rates without a common factor (1, 2, 3: Wang et al. 2018, HDC)
+  fill the holes. ``receptive_field_coverage`` measures the fraction of the receptive field
+  that the gradient reaches.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from cvlib._checks import images as check_images
 from cvlib.models.blocks import conv_bn_relu, vgg_features
 from cvlib.ops.upsample import bilinear_kernel
 
-__all__ = ["PatchClassifier", "FCN", "DilatedFCN", "receptive_field"]
+__all__ = ["PatchClassifier", "FCN", "DilatedFCN", "dilated_receptive_field", "receptive_field",
+           "input_gradient", "receptive_field_coverage"]
 
 
 class PatchClassifier(nn.Module):
@@ -107,6 +113,7 @@ class DilatedFCN(nn.Module):
         counts(num_classes=num_classes, width=width)
         for d in dilations:
             integer(d, "dilations", low=1)
+        self.dilations = tuple(dilations)
         channels = [3] + [width] * len(dilations)
         self.body = nn.Sequential(
             *(conv_bn_relu(channels[i], channels[i + 1], dilation=d) for i, d in enumerate(dilations))
@@ -118,19 +125,53 @@ class DilatedFCN(nn.Module):
         return self.classifier(self.body(images))
 
 
-def receptive_field(model: nn.Module, size: int = 97) -> int:
-    """Measured receptive field (pixels, one side) of the centre output pixel of ``model``:
-    the extent of the input pixels its gradient reaches, on a random ``size x size`` input
-    (random, so that ReLUs are not all off). The model is left in its mode, weights untouched."""
+def dilated_receptive_field(dilations, kernel_size: int = 3) -> int:
+    """Receptive field (pixels, one side) of stacked stride-1 convolutions with ``dilations``:
+    each layer adds ``(kernel_size - 1) * dilation`` pixels to it."""
+    integer(kernel_size, "kernel_size", low=1)
+    if isinstance(dilations, (str, bytes)) or not hasattr(dilations, "__iter__"):
+        raise TypeError(f"dilations must be a sequence of ints, got {dilations!r}")
+    return 1 + (kernel_size - 1) * sum(integer(d, "dilations", low=1) for d in dilations)
+
+
+def input_gradient(model: nn.Module, size: int = 97) -> torch.Tensor:
+    """``|d (summed class scores of the centre output pixel) / d input|``, summed over the
+    colour channels: ``[size, size]`` float, on a random input (random, so that ReLUs are not
+    all off). It is non-zero on the input pixels that reach the centre pixel (its *effective*
+    receptive field); a pixel reached by few paths can read 0 when ReLUs cut all of them (a
+    very narrow model), so the extent measured is a lower bound. The model is left in its mode,
+    its weights untouched."""
     module(model)
     integer(size, "size", low=1)
     was_training = model.training
     model.eval()
     try:
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        device = next(model.parameters()).device
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = x.to(device).requires_grad_()
         out = model(x)
         out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
     finally:
         model.train(was_training)
-    cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)) > 0).flatten()
+    return x.grad[0].abs().sum(0).cpu()
+
+
+def receptive_field(model: nn.Module, size: int = 97) -> int:
+    """Measured receptive field (pixels, one side) of the centre output pixel of ``model``:
+    the extent of the input pixels its gradient reaches (:func:`input_gradient`)."""
+    cols = torch.nonzero(input_gradient(model, size).sum(0) > 0).flatten()
     return int(cols.max() - cols.min() + 1) if len(cols) else 0
+
+
+def receptive_field_coverage(model: nn.Module, size: int = 97) -> float:
+    """Fraction of the pixels of the centre output pixel's receptive field (the square box
+    around the input pixels its gradient reaches) that the gradient does reach: 1 without
+    holes; for layers that all have dilation ``r`` (gridding) only the lattice of every
+    ``r``-th pixel is reached: ``((R - 1) / r + 1)^2 / R^2`` of a receptive field of ``R``
+    pixels, about ``1 / r^2``."""
+    reached = input_gradient(model, size) > 0
+    if not reached.any():
+        return 0.0
+    rows, cols = (torch.nonzero(reached.any(dim)).flatten() for dim in (1, 0))
+    box = reached[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return box.float().mean().item()

@@ -38,9 +38,11 @@ def torchvision_twin(model: FasterRCNN, image_size: int = 64, copy_weights: bool
     from torchvision.ops import MultiScaleRoIAlign
 
     integer(image_size, "image_size", low=1)
-    if not isinstance(module(model), FasterRCNN) or model.roi_heads.box_roi_pool.method != "align":
+    if (not isinstance(module(model), FasterRCNN) or not isinstance(model.backbone, Backbone)
+            or getattr(model.roi_heads.box_roi_pool, "method", None) != "align"):
         raise ValueError(
-            "model must be a cvlib FasterRCNN with pooler='align' (torchvision has no RoI Pool head)"
+            "model must be a cvlib FasterRCNN on the course's Backbone with pooler='align' (torchvision "
+            "has no RoI Pool head; a feature-pyramid model has no twin here)"
         )
     rpn, heads, pool, settings = model.rpn, model.roi_heads, model.roi_heads.box_roi_pool, model.settings
     backbone = Backbone(model.backbone.out_channels // 8)

@@ -2,7 +2,10 @@
 
 Attention (lecture names): queries ``Q [.., Tq, d]``, keys ``K [.., Tk, d]``, values
 ``V [.., Tk, dv]``; ``A = softmax(Q K^T / sqrt(d))`` (each row sums to one) and the output is
-``A V``. Self-attention takes ``Q, K, V`` from the same tokens; multi-head attention splits the
+``A V``. The lecture's general attention layer (``CrossAttention``) takes ``N_Q`` query vectors
+from one set and ``K = X W_K``, ``V = X W_V`` from ``N_X`` input vectors of another (DETR's
+decoder: object queries attend to image features); ``N_Q != N_X`` in general, and the output has
+one vector per query. Self-attention takes ``Q, K, V`` from the same tokens; multi-head attention splits the
 width into ``heads`` independent attentions; masked (causal) attention lets token ``i`` see only
 tokens ``j <= i``. The functions here give the same numbers as
 ``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention``.
@@ -27,7 +30,7 @@ from cvlib._checks import choice, counts, pair, tensor
 from cvlib._checks import images as check_images
 
 __all__ = [
-    "scaled_dot_product_attention", "causal_mask", "self_attention", "MultiHeadAttention",
+    "scaled_dot_product_attention", "causal_mask", "self_attention", "MultiHeadAttention", "CrossAttention",
     "RMSNorm", "MLP", "SwiGLU", "MixtureOfExperts", "Block", "PatchEmbedding", "ViT", "vit_cost",
     "torchvision_key", "from_torchvision",
 ]
@@ -104,6 +107,44 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)  # [B, h, T, d]
         return self.proj(out.transpose(1, 2).reshape(b, t, dim)), weights
+
+
+class CrossAttention(nn.Module):
+    """The general attention layer: queries ``[B, N_Q, query_dim]`` attend to inputs
+    ``[B, N_X, input_dim]``; returns ``[B, N_Q, query_dim]`` and weights ``[B, heads, N_Q, N_X]``.
+
+    ``Q = queries W_Q``, ``K = inputs W_K``, ``V = inputs W_V`` (``q``, ``k``, ``v``: linear layers
+    to ``query_dim``, laid out like ``nn.MultiheadAttention(query_dim, heads, kdim=input_dim,
+    vdim=input_dim)``'s ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``), multi-head
+    attention as in :class:`MultiHeadAttention`, then the output projection ``proj``. Self-attention
+    is the special case ``inputs = queries``. ``mask``: bool, broadcastable to
+    ``[B, heads, N_Q, N_X]``, True where a query may attend.
+    """
+
+    def __init__(self, query_dim: int, input_dim: int, heads: int):
+        super().__init__()
+        counts(query_dim=query_dim, input_dim=input_dim, heads=heads)
+        if query_dim % heads:
+            raise ValueError(f"query_dim must be a multiple of heads, got query_dim={query_dim}, "
+                             f"heads={heads}")
+        self.heads = heads
+        self.q = nn.Linear(query_dim, query_dim)
+        self.k, self.v = nn.Linear(input_dim, query_dim), nn.Linear(input_dim, query_dim)
+        self.proj = nn.Linear(query_dim, query_dim)
+
+    def forward(
+        self, queries: torch.Tensor, inputs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tensor(queries, "queries", shape=("B", "N_Q", self.q.in_features), dtype="float", finite=True)
+        tensor(inputs, "inputs", shape=(len(queries), "N_X", self.k.in_features), dtype="float", finite=True)
+        (b, n_q, dim), n_x = queries.shape, inputs.shape[1]
+
+        def split(x, n):  # [B, n, dim] -> [B, heads, n, dim / heads]
+            return x.view(b, n, self.heads, dim // self.heads).transpose(1, 2)
+
+        q, k, v = split(self.q(queries), n_q), split(self.k(inputs), n_x), split(self.v(inputs), n_x)
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask)  # [B, h, N_Q, d], [B, h, N_Q, N_X]
+        return self.proj(out.transpose(1, 2).reshape(b, n_q, dim)), weights
 
 
 class RMSNorm(nn.Module):
@@ -248,7 +289,10 @@ class ViT(nn.Module):
     are learned per position). ``pool="cls"`` classifies the CLS token, ``"gap"`` the mean of the
     patch tokens. ``forward(images, return_attention=True)`` also returns the attention weights,
     one ``[B, heads, T, T]`` tensor per block (``T`` = patches + 1 with a CLS token), the format of
-    :mod:`cvlib.explain.attention`. ``pos_embed=False`` leaves out the positional embeddings.
+    :mod:`cvlib.explain.attention`. ``pos_embed``: ``True`` or ``"learned"`` (a learned vector per
+    position), ``"sinusoidal"`` (fixed: DETR's 2-D sine code of each patch's row and column,
+    :func:`cvlib.models.detr.sine_position_encoding`, zero for the CLS token; ``dim`` a multiple
+    of 4), ``False`` or ``"none"`` (no positions).
     ``norm_eps`` sets the normalization's epsilon (torchvision's ViTs use 1e-6; None keeps the
     default of ``norm``). :func:`from_torchvision` copies a torchvision ViT into this class.
     """
@@ -256,7 +300,7 @@ class ViT(nn.Module):
     def __init__(self, image_size=64, patch_size: int = 8, num_classes: int = 3, dim: int = 64,
                  depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, pool: str = "cls",
                  norm_first: bool = True, norm: str = "layer", mlp: str = "mlp", experts: int = 4,
-                 top_k: int = 2, pos_embed: bool = True, patchify: str = "conv",
+                 top_k: int = 2, pos_embed: bool | str = True, patchify: str = "conv",
                  norm_eps: float | None = None):
         super().__init__()
         self.image_size = pair(image_size, "image_size")
@@ -270,7 +314,18 @@ class ViT(nn.Module):
         tokens = self.grid[0] * self.grid[1] + (pool == "cls")
         self.patches = PatchEmbedding(patch_size, dim, method=patchify)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
-        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim)) if pos_embed else None
+        positions = ({True: "learned", False: "none"}[pos_embed] if isinstance(pos_embed, bool)
+                     else choice(pos_embed, "pos_embed", ("learned", "sinusoidal", "none")))
+        if positions == "sinusoidal":
+            from cvlib.models.detr import sine_position_encoding
+
+            fixed = sine_position_encoding(*self.grid, dim)  # [patches, dim]; the CLS token gets zeros
+            fixed = F.pad(fixed, (0, 0, tokens - len(fixed), 0))
+            self.register_buffer("pos_embed", fixed[None])  # [1, T, dim], not trained
+        elif positions == "learned":
+            self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
+        else:
+            self.pos_embed = None
         hidden = int(mlp_ratio * dim)
         self.blocks = nn.ModuleList(
             Block(dim, heads, hidden, norm_first, norm, mlp, experts, top_k, norm_eps) for _ in range(depth)

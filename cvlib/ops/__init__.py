@@ -4,8 +4,8 @@ lectures and checked against ``torchvision.ops`` (same signatures, same numbers)
 - ``boxes``: box formats, areas, IoU, generalized IoU, R-CNN box deltas, clipping boxes into
   the image and removing degenerate ones
 - ``nms``: non-maximum suppression, per class with ``batched_nms``
-- ``anchors``: anchors over a feature map, their labels, balanced sampling
-- ``roi``: RoI Pool and RoI Align
+- ``anchors``: anchors over a feature map (or each level of a pyramid), their labels, balanced sampling
+- ``roi``: RoI Pool and RoI Align; FPN's RoI-to-level rule and multi-scale RoI Align
 - ``upsample``: nearest, bed of nails, max unpooling, bilinear, transposed convolution
 - ``reference``: NMS (``nms_steps``: one iteration at a time), RoI Pool and RoI Align as the
   lecture's loops, one box at a time (read these first; the fast versions give the same numbers)

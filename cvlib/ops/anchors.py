@@ -1,8 +1,9 @@
 """Anchors: reference boxes of several scales and aspect ratios at every feature-map cell
-(Faster R-CNN's RPN), their labels against the ground truth, and a balanced minibatch; anchor
+(Faster R-CNN's RPN), on every level of a feature pyramid (FPN), their labels against the
+ground truth, and a balanced minibatch; anchor
 shapes learnt from the training boxes by k-means with a 1 - IoU distance (YOLOv2).
 
-Same conventions and numbers as torchvision's ``AnchorGenerator`` (one feature map),
+Same conventions and numbers as torchvision's ``AnchorGenerator`` (one feature map or several),
 ``Matcher(0.7, 0.3, allow_low_quality_matches=True)`` and ``BalancedPositiveNegativeSampler``.
 """
 
@@ -16,7 +17,7 @@ from cvlib._checks import integer, number, sequence, tensor
 from cvlib.ops.boxes import _check_boxes, box_iou
 
 __all__ = [
-    "generate_anchors", "label_anchors", "sample_anchors", "shape_iou", "kmeans_anchors",
+    "generate_anchors", "pyramid_anchors", "label_anchors", "sample_anchors", "shape_iou", "kmeans_anchors",
     "POSITIVE", "NEGATIVE", "IGNORED",
 ]
 
@@ -65,6 +66,33 @@ def generate_anchors(
     cy, cx = torch.meshgrid(ys, xs, indexing="ij")
     centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)  # [H * W, 1, 4]
     return (centres + base[None]).reshape(-1, 4)
+
+
+def pyramid_anchors(
+    feature_sizes: Sequence,
+    strides: Sequence,
+    scales: Sequence[Sequence[float]],
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The anchors of every level of a feature pyramid (FPN): level ``i`` has the
+    :func:`generate_anchors` of its map, ``feature_sizes[i]`` ``(H_i, W_i)`` cells ``strides[i]``
+    pixels apart, with its own ``scales[i]`` (small anchors on fine maps, large on coarse ones)
+    and the shared ``aspect_ratios``. Returns ``[sum_i H_i W_i K_i, 4]``, the levels in the
+    order given (torchvision's ``AnchorGenerator`` with ``sizes = scales``)."""
+    levels = [sequence(v, name, nonempty=True) for v, name in
+              ((feature_sizes, "feature_sizes"), (strides, "strides"), (scales, "scales"))]
+    if not len(levels[0]) == len(levels[1]) == len(levels[2]):
+        raise ValueError(f"feature_sizes, strides and scales must give one entry per level, got "
+                         f"{len(levels[0])}, {len(levels[1])} and {len(levels[2])}")
+    for i, (size, stride, level_scales) in enumerate(zip(*levels)):
+        _pair(size, "feature_sizes", integer)
+        _pair(stride, "strides")
+        if isinstance(level_scales, (int, float)):
+            raise ValueError(f"scales must hold one sequence of scales per level, got {level_scales!r} "
+                             f"for level {i}")
+    return torch.cat([generate_anchors(size, stride, level_scales, aspect_ratios, dtype)
+                      for size, stride, level_scales in zip(*levels)])
 
 
 def label_anchors(

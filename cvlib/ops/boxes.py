@@ -34,7 +34,7 @@ def _check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
     """Raise a clear error unless ``boxes`` is a finite float tensor ``[N, 4]`` and (when
     ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``."""
     tensor(boxes, name, shape=("N", 4), dtype="float", finite=True)
-    if ordered and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+    if ordered and (boxes[:, 2:] < boxes[:, :2]).any():  # x2 < x1 or y2 < y1
         raise ValueError(f"{name} must be xyxy with x1 <= x2 and y1 <= y2")
 
 

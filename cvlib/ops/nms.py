@@ -9,6 +9,8 @@ unstable sort) keeps the same boxes but may list equal scores in another order.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -18,6 +20,7 @@ from cvlib.ops.boxes import _check_boxes, _inter_union
 __all__ = ["nms", "batched_nms"]
 
 BLOCK = 128  # boxes per block: an IoU block stays in cache, memory stays bounded
+LATER = np.triu(np.ones((BLOCK, BLOCK), dtype=bool), k=1)  # [i, j]: j is visited after i (np.triu is slow)
 
 
 def _check_scores(scores, boxes, name: str = "scores", dtype: str = "real") -> None:
@@ -41,12 +44,32 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     _check_boxes(boxes)
     _check_scores(scores, boxes)
     _check_threshold(iou_threshold)
+    if len(boxes) <= BLOCK:  # one block: no block machinery
+        return _greedy_all_pairs(boxes, scores, iou_threshold)
     return _greedy(boxes, _by_score(scores), iou_threshold)
 
 
 def _by_score(scores: torch.Tensor) -> torch.Tensor:
     """Indices that sort ``scores`` in decreasing order, equal scores in index order."""
     return torch.sort(scores, descending=True, stable=True).indices
+
+
+def _greedy_all_pairs(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS of at most ``BLOCK`` boxes ``[N, 4]``: sort by ``scores`` ``[N]``, the whole
+    IoU matrix ``[N, N]`` at once, then :func:`_greedy_from_overlaps`. Returns the kept indices.
+
+    In NumPy, because for a few dozen boxes a torch call costs more than its arithmetic (the
+    IoU formula is :func:`cvlib.ops.boxes.box_iou`'s, term for term, so the numbers are equal).
+    """
+    order = _by_score(scores).cpu().numpy()
+    x1, y1, x2, y2 = boxes.detach().cpu().numpy()[order].T[:, :, None]  # [N, 1] each
+    inter = np.maximum(np.minimum(x2, x2.T) - np.maximum(x1, x1.T), 0)
+    inter *= np.maximum(np.minimum(y2, y2.T) - np.maximum(y1, y1.T), 0)
+    area = (x2 - x1) * (y2 - y1)
+    with np.errstate(invalid="ignore"):  # 0 / 0 for two zero-area boxes: NaN, not > threshold
+        overlaps = inter / (area + area.T - inter) > _largest_not_above(iou_threshold, boxes.dtype).item()
+    kept = _greedy_from_overlaps(overlaps & LATER[: len(order), : len(order)])
+    return torch.from_numpy(order[kept]).to(boxes.device)
 
 
 def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -72,7 +95,7 @@ def _greedy(boxes: torch.Tensor, order: torch.Tensor, iou_threshold: float) -> t
         columns = torch.from_numpy(np.concatenate([rows, later])).to(boxes.device)
         inter, union = _inter_union(boxes[columns[: len(rows)]], boxes[columns])
         overlaps = (inter / union > threshold).cpu().numpy()  # NaN (0 / 0) is not > threshold
-        kept = _greedy_from_overlaps(np.triu(overlaps[:, : len(rows)], k=1))
+        kept = _greedy_from_overlaps(overlaps[:, : len(rows)] & LATER[: len(rows), : len(rows)])
         keep[rows] = kept
         keep[later] &= ~overlaps[kept, len(rows) :].any(axis=0)
     return order[torch.from_numpy(keep).to(order.device)]
@@ -96,6 +119,7 @@ def _greedy_from_overlaps(overlaps: np.ndarray) -> np.ndarray:
     return kept
 
 
+@lru_cache(maxsize=64)  # NMS is called once per image with the same threshold
 def _largest_not_above(threshold: float, dtype: torch.dtype) -> torch.Tensor:
     """The largest number of ``dtype`` that is ``<= threshold``: for an IoU of that ``dtype``,
     ``iou > result`` is exactly ``iou > threshold`` in double precision, the comparison of
@@ -130,6 +154,8 @@ def batched_nms(
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     low = boxes.min().clamp(max=0)  # torchvision's max + 1 lets negative boxes meet
     offsets = idxs.to(boxes) * (boxes.max() - low + 1)
+    if len(boxes) <= BLOCK:  # one block: the IoU matrix sees every pair anyway
+        return _greedy_all_pairs(boxes + offsets[:, None], scores, iou_threshold)
     by_score = _by_score(scores)
     by_category = by_score[torch.sort(idxs[by_score], stable=True).indices]
     keep = _greedy(boxes + offsets[:, None], by_category, iou_threshold).sort().values

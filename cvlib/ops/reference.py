@@ -5,8 +5,10 @@ time. Read these first.
 range-maximum tables, interpolation matrices), which hides the algorithm. These versions are
 written for reading, as torchvision keeps a slow pure-Python ``_roi_align`` beside its kernel:
 a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box;
-``nms_steps`` also records every iteration, for pictures. The tests check that they give the
-same results as the fast versions and as ``torchvision.ops``; ``bench/reference.py`` times
+``nms_steps`` also records every iteration, and ``roi_pool_bins`` / ``roi_align_points`` give
+RoI Pool's bins and RoI Align's sample points along one axis of a box, for pictures (the loops
+use them). The tests check that they give the same results as the fast versions and as
+``torchvision.ops``; ``bench/reference.py`` times
 them against torchvision (slow, but fast enough for a notebook at a hundred boxes).
 
 Every function checks its inputs as the fast version does; the RoI loops take ``rois [K, 5]``
@@ -19,12 +21,15 @@ import math
 
 import torch
 
-from cvlib._checks import integer, tensor
+from cvlib._checks import integer, number, tensor
 from cvlib.ops.boxes import _check_boxes, _inter_union
 from cvlib.ops.nms import _by_score, _check_scores, _check_threshold, _largest_not_above
 from cvlib.ops.roi import _check, rois_from_boxes
 
-__all__ = ["nms_steps", "nms_loop", "roi_pool_loop", "roi_align_loop", "bilinear_sample"]
+__all__ = [
+    "nms_steps", "nms_loop", "roi_pool_bins", "roi_pool_loop", "roi_align_points", "roi_align_loop",
+    "bilinear_sample",
+]
 
 
 def nms_steps(
@@ -39,19 +44,21 @@ def nms_steps(
     4. repeat until no box is left.
 
     Returns one ``(kept index, removed indices [S])`` pair per iteration (notebook 04 draws
-    them); the kept indices are those of :func:`cvlib.ops.nms`, in the same order.
+    them); the kept indices are those of :func:`cvlib.ops.nms`, in the same order. The IoU of
+    every pair is computed once, up front (``N x N``: for reading, at a few hundred boxes).
     """
     _check_boxes(boxes)
     _check_scores(scores, boxes)
     _check_threshold(iou_threshold)
-    left, steps = _by_score(scores), []  # 1.
     threshold = _largest_not_above(iou_threshold, boxes.dtype)  # compared in double, as torchvision
-    while len(left):
+    inter, union = _inter_union(boxes, boxes)
+    overlaps = (inter / union > threshold).tolist()  # the table of "i removes j" (NaN is not >)
+    left, steps = _by_score(scores).tolist(), []  # 1.
+    while left:
         best, rest = left[0], left[1:]  # 2.
-        inter, union = _inter_union(boxes[best][None], boxes[rest])
-        removed = (inter / union > threshold)[0]  # 3. (NaN is not > threshold)
-        steps.append((int(best), rest[removed]))
-        left = rest[~removed]  # 4.
+        removed = [i for i in rest if overlaps[best][i]]  # 3.
+        steps.append((best, torch.tensor(removed, dtype=torch.int64, device=boxes.device)))
+        left = [i for i in rest if not overlaps[best][i]]  # 4.
     return steps
 
 
@@ -66,6 +73,28 @@ def _round_half_away(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
+def roi_pool_bins(start: float, end: float, bins: int, spatial_scale: float = 1.0,
+                  limit: int | None = None) -> list[tuple[int, int]]:
+    """Steps 1 and 2 of RoI Pool along one axis of a box from ``start`` to ``end`` (pixels): the
+    edges scaled by ``spatial_scale`` and **rounded** to feature cells (the box at least one cell),
+    then cut into ``bins`` bins, also rounded. Returns each bin's cells ``(first, last)``
+    (``last`` excluded; neighbouring bins may share a cell), clipped to ``[0, limit]`` (the
+    map's size; ``None``: not clipped)."""
+    number(start, "start")
+    number(end, "end")
+    integer(bins, "bins", low=1)
+    number(spatial_scale, "spatial_scale", low=0, low_open=True)
+    limit = math.inf if limit is None else integer(limit, "limit", low=0)
+    first, last = (_round_half_away(v * spatial_scale) for v in (start, end))
+    size = max(last - first + 1, 1)
+
+    def clip(cell: int) -> int:
+        return int(min(max(cell, 0), limit))
+
+    return [(clip(first + math.floor(p * size / bins)), clip(first + math.ceil((p + 1) * size / bins)))
+            for p in range(bins)]
+
+
 def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0):
     """RoI Pool (Fast R-CNN), RoI by RoI: ``[K, C, PH, PW]``, like :func:`cvlib.ops.roi_pool`.
 
@@ -77,17 +106,15 @@ def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
     (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     height, width = input.shape[-2:]
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
-    for k, (n, *box) in enumerate(rois.tolist()):
-        x1, y1, x2, y2 = (_round_half_away(v * spatial_scale) for v in box)  # 1.
-        h, w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
-        rows = [(min(max(y1 + math.floor(p * h / ph), 0), height),  # 2.
-                 min(max(y1 + math.ceil((p + 1) * h / ph), 0), height)) for p in range(ph)]
-        cols = [(min(max(x1 + math.floor(q * w / pw), 0), width),
-                 min(max(x1 + math.ceil((q + 1) * w / pw), 0), width)) for q in range(pw)]
-        for p, (r0, r1) in enumerate(rows):
-            for q, (c0, c1) in enumerate(cols):
-                if r1 > r0 and c1 > c0:
-                    out[k, :, p, q] = input[int(n), :, r0:r1, c0:c1].amax(dim=(1, 2))  # 3.
+    for k, (n, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        rows = roi_pool_bins(y1, y2, ph, spatial_scale, height)  # 1. and 2.
+        cols = roi_pool_bins(x1, x2, pw, spatial_scale, width)
+        for p, (r0, r1) in enumerate(rows):  # 3. the max over a bin's rows, then over its columns
+            if r1 > r0:
+                row_max = input[int(n), :, r0:r1].amax(dim=1)  # [C, W]
+                for q, (c0, c1) in enumerate(cols):
+                    if c1 > c0:
+                        out[k, :, p, q] = row_max[:, c0:c1].amax(dim=1)
     return out
 
 
@@ -116,6 +143,27 @@ def bilinear_sample(feature: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -
     return sum(feature[:, r][:, :, c] * (wr[:, None] * wc[None, :]) for r, wr in rows for c, wc in cols)
 
 
+def roi_align_points(start: float, end: float, bins: int, sampling_ratio: int = -1,
+                     spatial_scale: float = 1.0, aligned: bool = False,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Steps 1 and 2 of RoI Align along one axis of a box from ``start`` to ``end`` (pixels):
+    the coordinates ``[bins * g]`` (feature cells, cell ``i`` centred at ``i``) of its sample
+    points, bin after bin: the edges scaled by ``spatial_scale`` **without rounding** (shifted by
+    half a cell when ``aligned``; a legacy box is at least one cell), cut into ``bins`` equal
+    bins, ``g`` points at the centres of equal parts of each (``g = sampling_ratio``, or
+    ``ceil(bin size)`` when ``<= 0``; an empty box has none)."""
+    number(start, "start")
+    number(end, "end")
+    integer(bins, "bins", low=1)
+    integer(sampling_ratio, "sampling_ratio")
+    number(spatial_scale, "spatial_scale", low=0, low_open=True)
+    offset = 0.5 if aligned else 0.0
+    low, high = start * spatial_scale - offset, end * spatial_scale - offset
+    size = high - low if aligned else max(high - low, 1.0)
+    g = sampling_ratio if sampling_ratio > 0 else math.ceil(size / bins)
+    return low + (torch.arange(bins * max(g, 0), dtype=dtype) + 0.5) * (size / bins / max(g, 1))
+
+
 def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0,
                    sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
     """RoI Align (Mask R-CNN), RoI by RoI: ``[K, C, PH, PW]``, like :func:`cvlib.ops.roi_align`.
@@ -129,16 +177,11 @@ def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial
     (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     integer(sampling_ratio, "sampling_ratio")
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
-    offset = 0.5 if aligned else 0.0
-    for k, (n, *box) in enumerate(rois.tolist()):
-        x1, y1, x2, y2 = (v * spatial_scale - offset for v in box)  # 1.
-        h, w = (y2 - y1, x2 - x1) if aligned else (max(y2 - y1, 1.0), max(x2 - x1, 1.0))
-        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(h / ph)  # 2.
-        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(w / pw)
-        if gh == 0 or gw == 0:
+    for k, (n, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        ys = roi_align_points(y1, y2, ph, sampling_ratio, spatial_scale, aligned, input.dtype)  # 1. and 2.
+        xs = roi_align_points(x1, x2, pw, sampling_ratio, spatial_scale, aligned, input.dtype)  # [PW * gw]
+        if len(ys) == 0 or len(xs) == 0:
             continue  # an empty box has no sample points: its bins stay 0
-        ys = y1 + (torch.arange(ph * gh, dtype=input.dtype) + 0.5) * (h / ph / gh)  # [PH * gh]
-        xs = x1 + (torch.arange(pw * gw, dtype=input.dtype) + 0.5) * (w / pw / gw)  # [PW * gw]
         samples = bilinear_sample(input[int(n)], ys.to(input.device), xs.to(input.device))  # 3.
-        out[k] = samples.view(-1, ph, gh, pw, gw).mean(dim=(2, 4))
+        out[k] = samples.view(-1, ph, len(ys) // ph, pw, len(xs) // pw).mean(dim=(2, 4))
     return out

@@ -8,6 +8,9 @@ Both cut the box ``rois[k]`` (in image pixels, scaled to the feature map by
 - **RoI Align** does not round: it samples ``sampling_ratio x sampling_ratio`` points in each
   bin by **bilinear interpolation** and averages them.
 
+With a feature pyramid (FPN), ``multiscale_roi_align`` pools each RoI from the level that
+suits its size (``roi_levels``), as torchvision's ``MultiScaleRoIAlign``.
+
 Same signatures and numbers as ``torchvision.ops.roi_pool`` / ``roi_align``; differentiable
 with respect to ``input``. Boxes are a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or
 a list of ``[K_i, 4]`` tensors, one per image.
@@ -15,12 +18,14 @@ a list of ``[K_i, 4]`` tensors, one per image.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from cvlib._checks import integer, number, tensor
+from cvlib._checks import integer, number, sequence, tensor
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels"]
+__all__ = ["roi_pool", "roi_align", "rois_from_boxes", "roi_levels", "multiscale_roi_align"]
 
 CHUNK = 256  # RoIs gathered at once (bounds memory)
 
@@ -82,37 +87,80 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     ``(p, q)`` covers rows ``floor(p * h / PH) .. ceil((p + 1) * h / PH)`` of it (bins may
     overlap by one cell), clipped to the map; an empty bin gives 0.
 
-    The maxima come from a range-maximum table (:func:`_max_table`): any bin is the union of
-    four, possibly overlapping, blocks of ``2^i x 2^j`` cells whose maxima are precomputed,
-    so each bin costs four look-ups instead of a loop over its cells.
+    Two ways to take the maxima, with the same numbers; each call takes the one that reads and
+    writes fewer values: :func:`_pool_cells` reads every cell of every bin (best for a few RoIs or
+    small bins), :func:`_pool_table` builds a range-maximum table of the whole map once and then
+    reads four entries a bin (best for many RoIs with large bins).
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
-    _, channels, height, width = input.shape
+    num_images, channels, height, width = input.shape
     if len(rois) == 0:
         return input.new_zeros((0, channels, ph, pw))
     cells = _round_half_away(rois[:, 1:] * spatial_scale).long()  # x1, y1, x2, y2 in cells
     roi_w = (cells[:, 2] - cells[:, 0] + 1).clamp(min=1)
     roi_h = (cells[:, 3] - cells[:, 1] + 1).clamp(min=1)
-    r0, r1 = _bin_edges(cells[:, 1], roi_h, ph, height)  # [K, PH] each
-    c0, c1 = _bin_edges(cells[:, 0], roi_w, pw, width)  # [K, PW] each
-    empty = (r1 <= r0)[:, :, None] | (c1 <= c0)[:, None, :]  # [K, PH, PW]
+    rows = _bin_edges(cells[:, 1], roi_h, ph, height)  # start, end [K, PH] each
+    cols = _bin_edges(cells[:, 0], roi_w, pw, width)  # start, end [K, PW] each
+    bin_h, bin_w = int((rows[1] - rows[0]).max()), int((cols[1] - cols[0]).max())  # largest bin
+    cells_read = len(rois) * ph * pw * max(bin_h, 1) * max(bin_w, 1)  # by _pool_cells
+    table_size = num_images * height * width * bin_h.bit_length() * bin_w.bit_length()  # levels of _max_table
+    # building the table writes each entry about four times (copy, max, concatenate, stack)
+    pool = _pool_cells if cells_read <= 4 * table_size + 4 * len(rois) * ph * pw else _pool_table
+    out = pool(input, rois[:, 0].long(), rows, cols)
+    empty = (rows[1] <= rows[0])[:, :, None] | (cols[1] <= cols[0])[:, None, :]  # [K, PH, PW]
+    return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
+
+
+def _pool_cells(input, image, rows, cols):
+    """RoI Pool maxima ``[K, PH, PW, C]``, reading every cell of every bin: ``bh x bw`` cells a
+    bin (the largest bin), a smaller bin repeating its last row or column (the max is the same).
+    ``CHUNK`` RoIs at a time, which bounds the temporaries."""
+    num_images, channels, height, width = input.shape
+    features = input.permute(0, 2, 3, 1).reshape(-1, channels)  # row (n * H + y) * W + x: a cell
+    row = _bin_cells(*rows, height)  # [K, PH, bh]
+    col = _bin_cells(*cols, width)  # [K, PW, bw]
+    out = []
+    for k in torch.arange(len(image), device=image.device).split(CHUNK):
+        y = image[k, None, None, None, None] * height + row[k, :, None, :, None]  # [k, PH, 1, bh, 1]
+        cell = y * width + col[k, None, :, None, :]  # [k, PH, PW, bh, bw]
+        values = features.index_select(0, cell.flatten()).view(*cell.shape[:3], -1, channels)
+        out.append(values.amax(dim=3))  # values: [k, PH, PW, bh * bw, C]
+    return torch.cat(out)
+
+
+def _bin_cells(start, end, limit):
+    """The cells ``[K, bins, size]`` of each bin, ``size`` that of the largest bin: ``start,
+    start + 1, ..., end - 1, end - 1, ...`` (an empty bin reads any cell of the map)."""
+    size = max(int((end - start).max()), 1)
+    cells = torch.minimum(start[..., None] + torch.arange(size, device=start.device), end[..., None] - 1)
+    return cells.clamp(0, limit - 1)
+
+
+def _pool_table(input, image, rows, cols):
+    """RoI Pool maxima ``[K, PH, PW, C]`` from a range-maximum table (:func:`_max_table`): any
+    bin is the union of four, possibly overlapping, blocks of ``2^i x 2^j`` cells whose maxima
+    are precomputed, so each bin costs four look-ups instead of a loop over its cells. The
+    look-ups go ``CHUNK`` RoIs at a time, which bounds the temporaries."""
+    num_images, channels, height, width = input.shape
+    (r0, r1), (c0, c1) = rows, cols
     level_h, level_w = _log2((r1 - r0).clamp(min=1)), _log2((c1 - c0).clamp(min=1))
     features = input.permute(0, 2, 3, 1).contiguous()  # [N, H, W, C]: channel vectors are rows
     table = _max_table(features, int(level_h.max()) + 1, int(level_w.max()) + 1)
-    levels, num_images = table.shape[1], table.shape[2]
+    levels = table.shape[1]
     table = table.reshape(-1, channels)  # row = ((i * levels + j) * N + n) * H * W + y * W + x
-    block = (level_h[:, :, None] * levels + level_w[:, None, :]) * num_images + rois[:, 0].long()[
-        :, None, None
-    ]
+    block = (level_h[:, :, None] * levels + level_w[:, None, :]) * num_images + image[:, None, None]
     rows = (r0.clamp(max=height - 1), (r1 - (1 << level_h)).clamp(min=0))  # two blocks cover a bin's rows
     cols = (c0.clamp(max=width - 1), (c1 - (1 << level_w)).clamp(min=0))
-    out = None
-    for r in rows:
-        for c in cols:
-            index = (block * height + r[:, :, None]) * width + c[:, None, :]  # [K, PH, PW]
-            values = table.index_select(0, index.flatten()).view(*index.shape, channels)
-            out = values if out is None else torch.maximum(out, values)
-    return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
+    out = []
+    for k in torch.arange(len(image), device=image.device).split(CHUNK):
+        maxima = None
+        for r in rows:
+            for c in cols:
+                index = (block[k] * height + r[k, :, None]) * width + c[k, None, :]  # [k, PH, PW]
+                values = table.index_select(0, index.flatten()).view(*index.shape, channels)
+                maxima = values if maxima is None else torch.maximum(maxima, values)
+        out.append(maxima)
+    return torch.cat(out)
 
 
 def _bin_edges(roi_start, roi_size, bins, limit):
@@ -253,3 +301,44 @@ def roi_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: flo
     eps = torch.tensor(1e-6, dtype=size.dtype)
     level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
     return level.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
+
+
+def multiscale_roi_align(
+    features,
+    boxes,
+    output_size,
+    spatial_scales,
+    sampling_ratio: int = -1,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> torch.Tensor:
+    """RoI Align on a feature pyramid: each RoI is pooled from one level, the one
+    :func:`roi_levels` gives its box (larger boxes read coarser maps). ``[K, C, PH, PW]``.
+
+    ``features``: the levels ``[N, C, H_i, W_i]``, fine to coarse; ``spatial_scales``: their
+    scales ``2^-k_i`` (``1 / stride``, usually one level apart: ``k``, ``k + 1``, ...); ``boxes``
+    as in :func:`roi_align`. A box's level ``k = floor(k0 + log2(sqrt(wh) / s0))``
+    (``k0 = canonical_level``, ``s0 = canonical_scale``), clamped to ``[k_1, k_L]``, reads the map
+    ``features[k - k_1]``, the map of scale ``2^-k``. Same numbers as torchvision's
+    ``MultiScaleRoIAlign`` (which takes ``k_1`` and ``k_L`` from the first and last map, as here).
+    """
+    features = sequence(features, "features", nonempty=True)
+    spatial_scales = sequence(spatial_scales, "spatial_scales", nonempty=True)
+    if len(spatial_scales) != len(features):
+        raise ValueError(f"spatial_scales must give one scale per level of features ({len(features)}), "
+                         f"got {len(spatial_scales)}")
+    ks = [-math.log2(number(s, "spatial_scales", low=0, low_open=True)) for s in spatial_scales]
+    if any(k != round(k) for k in ks) or any(b < a for a, b in zip(ks, ks[1:])):
+        raise ValueError(f"spatial_scales must be powers of two, fine to coarse (1/4, 1/8, ...), "
+                         f"got {list(spatial_scales)}")
+    for i, level in enumerate(features):
+        shape = (len(features[0]), features[0].shape[1], "H", "W")  # batch and channels of level 0
+        tensor(level, f"features[{i}]", shape=shape, dtype="float")
+    rois = rois_from_boxes(boxes, len(features[0])).to(features[0])
+    size = _check(features[0], output_size, spatial_scales[0])
+    levels = roi_levels(rois[:, 1:], int(ks[0]), int(ks[-1]), canonical_scale, canonical_level)
+    out = features[0].new_zeros((len(rois), features[0].shape[1], *size))
+    for level, (feature, scale) in enumerate(zip(features, spatial_scales)):
+        pick = torch.nonzero(levels == level).flatten()
+        out[pick] = roi_align(feature, rois[pick], size, scale, sampling_ratio)
+    return out
