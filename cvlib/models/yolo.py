@@ -214,6 +214,13 @@ class YOLO(nn.Module):
         target_confidence = torch.zeros_like(confidence)
         target_confidence[responsible] = iou.gather(1, best[:, None]).flatten()  # P(object) x IoU
         box = ((boxes[responsible] - params[objects]) ** 2).sum()
+        return self.loss_terms(box, confidence, target_confidence, responsible, class_logits[objects],
+                               labels[objects], len(targets))
+
+    def loss_terms(self, box, confidence, target_confidence, responsible, class_logits, labels, n):
+        """The four terms from the summed squared ``box`` error, the confidence logits and their
+        targets (the ``responsible`` predictors against all others), and the class logits
+        ``[K, C]`` and labels ``[K]`` of the responsible cells; sums averaged over ``n`` images."""
         if self.focal:
             focal = sigmoid_focal_loss(confidence, target_confidence, self.focal_alpha, self.focal_gamma)
             obj, noobj = focal[responsible].sum(), focal[~responsible].sum()
@@ -224,8 +231,7 @@ class YOLO(nn.Module):
             noobj = self.lambda_noobj * F.binary_cross_entropy_with_logits(
                 confidence[~responsible], target_confidence[~responsible], reduction="sum"
             )
-        classes = F.cross_entropy(class_logits[objects], labels[objects] - 1, reduction="sum")
-        n = len(targets)
+        classes = F.cross_entropy(class_logits, labels - 1, reduction="sum")
         return {"loss_box": self.lambda_coord * box / n, "loss_object": obj / n,
                 "loss_noobject": noobj / n, "loss_class": classes / n}
 
@@ -368,16 +374,8 @@ class YOLOv2(YOLO):
         target_confidence = torch.zeros_like(confidence)
         target_confidence[objects] = box_iou(predicted, true).diagonal()  # P(object) x IoU
         box = ((boxes[objects] - params[objects]) ** 2).sum()
-        obj = F.binary_cross_entropy_with_logits(
-            confidence[objects], target_confidence[objects], reduction="sum"
-        )
-        noobj = self.lambda_noobj * F.binary_cross_entropy_with_logits(
-            confidence[~objects], target_confidence[~objects], reduction="sum"
-        )
-        classes = F.cross_entropy(class_logits[objects], labels[objects] - 1, reduction="sum")
-        n = len(targets)
-        return {"loss_box": self.lambda_coord * box / n, "loss_object": obj / n,
-                "loss_noobject": noobj / n, "loss_class": classes / n}
+        return self.loss_terms(box, confidence, target_confidence, objects, class_logits[objects],
+                               labels[objects], len(targets))
 
     def postprocess(self, output: torch.Tensor, grid_image_size, image_size) -> dict[str, torch.Tensor]:
         """Detections of one image from its output ``[S, S, A (5 + C)]``: every predictor gives
