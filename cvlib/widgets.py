@@ -127,20 +127,21 @@ def slider(
     description: str, min: float, max: float, value: float | None = None, step: float = 0.05
 ) -> widgets.FloatSlider:
     """A float slider (``continuous_update=False``: one redraw when the handle is released)."""
-    _check_range(min, max, value, _checks.number)
-    value = min if value is None else value
-    return widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
-                               continuous_update=False, **_layout())
+    return _slider(widgets.FloatSlider, _checks.number, description, min, max, value, step)
 
 
 def int_slider(
     description: str, min: int, max: int, value: int | None = None, step: int = 1
 ) -> widgets.IntSlider:
     """An integer slider (``continuous_update=False``)."""
-    _check_range(min, max, value, _checks.integer)
+    return _slider(widgets.IntSlider, _checks.integer, description, min, max, value, step)
+
+
+def _slider(kind, check, description, min, max, value, step):
+    _check_range(min, max, value, check)
     value = min if value is None else value
-    return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description,
-                             continuous_update=False, **_layout())
+    return kind(value=value, min=min, max=max, step=step, description=description, continuous_update=False,
+                **_layout())
 
 
 def dropdown(description: str, options, value=None) -> widgets.Dropdown:

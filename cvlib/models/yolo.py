@@ -73,6 +73,18 @@ def _check_grid(grid_size: int, image_size) -> tuple[int, int]:
     return pair(image_size, "image_size")
 
 
+def _check_objects(boxes: torch.Tensor, labels: torch.Tensor) -> None:
+    """xyxy ``boxes`` ``[K, 4]`` and their classes ``labels`` int ``[K]`` in ``1..C``."""
+    _check_boxes(boxes)
+    tensor(labels, "labels", dtype="int")
+    if labels.numel() and labels.min() < 1:
+        raise ValueError(f"labels must be classes 1..C (0 is background), got {labels.tolist()}")
+    if labels.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+        )
+
+
 def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, image_size) -> dict:
     """The YOLO target of one image: its xyxy ``boxes`` ``[K, 4]`` (pixels) and ``labels``
     ``[K]`` (``1..C``) written into an ``S x S`` grid over an image of ``image_size`` ``(H, W)``.
@@ -85,14 +97,7 @@ def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, im
     detect both; ``YOLO`` then loses the other).
     """
     height, width = _check_grid(grid_size, image_size)
-    _check_boxes(boxes)
-    tensor(labels, "labels", dtype="int")
-    if labels.numel() and labels.min() < 1:
-        raise ValueError(f"labels must be classes 1..C (0 is background), got {labels.tolist()}")
-    if labels.shape != boxes.shape[:1]:
-        raise ValueError(
-            f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
-        )
+    _check_objects(boxes, labels)
     s = grid_size
     params = boxes.new_zeros((s, s, 4))
     cell_labels = torch.zeros((s, s), dtype=torch.int64, device=boxes.device)
@@ -275,15 +280,8 @@ def encode_anchor_targets(boxes: torch.Tensor, labels: torch.Tensor, anchors: to
     ``t_w = log(w / p_w)``, ``t_h = log(h / p_h)``. Two objects lose each other only when they
     share a cell **and** a prior; then the later one in ``boxes`` wins."""
     height, width = _check_grid(grid_size, image_size)
-    _check_boxes(boxes)
+    _check_objects(boxes, labels)
     _check_anchors(anchors)
-    tensor(labels, "labels", dtype="int")
-    if labels.numel() and labels.min() < 1:
-        raise ValueError(f"labels must be classes 1..C (0 is background), got {labels.tolist()}")
-    if labels.shape != boxes.shape[:1]:
-        raise ValueError(
-            f"boxes must be [K, 4] and labels [K], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
-        )
     s, a = grid_size, len(anchors)
     params = boxes.new_zeros((s, s, a, 4))
     slot_labels = torch.zeros((s, s, a), dtype=torch.int64, device=boxes.device)
