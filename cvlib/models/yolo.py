@@ -111,6 +111,14 @@ def encode_targets(boxes: torch.Tensor, labels: torch.Tensor, grid_size: int, im
     return {"params": params, "labels": cell_labels, "object": cell_labels > 0}
 
 
+def _cells(s: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and the column of every cell of an ``S x S`` grid, ``[S, S, 1]`` each (one value
+    for all the predictors of a cell), in ``like``'s dtype and device."""
+    index = torch.arange(s, device=like.device, dtype=like.dtype)
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
+    return rows[:, :, None], cols[:, :, None]
+
+
 def grid_boxes(params: torch.Tensor, image_size) -> torch.Tensor:
     """Decode the ``B`` boxes of every cell, ``(x, y, sqrt w, sqrt h)`` ``[..., S, S, B, 4]``,
     into xyxy pixel boxes of the same shape: centre ``((col + x) W / S, (row + y) H / S)``,
@@ -121,9 +129,7 @@ def grid_boxes(params: torch.Tensor, image_size) -> torch.Tensor:
         raise ValueError(f"params must be [..., S, S, B, 4], got {tuple(params.shape)}")
     s = params.shape[-3]
     height, width = _check_grid(s, image_size)
-    index = torch.arange(s, device=params.device, dtype=params.dtype)
-    rows, cols = torch.meshgrid(index, index, indexing="ij")
-    rows, cols = rows[:, :, None], cols[:, :, None]  # [S, S, 1]: the same for the B boxes
+    rows, cols = _cells(s, params)
     x, y, sw, sh = params.unbind(-1)
     cxcywh = torch.stack([(cols + x) * width / s, (rows + y) * height / s, sw**2 * width, sh**2 * height], -1)
     return box_convert(cxcywh.reshape(-1, 4), "cxcywh", "xyxy").reshape(params.shape)
@@ -311,9 +317,7 @@ def anchor_grid_boxes(params: torch.Tensor, anchors: torch.Tensor, image_size) -
         raise ValueError(f"params must be [..., S, S, A = {len(anchors)}, 4], got {tuple(params.shape)}")
     s = params.shape[-3]
     height, width = _check_grid(s, image_size)
-    index = torch.arange(s, device=params.device, dtype=params.dtype)
-    rows, cols = torch.meshgrid(index, index, indexing="ij")
-    rows, cols = rows[:, :, None], cols[:, :, None]  # [S, S, 1]: the same for the A predictors
+    rows, cols = _cells(s, params)
     x, y, tw, th = params.unbind(-1)
     prior_w, prior_h = anchors.to(params).unbind(-1)  # [A] each
     cxcywh = torch.stack([(cols + x) * width / s, (rows + y) * height / s,
