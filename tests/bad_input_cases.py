@@ -969,6 +969,15 @@ def _cases() -> dict[str, Case]:
         min_size=("nonneg",),
     )
     add(
+        "cvlib.models.detection.select_per_class",
+        detection.select_per_class,
+        lambda: {"boxes": boxes(), "scores": torch.rand(3, 2, generator=_g()),
+                 "settings": detection.DetectionSettings(0.05, 0.5, 10)},
+        boxes=("list", "int", "extra_dim"),
+        scores=("list", "extra_dim", "int"),
+        settings=("settings",),
+    )
+    add(
         "cvlib.models.rcnn.match_proposals",
         rcnn.match_proposals,
         lambda: {"proposals": boxes(4), "target": _target(), "fg_iou": 0.5},

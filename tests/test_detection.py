@@ -9,7 +9,7 @@ import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cvlib.models.detection import DetectionSettings, select_detections
+from cvlib.models.detection import DetectionSettings, select_detections, select_per_class
 
 
 def torchvision_selection(boxes, scores, labels, score_thresh, nms_thresh, detections_per_img, min_size):
@@ -67,3 +67,22 @@ def test_settings_are_checked_when_used():
         select_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), settings)
     with pytest.raises(ValueError, match="detections_per_img"):
         DetectionSettings(detections_per_img=0)
+
+
+@given(candidates(), st.integers(1, 4))
+def test_select_per_class_is_every_box_and_class_a_candidate(candidates, num_classes):
+    """One box for all classes ([N, 4]) or one per class ([N, C, 4]): the same as listing the
+    (box, class) pairs box by box and calling select_detections."""
+    boxes, _, _ = candidates
+    g = torch.Generator().manual_seed(len(boxes))
+    scores = torch.rand(len(boxes), num_classes, generator=g)
+    settings = DetectionSettings(0.3, 0.5, 20)
+    labels = torch.arange(1, num_classes + 1).repeat(len(boxes))
+    every_pair = boxes.repeat_interleave(num_classes, 0)
+    expected = select_detections(every_pair, scores.reshape(-1), labels, settings)
+    for shared_or_per_class in (boxes, boxes[:, None].repeat(1, num_classes, 1)):
+        ours = select_per_class(shared_or_per_class, scores, settings)
+        for key in expected:
+            assert torch.equal(ours[key], expected[key])
+    with pytest.raises(ValueError, match="boxes"):
+        select_per_class(torch.zeros(len(boxes), num_classes + 1, 4), scores)

@@ -8,7 +8,8 @@ image batching, the small backbone, and the last step of inference.
   detections per image), one object for every detector.
 - ``select_detections``: from every scored candidate box to the detections of one image: drop
   degenerate boxes and low scores, per-class NMS, keep the best (torchvision's
-  ``RoIHeads.postprocess_detections`` after its decoding).
+  ``RoIHeads.postprocess_detections`` after its decoding); ``select_per_class`` first makes
+  each box a candidate of every class, as R-CNN's heads, YOLO and SSD score them.
 
 Detectors are configured one way (as torchvision and DETR do): a model takes its **modules**
 (backbone, RPN, heads) and one ``DetectionSettings``; a small builder function per model
@@ -29,7 +30,10 @@ from cvlib.models.blocks import vgg_features
 from cvlib.ops import batched_nms, remove_small_boxes
 from cvlib.ops.boxes import _check_boxes
 
-__all__ = ["check_detection_inputs", "batch_images", "Backbone", "DetectionSettings", "select_detections"]
+__all__ = [
+    "check_detection_inputs", "batch_images", "Backbone", "DetectionSettings", "select_detections",
+    "select_per_class",
+]
 
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's box losses: quadratic below 1/9, linear above
 
@@ -173,3 +177,17 @@ def select_detections(
     survivors = batched_nms(boxes[keep].detach(), scores[keep].detach(), labels[keep], settings.nms_thresh)
     keep = keep[survivors][: settings.detections_per_img]
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+
+
+def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, settings: DetectionSettings | None = None):
+    """The detections of one image whose ``N`` boxes each score every class: ``scores``
+    ``[N, C]`` (class ``c + 1`` in column ``c``; no background column) and ``boxes`` ``[N, 4]``
+    (one box for all classes, YOLO's and SSD's) or ``[N, C, 4]`` (one per class, R-CNN's
+    heads). Each (box, class) pair is a candidate of :func:`select_detections`, box by box."""
+    tensor(scores, "scores", shape=("N", "C"), dtype="float")
+    n, c = scores.shape
+    if tensor(boxes, "boxes", dtype="float").ndim == 2:
+        boxes = tensor(boxes, "boxes", shape=(n, 4))[:, None].expand(-1, c, -1)
+    tensor(boxes, "boxes", shape=(n, c, 4))
+    labels = torch.arange(1, c + 1, device=scores.device).repeat(n)
+    return select_detections(boxes.reshape(-1, 4), scores.reshape(-1), labels, settings)

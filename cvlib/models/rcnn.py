@@ -56,7 +56,7 @@ from cvlib.models.detection import (
     DetectionSettings,
     batch_images,
     check_detection_inputs,
-    select_detections,
+    select_per_class,
     settings_or_default,
 )
 from cvlib.models.rpn import RegionProposalNetwork
@@ -265,7 +265,7 @@ def postprocess_detections(
 ) -> dict[str, torch.Tensor]:
     """Detections of one image from its ``K`` RoIs ``[K, 4]``: each RoI gives one box per class
     (its deltas decoded, clipped to the image) scored by the softmax; background is dropped,
-    then :func:`~cvlib.models.detection.select_detections` keeps what ``settings`` says
+    then :func:`~cvlib.models.detection.select_per_class` keeps what ``settings`` says
     (default :class:`~cvlib.models.detection.DetectionSettings`).
     Returns ``{"boxes" [D, 4], "labels" [D], "scores" [D]}``."""
     _check_boxes(rois, "rois")
@@ -278,8 +278,7 @@ def postprocess_detections(
     refs = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     deltas = box_deltas.reshape(len(rois), num_classes + 1, 4)[:, 1:].reshape(-1, 4)
     boxes = clip_boxes_to_image(decode_boxes(deltas, refs, HEAD_BOX_WEIGHTS), image_size)
-    labels = torch.arange(1, num_classes + 1, device=rois.device).repeat(len(rois))
-    return select_detections(boxes, scores.reshape(-1), labels, settings)
+    return select_per_class(boxes.reshape(len(rois), num_classes, 4), scores, settings)
 
 
 class BoxHead(nn.Module):

@@ -17,7 +17,7 @@ Read top to bottom:
    (hard negative mining: the many easy background boxes would swamp the few objects), plus
    smooth L1 (beta 1) of the positives' deltas, divided by the number of positives.
 4. **Detections** (``SSD.postprocess``): softmax scores of every box and class, then the
-   shared ``select_detections`` (threshold, per-class NMS, top-k).
+   shared ``select_per_class`` (threshold, per-class NMS, top-k).
 
 Follows torchvision's detection contract as every detector of the course does, with their
 input checks and image batching (``cvlib/models/detection.py``).
@@ -38,7 +38,7 @@ from cvlib.models.detection import (
     DetectionSettings,
     batch_images,
     check_detection_inputs,
-    select_detections,
+    select_per_class,
     settings_or_default,
 )
 from cvlib.ops import clip_boxes_to_image, decode_boxes, encode_boxes, generate_anchors, label_anchors
@@ -157,10 +157,8 @@ class SSD(nn.Module):
                     image_size) -> dict[str, torch.Tensor]:
         """Detections of one image from its class logits ``[D, C + 1]`` and deltas ``[D, 4]`` on
         the default ``boxes`` ``[D, 4]``: decoded boxes clipped to ``image_size``, one candidate
-        per box and class scored by the softmax, then :func:`select_detections`. Returns
+        per box and class scored by the softmax, then :func:`select_per_class`. Returns
         ``{"boxes" [P, 4], "labels" [P], "scores" [P]}``."""
         decoded = clip_boxes_to_image(decode_boxes(deltas, boxes, BOX_WEIGHTS), image_size)
         scores = logits.softmax(-1)[:, 1:]  # [D, C]: background dropped
-        candidates = decoded[:, None].expand(-1, self.num_classes, 4).reshape(-1, 4)
-        labels = torch.arange(1, self.num_classes + 1, device=logits.device).repeat(len(decoded))
-        return select_detections(candidates, scores.reshape(-1), labels, self.settings)
+        return select_per_class(decoded, scores, self.settings)

@@ -52,7 +52,7 @@ from cvlib.models.detection import (
     DetectionSettings,
     batch_images,
     check_detection_inputs,
-    select_detections,
+    select_per_class,
     settings_or_default,
 )
 from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
@@ -250,16 +250,13 @@ class YOLO(nn.Module):
         """Detections of one image from its output ``[S, S, 5B + C]`` (the grid covers
         ``grid_image_size``, the padded batch): every predictor gives one box per class scored
         ``confidence x P(class | object)``; boxes are clipped to ``image_size``; then
-        :func:`~cvlib.models.detection.select_detections` keeps what ``self.settings`` says.
+        :func:`~cvlib.models.detection.select_per_class` keeps what ``self.settings`` says.
         Returns ``{"boxes" [D, 4], "labels" [D],
         "scores" [D]}``."""
         boxes, confidence, class_logits = self.split(output)
-        boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size).reshape(-1, 1, 4)
+        boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size)  # [S, S, B, 4]
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)[:, :, None, :]  # [S, S, B, C]
-        scores = scores.reshape(len(boxes), self.num_classes)
-        boxes = boxes.expand(-1, self.num_classes, 4).reshape(-1, 4)
-        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores))
-        return select_detections(boxes, scores.reshape(-1), labels, self.settings)
+        return select_per_class(boxes.reshape(-1, 4), scores.reshape(-1, self.num_classes), self.settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,10 +379,8 @@ class YOLOv2(YOLO):
     def postprocess(self, output: torch.Tensor, grid_image_size, image_size) -> dict[str, torch.Tensor]:
         """Detections of one image from its output ``[S, S, A (5 + C)]``: every predictor gives
         one box per class scored ``confidence x P(class | object)``, then
-        :func:`~cvlib.models.detection.select_detections` as in :meth:`YOLO.postprocess`."""
+        :func:`~cvlib.models.detection.select_per_class` as in :meth:`YOLO.postprocess`."""
         boxes, confidence, class_logits = self.split(output)
         boxes = clip_boxes_to_image(anchor_grid_boxes(boxes, self.anchors, grid_image_size), image_size)
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)  # [S, S, A, C]
-        boxes = boxes.reshape(-1, 1, 4).expand(-1, self.num_classes, 4).reshape(-1, 4)
-        labels = torch.arange(1, self.num_classes + 1, device=output.device).repeat(len(scores.flatten(0, 2)))
-        return select_detections(boxes, scores.reshape(-1), labels, self.settings)
+        return select_per_class(boxes.reshape(-1, 4), scores.reshape(-1, self.num_classes), self.settings)
