@@ -160,13 +160,10 @@ class KeypointRoIHeads(MaskRoIHeads):
 
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
         losses = super().extra_losses(features, rois, labels, matched, targets)  # the mask loss
-        positive = [torch.nonzero(lb > 0).flatten() for lb in labels]  # per image
-        boxes = [r[p] for r, p in zip(rois, positive)]
+        boxes, _, matched = self.positives(rois, labels, matched)
         logits = self.heatmap_logits(features, boxes)
-        encoded = [
-            keypoint_targets(t["keypoints"][m[p]], b, logits.shape[-1])
-            for t, b, m, p in zip(targets, boxes, matched, positive)
-        ]
+        size = logits.shape[-1]
+        encoded = [keypoint_targets(t["keypoints"][m], b, size) for t, b, m in zip(targets, boxes, matched)]
         cells, valid = (torch.cat(parts) for parts in zip(*encoded))
         return {**losses, "loss_keypoint": keypoint_loss(logits, cells, valid)}
 

@@ -164,16 +164,12 @@ class MaskRoIHeads(RoIHeads):
         return self.mask_head(self.mask_roi_pool(features, boxes))
 
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
-        positive = [torch.nonzero(lb > 0).flatten() for lb in labels]  # per image
-        boxes = [r[p] for r, p in zip(rois, positive)]
+        boxes, labels, matched = self.positives(rois, labels, matched)
         logits = self.mask_logits(features, boxes)
-        mask_targets = [
-            project_masks(t["masks"], b, m[p], logits.shape[-1])
-            for t, b, m, p in zip(targets, boxes, matched, positive)
-        ]
-        positive_labels = torch.cat([lb[p] for lb, p in zip(labels, positive)])
+        size = logits.shape[-1]
+        mask_targets = [project_masks(t["masks"], b, m, size) for t, b, m in zip(targets, boxes, matched)]
         loss = mask_loss if self.mask_loss == "sigmoid" else softmax_mask_loss
-        return {"loss_mask": loss(logits, positive_labels, torch.cat(mask_targets))}
+        return {"loss_mask": loss(logits, torch.cat(labels), torch.cat(mask_targets))}
 
     def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
         logits = self.mask_logits(features, [d["boxes"] for d in detections])

@@ -452,6 +452,15 @@ class RoIHeads(nn.Module):
         ]
         return self.extra_outputs(features, detections, image_sizes), {}
 
+    @staticmethod
+    def positives(rois, labels, matched) -> tuple[list, list, list]:
+        """The sampled RoIs that are objects (label > 0), what a mask or keypoint head learns
+        from: their boxes ``[P_i, 4]``, labels ``[P_i]`` and matched gt indices ``[P_i]``, one
+        tensor per image each."""
+        keep = [torch.nonzero(lb > 0).flatten() for lb in labels]
+        return ([r[k] for r, k in zip(rois, keep)], [lb[k] for lb, k in zip(labels, keep)],
+                [m[k] for m, k in zip(matched, keep)])
+
     def extra_losses(self, features, rois, labels, matched, targets) -> dict[str, torch.Tensor]:
         """Losses of further per-RoI heads (Mask R-CNN's mask loss) from the sampled RoIs, their
         labels and matched gt indices (one tensor per image); none here."""
