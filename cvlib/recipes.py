@@ -29,6 +29,7 @@ from cvlib import weights
 from cvlib._checks import describe
 from cvlib.data import (
     CLASSES,
+    KEYPOINT_SIGMAS,
     ShapesClassification,
     ShapesDataset,
     SingleObjectDataset,
@@ -40,7 +41,6 @@ from cvlib.data import (
     held_out_detection,
     held_out_segmentation,
 )
-from cvlib.data.shapes import KEYPOINT_SIGMAS
 from cvlib.metrics import (
     accuracy,
     boundary_f_score,

@@ -25,6 +25,11 @@ def test_every_name_of_the_issue_has_a_check():
     assert set(ISSUE_NAMES) <= set(NAMES)
 
 
+def test_each_check_is_named_after_the_function_it_checks():
+    """``NAMES`` come from the factories' names (``box_iou_exercise`` -> ``box_iou``)."""
+    assert [exercise(name).name for name in NAMES] == list(NAMES)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
     assert check(name, exercise(name).reference) is True

@@ -1,37 +1,12 @@
 """Datasets: deterministic synthetic shapes scenes (``cvlib.data.shapes``) and any COCO-format
-folder with the same targets (``cvlib.data.coco``)."""
+folder with the same targets (``cvlib.data.coco``).
 
+Every name of ``shapes.__all__`` (the scenes, how to batch them, the held-out sets, the COCO
+export) is listed once, there, and re-exported here.
+"""
+
+from cvlib.data import shapes
 from cvlib.data.coco import CocoDetection, export_coco
-from cvlib.data.shapes import (
-    CLASSES,
-    STUFF_CLASSES,
-    ShapesClassification,
-    ShapesDataset,
-    SingleObjectDataset,
-    collate_classification,
-    collate_detection,
-    collate_segmentation,
-    collate_single_object,
-    held_out_classification,
-    held_out_detection,
-    held_out_segmentation,
-    to_coco,
-)
+from cvlib.data.shapes import *  # noqa: F403 (exactly shapes.__all__)
 
-__all__ = [
-    "CLASSES",
-    "CocoDetection",
-    "STUFF_CLASSES",
-    "ShapesClassification",
-    "ShapesDataset",
-    "SingleObjectDataset",
-    "collate_classification",
-    "collate_detection",
-    "collate_segmentation",
-    "collate_single_object",
-    "export_coco",
-    "held_out_classification",
-    "held_out_detection",
-    "held_out_segmentation",
-    "to_coco",
-]
+__all__ = ["CocoDetection", "export_coco", *shapes.__all__]

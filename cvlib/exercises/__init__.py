@@ -27,8 +27,11 @@ from cvlib.exercises.core import Exercise, run
 
 __all__ = ["check", "exercise", "NAMES"]
 
+# Each file lists its exercises' factories; ``box_iou_exercise`` builds the check of ``box_iou``.
 _FACTORIES: dict[str, Callable[[], Exercise]] = {
-    **boxes.EXERCISES, **roi.EXERCISES, **dense.EXERCISES, **losses.EXERCISES, **explain.EXERCISES,
+    factory.__name__.removesuffix("_exercise"): factory
+    for module in (boxes, roi, dense, losses, explain)
+    for factory in module.EXERCISES
 }
 NAMES = tuple(_FACTORIES)
 

@@ -394,11 +394,7 @@ def generate_anchors_exercise() -> Exercise:
     return Exercise("generate_anchors", generate_anchors, edge_cases, random_case, 60, mistakes)
 
 
-EXERCISES = {
-    "box_iou": box_iou_exercise,
-    "generalized_box_iou": generalized_box_iou_exercise,
-    "encode_boxes": encode_boxes_exercise,
-    "decode_boxes": decode_boxes_exercise,
-    "nms": nms_exercise,
-    "generate_anchors": generate_anchors_exercise,
-}
+EXERCISES = (
+    box_iou_exercise, generalized_box_iou_exercise, encode_boxes_exercise, decode_boxes_exercise,
+    nms_exercise, generate_anchors_exercise,
+)

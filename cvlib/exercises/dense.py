@@ -177,7 +177,7 @@ def _crop_one_side(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     return full[:, :, 2 * p:2 * p + size[0], 2 * p:2 * p + size[1]]
 
 
-def conv_transpose2d_exercise() -> Exercise:
+def conv_transpose2d_scatter_exercise() -> Exercise:
     def edge_cases():
         generator = torch.Generator().manual_seed(0)
         x = torch.arange(1.0, 5.0, dtype=torch.float64).reshape(1, 1, 2, 2)
@@ -325,10 +325,7 @@ def confusion_matrix_exercise() -> Exercise:
     return Exercise("confusion_matrix", confusion_matrix, edge_cases, random_case, 100, mistakes)
 
 
-EXERCISES = {
-    "bilinear": bilinear_exercise,
-    "max_unpool": max_unpool_exercise,
-    "conv_transpose2d_scatter": conv_transpose2d_exercise,
-    "confusion_matrix": confusion_matrix_exercise,
-    "mean_iou": mean_iou_exercise,
-}
+EXERCISES = (
+    bilinear_exercise, max_unpool_exercise, conv_transpose2d_scatter_exercise, confusion_matrix_exercise,
+    mean_iou_exercise,
+)

@@ -238,9 +238,6 @@ def attention_rollout_exercise() -> Exercise:
     return Exercise("attention_rollout", attention_rollout, edge_cases, random_case, 80, mistakes)
 
 
-EXERCISES = {
-    "saliency": saliency_exercise,
-    "cam": cam_exercise,
-    "grad_cam": grad_cam_exercise,
-    "attention_rollout": attention_rollout_exercise,
-}
+EXERCISES = (
+    saliency_exercise, cam_exercise, grad_cam_exercise, attention_rollout_exercise,
+)

@@ -288,7 +288,7 @@ def _attention_variant(q, k, v, mask=None, causal=False, *, scale=0.5, dim=-1, m
     return weights @ v, weights
 
 
-def attention_exercise() -> Exercise:
+def scaled_dot_product_attention_exercise() -> Exercise:
     def edge_cases():
         generator = torch.Generator().manual_seed(0)
         r = lambda *shape: torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -489,13 +489,8 @@ def hungarian_assignment_exercise() -> Exercise:
                     mistakes, compare=compare_assignments)
 
 
-EXERCISES = {
-    "smooth_l1": smooth_l1_exercise,
-    "sigmoid_focal_loss": sigmoid_focal_loss_exercise,
-    "mask_loss": mask_loss_exercise,
-    "average_precision_all_points": average_precision_all_points_exercise,
-    "average_precision_coco": average_precision_coco_exercise,
-    "scaled_dot_product_attention": attention_exercise,
-    "encode_targets": encode_targets_exercise,
-    "hungarian_assignment": hungarian_assignment_exercise,
-}
+EXERCISES = (
+    smooth_l1_exercise, sigmoid_focal_loss_exercise, mask_loss_exercise,
+    average_precision_all_points_exercise, average_precision_coco_exercise,
+    scaled_dot_product_attention_exercise, encode_targets_exercise, hungarian_assignment_exercise,
+)

@@ -180,4 +180,6 @@ def roi_align_exercise() -> Exercise:
     return Exercise("roi_align", roi_align, edge_cases, partial(_random_roi_case, align=True), 90, mistakes)
 
 
-EXERCISES = {"roi_pool": roi_pool_exercise, "roi_align": roi_align_exercise}
+EXERCISES = (
+    roi_pool_exercise, roi_align_exercise,
+)

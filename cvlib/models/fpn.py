@@ -148,10 +148,10 @@ def build_fpn_faster_rcnn(
     strides: Sequence[int] = (4, 8),
     scales: Sequence[Sequence[float]] = ((8.0, 16.0), (16.0, 32.0)),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    canonical: tuple[float, int] = (32.0, 3),
     rpn_top_n: tuple[int, int] = (600, 300),
     batch_size_per_image: int = 128,
     output_size: int = 7,
+    canonical: tuple[float, int] = (32.0, 3),
     hidden: int = 128,
     settings: DetectionSettings | None = None,
 ) -> FasterRCNN:

@@ -49,16 +49,9 @@ from cvlib._checks import (
     sequence,
     tensor,
 )
+from cvlib.models import detection
 from cvlib.models.blocks import vgg_features
-from cvlib.models.detection import (
-    SMOOTH_L1_BETA,
-    Backbone,
-    DetectionSettings,
-    batch_images,
-    check_detection_inputs,
-    select_per_class,
-    settings_or_default,
-)
+from cvlib.models.detection import SMOOTH_L1_BETA, Backbone, DetectionSettings
 from cvlib.models.rpn import RegionProposalNetwork
 from cvlib.ops import (
     box_iou,
@@ -272,13 +265,13 @@ def postprocess_detections(
     tensor(class_logits, "class_logits", shape=(len(rois), "C + 1"), dtype="float", finite=True)
     tensor(box_deltas, "box_deltas", shape=(len(rois), 4 * class_logits.shape[1]), dtype="float", finite=True)
     pair(image_size, "image_size")
-    settings = settings_or_default(settings)
+    settings = detection.settings_or_default(settings)
     num_classes = class_logits.shape[1] - 1
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C]
     refs = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     deltas = box_deltas.reshape(len(rois), num_classes + 1, 4)[:, 1:].reshape(-1, 4)
     boxes = clip_boxes_to_image(decode_boxes(deltas, refs, HEAD_BOX_WEIGHTS), image_size)
-    return select_per_class(boxes.reshape(len(rois), num_classes, 4), scores, settings)
+    return detection.select_per_class(boxes.reshape(len(rois), num_classes, 4), scores, settings)
 
 
 class BoxHead(nn.Module):
@@ -339,7 +332,7 @@ class RCNN(nn.Module):
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
         self.proposal_args = dict(proposals or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.settings = settings_or_default(settings)
+        self.settings = detection.settings_or_default(settings)
         self.features = vgg_features(width)
         cells = (crop_size // 8) ** 2
         self.head = BoxHead(8 * width * cells, num_classes, hidden)
@@ -356,7 +349,7 @@ class RCNN(nn.Module):
         return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
     def forward(self, images, targets=None):
-        check_detection_inputs(images, targets, self.num_classes, self.training, self)
+        detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
         if self.training:
             samples = []
             for image, target in zip(images, targets):
@@ -429,7 +422,7 @@ class RoIHeads(nn.Module):
         number(positive_fraction, "positive_fraction", low=0, high=1)
         self.box_head, self.num_classes = box_head, box_head.num_classes
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.settings = settings_or_default(settings)
+        self.settings = detection.settings_or_default(settings)
 
     def forward(self, features, proposals: list[torch.Tensor], image_sizes, targets=None):
         """Returns ``(detections, losses)``: a list of detection dicts in eval mode (else
@@ -486,8 +479,8 @@ class FastRCNN(nn.Module):
         self.proposal_args = dict(proposals or {})
 
     def forward(self, images, targets=None):
-        check_detection_inputs(images, targets, self.num_classes, self.training, self)
-        features = self.backbone(batch_images(images))
+        detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
+        features = self.backbone(detection.batch_images(images))
         proposals = [window_proposals(i.shape[1:], **self.proposal_args).to(i.device) for i in images]
         detections, losses = self.roi_heads(features, proposals, [i.shape[1:] for i in images], targets)
         return losses if self.training else detections
@@ -518,12 +511,12 @@ class FasterRCNN(nn.Module):
 
     def check_inputs(self, images, targets) -> None:
         """:func:`~cvlib.models.detection.check_detection_inputs`; Mask R-CNN also checks the masks."""
-        check_detection_inputs(images, targets, self.num_classes, self.training, self)
+        detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
 
     def forward(self, images, targets=None):
         self.check_inputs(images, targets)
         image_sizes = [i.shape[1:] for i in images]
-        features = self.backbone(batch_images(images))
+        features = self.backbone(detection.batch_images(images))
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_sizes, targets)
         return {**rpn_losses, **head_losses} if self.training else detections

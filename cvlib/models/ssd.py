@@ -32,15 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvlib._checks import counts, integer, number, sequence
+from cvlib.models import detection
 from cvlib.models.blocks import conv_bn_relu
-from cvlib.models.detection import (
-    Backbone,
-    DetectionSettings,
-    batch_images,
-    check_detection_inputs,
-    select_per_class,
-    settings_or_default,
-)
+from cvlib.models.detection import Backbone, DetectionSettings
 from cvlib.ops import clip_boxes_to_image, decode_boxes, encode_boxes, generate_anchors, label_anchors
 from cvlib.ops.anchors import NEGATIVE, POSITIVE
 
@@ -94,7 +88,7 @@ class SSD(nn.Module):
         integer(negatives_per_positive, "negatives_per_positive", low=0)
         self.num_classes, self.scales, self.aspect_ratios = num_classes, tuple(scales), tuple(aspect_ratios)
         self.fg_iou, self.negatives_per_positive = fg_iou, negatives_per_positive
-        self.settings = settings_or_default(settings)
+        self.settings = detection.settings_or_default(settings)
         self.backbone = Backbone(width)
         channels, k = self.backbone.out_channels, len(aspect_ratios)
         self.extras = nn.ModuleList(conv_bn_relu(channels, channels, stride=2) for _ in scales[1:])
@@ -123,8 +117,8 @@ class SSD(nn.Module):
         return torch.cat(logits, 1), torch.cat(deltas, 1), boxes.to(batch)
 
     def forward(self, images, targets=None):
-        check_detection_inputs(images, targets, self.num_classes, self.training, self)
-        batch = batch_images(images)
+        detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
+        batch = detection.batch_images(images)
         logits, deltas, boxes = self.head(batch)
         if self.training:
             return self.loss(logits, deltas, boxes, targets)
@@ -157,8 +151,8 @@ class SSD(nn.Module):
                     image_size) -> dict[str, torch.Tensor]:
         """Detections of one image from its class logits ``[D, C + 1]`` and deltas ``[D, 4]`` on
         the default ``boxes`` ``[D, 4]``: decoded boxes clipped to ``image_size``, one candidate
-        per box and class scored by the softmax, then :func:`select_per_class`. Returns
+        per box and class scored by the softmax, then :func:`detection.select_per_class`. Returns
         ``{"boxes" [P, 4], "labels" [P], "scores" [P]}``."""
         decoded = clip_boxes_to_image(decode_boxes(deltas, boxes, BOX_WEIGHTS), image_size)
         scores = logits.softmax(-1)[:, 1:]  # [D, C]: background dropped
-        return select_per_class(decoded, scores, self.settings)
+        return detection.select_per_class(decoded, scores, self.settings)

@@ -46,15 +46,9 @@ from torch import nn
 
 from cvlib._checks import counts, number, pair, tensor
 from cvlib.losses import sigmoid_focal_loss
+from cvlib.models import detection
 from cvlib.models.blocks import conv_bn_relu
-from cvlib.models.detection import (
-    Backbone,
-    DetectionSettings,
-    batch_images,
-    check_detection_inputs,
-    select_per_class,
-    settings_or_default,
-)
+from cvlib.models.detection import Backbone, DetectionSettings
 from cvlib.ops import box_convert, box_iou, clip_boxes_to_image
 from cvlib.ops.anchors import shape_iou
 from cvlib.ops.boxes import BBOX_XFORM_CLIP, _check_boxes
@@ -178,7 +172,7 @@ class YOLO(nn.Module):
         self.num_classes, self.grid_size, self.boxes_per_cell = num_classes, grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
         self.focal, self.focal_alpha, self.focal_gamma = focal, focal_alpha, focal_gamma
-        self.settings = settings_or_default(settings)
+        self.settings = detection.settings_or_default(settings)
         self.backbone = backbone if backbone is not None else Backbone(width)
         channels = self.backbone.out_channels
         self.head = nn.Sequential(
@@ -201,8 +195,8 @@ class YOLO(nn.Module):
         return boxes[..., :4].sigmoid(), boxes[..., 4], output[..., 5 * self.boxes_per_cell :]
 
     def forward(self, images, targets=None):
-        check_detection_inputs(images, targets, self.num_classes, self.training, self)
-        batch = batch_images(images)
+        detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
+        batch = detection.batch_images(images)
         output = self.grid(batch)
         if self.training:
             return self.loss(output, targets, batch.shape[2:])
@@ -256,7 +250,8 @@ class YOLO(nn.Module):
         boxes, confidence, class_logits = self.split(output)
         boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size)  # [S, S, B, 4]
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)[:, :, None, :]  # [S, S, B, C]
-        return select_per_class(boxes.reshape(-1, 4), scores.reshape(-1, self.num_classes), self.settings)
+        scores = scores.reshape(-1, self.num_classes)
+        return detection.select_per_class(boxes.reshape(-1, 4), scores, self.settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,4 +378,5 @@ class YOLOv2(YOLO):
         boxes, confidence, class_logits = self.split(output)
         boxes = clip_boxes_to_image(anchor_grid_boxes(boxes, self.anchors, grid_image_size), image_size)
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)  # [S, S, A, C]
-        return select_per_class(boxes.reshape(-1, 4), scores.reshape(-1, self.num_classes), self.settings)
+        scores = scores.reshape(-1, self.num_classes)
+        return detection.select_per_class(boxes.reshape(-1, 4), scores, self.settings)

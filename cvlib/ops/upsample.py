@@ -190,12 +190,8 @@ def bilinear_kernel(kernel_size: int) -> torch.Tensor:
 # --- transposed convolution -----------------------------------------------------------------
 
 def transposed_output_size(
-    in_size: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    output_padding: int = 0,
-    dilation: int = 1,
+    in_size: int, kernel_size: int,
+    stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1,
 ) -> int:
     """Output length of a transposed convolution along one axis:
 
@@ -237,13 +233,8 @@ def _output_shape(x, weight, bias, stride, padding, output_padding, dilation) ->
 
 
 def conv_transpose2d_scatter(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    output_padding: Pair = 0,
-    dilation: Pair = 1,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    stride: Pair = 1, padding: Pair = 0, output_padding: Pair = 0, dilation: Pair = 1,
 ) -> torch.Tensor:
     """Transposed convolution as "each input value places a weighted copy of the filter, and
     overlapping copies are summed".
@@ -276,13 +267,8 @@ def conv_transpose2d_scatter(
 
 
 def conv_transpose1d_scatter(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: int = 1,
-    padding: int = 0,
-    output_padding: int = 0,
-    dilation: int = 1,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1,
 ) -> torch.Tensor:
     """The 1-D transposed convolution: ``x [N, C_in, L]``, ``weight [C_in, C_out, K]`` ->
     ``[N, C_out, L_out]``; equals ``F.conv_transpose1d``.
@@ -352,13 +338,8 @@ def conv_matrix(
 
 
 def conv_transpose2d_matrix(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    output_padding: Pair = 0,
-    dilation: Pair = 1,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    stride: Pair = 1, padding: Pair = 0, output_padding: Pair = 0, dilation: Pair = 1,
 ) -> torch.Tensor:
     """Transposed convolution as multiplication by the transpose of a convolution matrix.
 
@@ -388,12 +369,8 @@ def conv_transpose2d_matrix(
 # --- where the filter copies overlap --------------------------------------------------------
 
 def overlap_count(
-    in_size: Pair,
-    kernel_size: Pair,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    output_padding: Pair = 0,
-    dilation: Pair = 1,
+    in_size: Pair, kernel_size: Pair,
+    stride: Pair = 1, padding: Pair = 0, output_padding: Pair = 0, dilation: Pair = 1,
 ) -> torch.Tensor:
     """How many filter copies cover each output pixel of a transposed convolution: the output
     for an all-ones input ``[H, W] = in_size`` and an all-ones filter. Returns ``[H_out, W_out]``
