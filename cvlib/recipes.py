@@ -622,7 +622,7 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in [
     Recipe("mask_rcnn_roipool", partial(build_mask_rcnn, num_classes=3, width=8, mask_pooler="pool"),
            partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
            "the same Mask R-CNN with RoI Pool 14x14 for the masks, same 600 steps"),
-    Recipe("mask_rcnn_softmax", partial(build_mask_rcnn, num_classes=3, width=8, mask_loss="softmax"),
+    Recipe("mask_rcnn_softmax", partial(build_mask_rcnn, num_classes=3, width=8, mask_loss_type="softmax"),
            partial(train_detector, steps=600, start_from="faster_rcnn", iou_types=("bbox", "segm")),
            "the same Mask R-CNN with a per-pixel softmax over classes as mask loss, same 600 steps"),
     # 08 keypoints: the shipped mask_rcnn plus a keypoint head, 600 more steps of 8 scenes

@@ -238,8 +238,8 @@ assert np.mean(history["loss_box"][-5:]) < 0.5 * np.mean(history["loss_box"][:5]
 # %%
 yolo.eval()
 with torch.no_grad():
-    raw = yolo.grid(image[None].to(device)).cpu()  # [1, S, S, 5B + C]
-cell_boxes, cell_conf, cell_logits = yolo.split(raw)
+    raw = yolo.head_output(image[None].to(device)).cpu()  # [1, S, S, 5B + C]
+cell_boxes, cell_conf, cell_logits = yolo.split_output(raw)
 cell_boxes = grid_boxes(cell_boxes, (64, 64))[0]  # [S, S, B, 4] pixels
 cell_conf, cell_probs = cell_conf[0].sigmoid(), cell_logits[0].softmax(-1)
 fig_cell, ax_cell = plt.subplots(figsize=(4.6, 4.6))
@@ -378,8 +378,8 @@ plt.show()
 
 # %%
 with torch.no_grad():
-    test_raw = torch.cat([yolo.grid(torch.stack(test_images[i : i + 50]).to(device)).cpu() for i in range(0, 200, 50)])
-test_params, test_conf, _ = yolo.split(test_raw)
+    test_raw = torch.cat([yolo.head_output(torch.stack(test_images[i : i + 50]).to(device)).cpu() for i in range(0, 200, 50)])
+test_params, test_conf, _ = yolo.split_output(test_raw)
 encoded_all = [encode_targets(t["boxes"], t["labels"], S, (64, 64)) for t in test_targets]
 objects = torch.stack([e["object"] for e in encoded_all])
 predicted = grid_boxes(test_params, (64, 64))[objects]  # [K, B, 4]: the B boxes of each responsible cell

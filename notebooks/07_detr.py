@@ -91,7 +91,7 @@ print(weights.load("detr")["meta"]["description"])
 # %%
 image, target = test_images[7], test_targets[7]  # two squares and a triangle
 with torch.no_grad():
-    out = detr.outputs([image.to(device)])
+    out = detr.predict_sets([image.to(device)])
 logits, pred_boxes = out["logits"][-1, 0].cpu(), out["boxes"][-1, 0].cpu()  # last decoder layer
 wanted = detr.normalise_targets([image], [target])[0]
 cost = detr.criterion.matcher.cost_matrix(logits, pred_boxes, wanted["labels"], wanted["boxes"])
@@ -177,7 +177,7 @@ assert all(a > b for a, b in zip(by_distance, by_distance[1:]))  # nearer cells,
 #    0 = "no object") and a 3-layer MLP box head with a sigmoid: boxes relative to the image,
 #    no anchors to decode from.
 #
-# `model.outputs` returns the raw set of every decoder layer and the last layer's
+# `model.predict_sets` returns the raw set of every decoder layer and the last layer's
 # cross-attention maps; in eval mode `model(images)` returns torchvision-style detections.
 
 # %%
@@ -202,7 +202,7 @@ for key, value in out.items():
 train_images, train_targets = collate_detection([ShapesDataset(8, seed=0)[i] for i in range(8)])
 with torch.no_grad():
     train_images, train_targets = to_device(train_images, device), to_device(train_targets, device)
-    batch_out = detr.outputs(train_images)
+    batch_out = detr.predict_sets(train_images)
     losses = detr.criterion(batch_out, detr.normalise_targets(train_images, train_targets))
 for layer, suffix in enumerate(["_0", "_1", ""]):
     print(f"decoder layer {layer + 1}: " + ", ".join(f"{n} {losses[n + suffix].item():.3f}"
@@ -244,7 +244,7 @@ assert all(np.mean(history[n][-5:]) < np.mean(history[n][:5]) for n in ["loss_ce
 
 # %%
 with torch.no_grad():
-    test_out = [detr.outputs([im.to(device) for im in test_images[i : i + 50]]) for i in range(0, 200, 50)]
+    test_out = [detr.predict_sets([im.to(device) for im in test_images[i : i + 50]]) for i in range(0, 200, 50)]
 test_logits = torch.cat([o["logits"] for o in test_out], dim=1).cpu()  # [L, 200, N, C + 1]
 test_boxes = torch.cat([o["boxes"] for o in test_out], dim=1).cpu()  # [L, 200, N, 4]
 test_attention = torch.cat([o["attention"] for o in test_out]).cpu()  # [200, N, 8, 8]

@@ -61,7 +61,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from cvlib import explain, recipes, runtime, viz, widgets
+from cvlib import explain, metrics, recipes, runtime, viz, widgets
 from cvlib.data import CLASSES, held_out_classification
 
 device = runtime.start(seed=0)  # the device, one CPU thread, the seeds
@@ -79,7 +79,7 @@ model = recipes.load_model("shapes_cnn", device=device)
 N = 100
 images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
-    accuracy = (model(images).argmax(dim=1) == labels).float().mean().item()
+    accuracy = metrics.accuracy(model(images), labels)
 print(f"classes {CLASSES}; held-out accuracy {accuracy:.3f}; object covers {masks.float().mean():.1%} of the pixels")
 assert accuracy > 0.95
 
@@ -475,7 +475,7 @@ assert last[0, 0] == 0 and rollout[0, 0] > 0.1
 vit = recipes.load_model("vit", device=device)
 with torch.no_grad():
     vit_logits, attentions = vit(images, return_attention=True)
-vit_accuracy = (vit_logits.argmax(dim=1) == labels).float().mean().item()
+vit_accuracy = metrics.accuracy(vit_logits, labels)
 vit_maps = {
     "ViT CLS attention (last)": explain.upsample_map(explain.cls_attention(attentions).mean(dim=1), (64, 64)),
     "ViT attention rollout": explain.upsample_map(

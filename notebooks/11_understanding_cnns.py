@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.manifold import TSNE
 
-from cvlib import explain, recipes, runtime, viz, weights, widgets
+from cvlib import explain, metrics, recipes, runtime, viz, weights, widgets
 from cvlib.data import CLASSES, held_out_classification
 from cvlib.explain import dissection, faithfulness, inversion, sanity, style
 
@@ -80,7 +80,7 @@ model = recipes.load_model("shapes_cnn", device=device)
 N = 100
 images, labels, masks = held_out_classification(N, device)  # ShapesClassification(N, seed=1)
 with torch.no_grad():
-    accuracy = (model(images).argmax(dim=1) == labels).float().mean().item()
+    accuracy = metrics.accuracy(model(images), labels)
 print(f"held-out accuracy {accuracy:.3f}")
 assert accuracy > 0.95
 

@@ -147,12 +147,12 @@ def test_outputs_and_attention_maps():
     model = tiny(num_decoder_layers=3).eval()
     images = [torch.rand(3, 32, 32), torch.rand(3, 32, 32)]
     with torch.no_grad():
-        out = model.outputs(images)
+        out = model.predict_sets(images)
     assert out["logits"].shape == (3, 2, 6, 4) and out["boxes"].shape == (3, 2, 6, 4)
     assert out["boxes"].min() >= 0 and out["boxes"].max() <= 1
     assert out["attention"].shape == (2, 6, 4, 4)
     assert torch.allclose(out["attention"].sum((2, 3)), torch.ones(2, 6))
-    padded = model.outputs([torch.rand(3, 32, 32), torch.rand(3, 16, 24)])["attention"]
+    padded = model.predict_sets([torch.rand(3, 32, 32), torch.rand(3, 16, 24)])["attention"]
     assert padded[1, :, 2:, :].abs().max() == 0 and padded[1, :, :, 3:].abs().max() == 0  # padding unseen
 
 
@@ -169,7 +169,7 @@ def test_encoder_attention_is_softmax_of_the_encoder_queries_and_keys():
              for layer in model.encoder]
     with torch.no_grad():
         maps = model.encoder_attention(images)  # [L, B, h, w, h, w]
-        before = model.outputs(images)
+        before = model.predict_sets(images)
     for hook in hooks:
         hook.remove()
     assert maps.shape == (len(model.encoder), 2, 4, 4, 4, 4)
@@ -185,7 +185,7 @@ def test_encoder_attention_is_softmax_of_the_encoder_queries_and_keys():
         by_hand = scaled_dot_product_attention(split(q @ w_q.T + b_q), split(q @ w_k.T + b_k), split(q))[1]
         torch.testing.assert_close(maps[layer].reshape(2, 16, 16), by_hand.mean(1), atol=1e-5, rtol=0)
     with torch.no_grad():
-        after = model.outputs(images)
+        after = model.predict_sets(images)
     torch.testing.assert_close(after["boxes"], before["boxes"])
     with pytest.raises(TypeError, match="images"):
         model.encoder_attention(torch.rand(3, 32, 32))

@@ -98,7 +98,7 @@ def test_paste_masks_stays_in_the_box():
 )
 def test_mask_loss_falls(mask_pooler, loss):
     torch.manual_seed(0)
-    model = tiny(mask_pooler=mask_pooler, mask_loss=loss)
+    model = tiny(mask_pooler=mask_pooler, mask_loss_type=loss)
     images, targets = scenes()
     history = train_steps(model, lambda: model(images, targets), steps=25, lr=3e-3)
     mask_losses = [step["loss_mask"].item() for step in history]
@@ -119,7 +119,7 @@ def test_empty_images_train():
 @pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
 def test_eval_contract(loss):
     torch.manual_seed(0)
-    model = tiny(mask_loss=loss)
+    model = tiny(mask_loss_type=loss)
     model.settings.score_thresh = 0.0  # an untrained model: keep its detections
     pairs = check_eval_contract(model, keys=("boxes", "labels", "scores", "masks"))
     assert sum(len(out["boxes"]) for _, out in pairs) > 0
@@ -149,7 +149,7 @@ def test_bad_input():
         model(images, wrong)
     with pytest.raises(ValueError, match="mask_pooler"):
         tiny(mask_pooler="max")
-    with pytest.raises(ValueError, match="mask_loss"):
-        tiny(mask_loss="dice")
+    with pytest.raises(ValueError, match="mask_loss_type"):
+        tiny(mask_loss_type="dice")
     with pytest.raises(ValueError, match="targets are required"):
         model(images)

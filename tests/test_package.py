@@ -131,3 +131,28 @@ def test_storage_does_not_know_the_catalogue():
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_readme_index_of_lecture_ideas_names_what_exists():
+    """Every name in the README's "Where each lecture idea lives" table is defined in one of the
+    files of its row, and every notebook of the row exists."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### Where each lecture idea lives", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "cvlib/" in line]
+    assert len(rows) >= 12, "the index lost its rows"
+    for row in rows:
+        idea, notebooks, names, files = (cell.strip() for cell in row.strip("|").split("|"))
+        defined = set()
+        for file in re.findall(r"`(cvlib/[\w/]+\.py)`", files):
+            tree = ast.parse((root / file).read_text())
+            defined |= {node.name for node in ast.walk(tree)
+                        if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        for name in re.findall(r"`(\w+)`", names):
+            assert name in defined, f"README index, {idea}: {name} is not defined in {files}"
+        for number in re.findall(r"\d\d", notebooks):
+            assert list((root / "notebooks").glob(f"{number}_*.py")), f"README index, {idea}: {number}?"

@@ -37,9 +37,9 @@ SMALL = {"sizes": (8, 12, 16), "stride": 4}  # proposals for 32 x 32 images
 def tiny(kind: str, **kwargs):
     """Each model at a test size: width 4 backbone, 32 x 32 images."""
     if kind == "rcnn":
-        return RCNN(width=4, crop_size=16, hidden=32, proposals=SMALL, **kwargs)
+        return RCNN(width=4, crop_size=16, hidden=32, proposal_args=SMALL, **kwargs)
     if kind == "fast":
-        return build_fast_rcnn(width=4, proposals=SMALL, output_size=4, hidden=32, **kwargs)
+        return build_fast_rcnn(width=4, proposal_args=SMALL, output_size=4, hidden=32, **kwargs)
     return build_faster_rcnn(width=4, scales=(8.0, 16.0), output_size=4, hidden=32, **kwargs)
 
 

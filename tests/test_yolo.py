@@ -113,9 +113,9 @@ def test_encode_bad_input():
 def test_output_shape_follows_s_b_c():
     for grid_size, boxes_per_cell, num_classes in [(4, 2, 3), (7, 1, 5), (3, 3, 1)]:
         model = tiny(grid_size=grid_size, boxes_per_cell=boxes_per_cell, num_classes=num_classes)
-        output = model.grid(torch.rand(2, 3, 32, 32))
+        output = model.head_output(torch.rand(2, 3, 32, 32))
         assert output.shape == (2, grid_size, grid_size, 5 * boxes_per_cell + num_classes)
-        boxes, confidence, classes = model.split(output)
+        boxes, confidence, classes = model.split_output(output)
         assert boxes.shape == (2, grid_size, grid_size, boxes_per_cell, 4)
         assert ((boxes > 0) & (boxes < 1)).all()
         assert confidence.shape == (2, grid_size, grid_size, boxes_per_cell)
@@ -134,7 +134,7 @@ def test_any_backbone():
             return self.conv(x)
 
     model = YOLO(backbone=Tiny(), grid_size=5)
-    assert model.grid(torch.rand(1, 3, 32, 32)).shape == (1, 5, 5, 13)
+    assert model.head_output(torch.rand(1, 3, 32, 32)).shape == (1, 5, 5, 13)
     assert set(model(*scenes(2))) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
     assert isinstance(YOLO(width=4).backbone, Backbone)
 
@@ -252,7 +252,7 @@ def test_anchor_targets_pick_the_prior_of_best_shape_and_match_torchvision_box_c
 def test_v2_output_shape_and_loss_falls():
     model = tiny_v2()
     images, targets = scenes()
-    assert model.grid(torch.stack(images)).shape == (4, 4, 4, 3 * (5 + 3))
+    assert model.head_output(torch.stack(images)).shape == (4, 4, 4, 3 * (5 + 3))
     history = train_steps(model, lambda: model(images, targets), steps=15, lr=3e-3)
     assert set(history[-1]) == {"loss_box", "loss_object", "loss_noobject", "loss_class"}
     total = totals(history)

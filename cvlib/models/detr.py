@@ -20,7 +20,7 @@ Read top to bottom, this file is the lecture's story:
 
 ``DETR`` follows torchvision's detection contract: ``model(images, targets)`` returns a dict of
 losses in training mode; ``model(images)`` returns one ``{"boxes", "labels", "scores"}`` dict
-per image in eval mode (boxes float xyxy pixels, labels ``1..C``). ``model.outputs(images)``
+per image in eval mode (boxes float xyxy pixels, labels ``1..C``). ``model.predict_sets(images)``
 gives the raw set of every query, with the decoder's cross-attention maps;
 ``model.encoder_attention(images)`` the encoder's self-attention map of every feature cell.
 The transformer uses ``torch.nn.MultiheadAttention``; attention is written out by hand in
@@ -329,7 +329,7 @@ class DETR(nn.Module):
         self.box_head = MLP(d_model, d_model, 4, 3)
         self.criterion = criterion or SetCriterion(num_classes)
 
-    def outputs(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def predict_sets(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The raw predicted sets of a list of ``B`` images (``[3, H_i, W_i]``, padded together):
 
         - ``logits``: ``[L, B, N, C + 1]``, the class logits after each of the ``L`` decoder layers,
@@ -416,7 +416,7 @@ class DETR(nn.Module):
 
     def forward(self, images, targets=None):
         check_detection_inputs(images, targets, self.num_classes, self.training, self)
-        outputs = self.outputs(images)
+        outputs = self.predict_sets(images)
         if self.training:
             return self.criterion(outputs, self.normalise_targets(images, targets), aux=self.aux_loss)
         return self.postprocess(outputs["logits"][-1], outputs["boxes"][-1], images)

@@ -224,7 +224,7 @@ def build_keypoint_rcnn(
     pool = RoIPooler("align", keypoint_pool_size, 1 / base.backbone.stride, heads.box_roi_pool.sampling_ratio)
     keypoint_heads = KeypointRoIHeads(
         heads.box_roi_pool, heads.box_head, heads.mask_roi_pool, heads.mask_head, pool,
-        KeypointHead(channels, num_keypoints), mask_loss=heads.mask_loss, settings=heads.settings,
+        KeypointHead(channels, num_keypoints), mask_loss_type=heads.mask_loss_type, settings=heads.settings,
         batch_size_per_image=heads.batch_size_per_image, positive_fraction=heads.positive_fraction,
     )
     return KeypointRCNN(base.backbone, base.rpn, keypoint_heads)

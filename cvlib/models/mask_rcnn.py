@@ -147,17 +147,18 @@ class MaskRoIHeads(RoIHeads):
     time, the final detections) are pooled by ``mask_roi_pool`` (a
     :class:`~cvlib.models.rcnn.RoIPooler`, 14 x 14), then ``mask_head`` (a :class:`MaskHead`)
     gives square masks twice as large. Adds ``loss_mask`` in training and ``masks`` in eval.
-    ``mask_loss="softmax"`` trains and reads the maps with :func:`softmax_mask_loss` instead of
+    ``mask_loss_type="softmax"`` trains and reads the maps with :func:`softmax_mask_loss` instead of
     the per-class sigmoids (``"sigmoid"``, the paper's). The other arguments are
     :class:`~cvlib.models.rcnn.RoIHeads`'."""
 
     def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, mask_roi_pool: nn.Module,
-                 mask_head: MaskHead, mask_loss: str = "sigmoid", **kwargs):
+                 mask_head: MaskHead, mask_loss_type: str = "sigmoid", **kwargs):
         super().__init__(box_roi_pool, box_head, **kwargs)
         self.mask_roi_pool = module(mask_roi_pool, "mask_roi_pool")
         if not isinstance(mask_head, MaskHead):
             raise TypeError(f"mask_head must be a MaskHead, got {describe(mask_head)}")
-        self.mask_head, self.mask_loss = mask_head, choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
+        self.mask_head = mask_head
+        self.mask_loss_type = choice(mask_loss_type, "mask_loss_type", ("sigmoid", "softmax"))
 
     def mask_logits(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """Per-class mask logits ``[sum K_i, C + 1, M, M]`` of one ``[K_i, 4]`` box tensor per image."""
@@ -168,13 +169,13 @@ class MaskRoIHeads(RoIHeads):
         logits = self.mask_logits(features, boxes)
         size = logits.shape[-1]
         mask_targets = [project_masks(t["masks"], b, m, size) for t, b, m in zip(targets, boxes, matched)]
-        loss = mask_loss if self.mask_loss == "sigmoid" else softmax_mask_loss
+        loss = mask_loss if self.mask_loss_type == "sigmoid" else softmax_mask_loss
         return {"loss_mask": loss(logits, torch.cat(labels), torch.cat(mask_targets))}
 
     def extra_outputs(self, features, detections: list[dict], image_sizes) -> list[dict]:
         logits = self.mask_logits(features, [d["boxes"] for d in detections])
         labels = torch.cat([d["labels"] for d in detections])
-        probabilities = logits.sigmoid() if self.mask_loss == "sigmoid" else logits.softmax(dim=1)
+        probabilities = logits.sigmoid() if self.mask_loss_type == "sigmoid" else logits.softmax(dim=1)
         probabilities = probabilities[torch.arange(len(labels), device=logits.device), labels]  # [D, M, M]
         per_image = probabilities.split([len(d["boxes"]) for d in detections])
         return [
@@ -218,21 +219,21 @@ def build_mask_rcnn(
     num_classes: int = 3,
     width: int = 8,
     mask_pooler: str = "align",
-    mask_loss: str = "sigmoid",
+    mask_loss_type: str = "sigmoid",
     mask_pool_size: int = 14,
     **faster_rcnn_args,
 ) -> MaskRCNN:
     """The course's Mask R-CNN: :func:`~cvlib.models.rcnn.build_faster_rcnn` (``faster_rcnn_args`` go
     there) plus a mask branch pooling ``mask_pool_size x mask_pool_size`` with ``mask_pooler``
-    (``"align"`` or ``"pool"``; the box branch keeps ``pooler``) and trained with ``mask_loss``
+    (``"align"`` or ``"pool"``; the box branch keeps ``pooler``) and trained with ``mask_loss_type``
     (``"sigmoid"`` per class, the paper's, or ``"softmax"`` over classes)."""
     choice(mask_pooler, "mask_pooler", ("align", "pool"))
-    choice(mask_loss, "mask_loss", ("sigmoid", "softmax"))
+    choice(mask_loss_type, "mask_loss_type", ("sigmoid", "softmax"))
     counts(mask_pool_size=mask_pool_size)
     base = build_faster_rcnn(num_classes, width, **faster_rcnn_args)
     box = base.roi_heads
     channels, stride = base.backbone.out_channels, base.backbone.stride
     mask_roi_pool = RoIPooler(mask_pooler, mask_pool_size, 1 / stride, box.box_roi_pool.sampling_ratio)
     heads = MaskRoIHeads(box.box_roi_pool, box.box_head, mask_roi_pool, MaskHead(channels, num_classes),
-                         mask_loss, settings=box.settings)
+                         mask_loss_type, settings=box.settings)
     return MaskRCNN(base.backbone, base.rpn, heads)

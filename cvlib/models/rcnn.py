@@ -317,7 +317,7 @@ class RCNN(nn.Module):
         width: int = 8,
         crop_size: int = 32,
         hidden: int = 128,
-        proposals: dict | None = None,
+        proposal_args: dict | None = None,
         batch_size_per_image: int = 64,
         positive_fraction: float = 0.25,
         chunk: int = 512,
@@ -330,7 +330,7 @@ class RCNN(nn.Module):
         if crop_size % 8:
             raise ValueError(f"crop_size must be a multiple of 8, got {crop_size}")
         self.num_classes, self.crop_size, self.chunk = num_classes, crop_size, chunk
-        self.proposal_args = dict(proposals or {})
+        self.proposal_args = dict(proposal_args or {})
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
         self.settings = detection.settings_or_default(settings)
         self.features = vgg_features(width)
@@ -467,16 +467,16 @@ class RoIHeads(nn.Module):
 
 class FastRCNN(nn.Module):
     """Fast R-CNN (Girshick 2015): the ``backbone`` runs **once per image**; every external
-    proposal (``window_proposals`` with the arguments ``proposals``) takes its feature from the
+    proposal (``window_proposals`` with the keyword arguments ``proposal_args``) takes its feature from the
     shared feature map, then the per-RoI heads (``roi_heads``, a :class:`RoIHeads`).
     :func:`build_fast_rcnn` builds the course's."""
 
-    def __init__(self, backbone: nn.Module, roi_heads: RoIHeads, proposals: dict | None = None):
+    def __init__(self, backbone: nn.Module, roi_heads: RoIHeads, proposal_args: dict | None = None):
         super().__init__()
         self.backbone = module(backbone, "backbone")
         self.roi_heads = _check_heads(roi_heads)
         self.num_classes = roi_heads.num_classes
-        self.proposal_args = dict(proposals or {})
+        self.proposal_args = dict(proposal_args or {})
 
     def forward(self, images, targets=None):
         detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
@@ -536,7 +536,7 @@ def build_fast_rcnn(
     num_classes: int = 3,
     width: int = 8,
     pooler: str = "align",
-    proposals: dict | None = None,
+    proposal_args: dict | None = None,
     output_size: int = 7,
     hidden: int = 128,
     batch_size_per_image: int = 128,
@@ -550,7 +550,7 @@ def build_fast_rcnn(
     box_roi_pool = RoIPooler(pooler, output_size, 1 / backbone.stride)
     box_head = BoxHead(backbone.out_channels * output_size**2, num_classes, hidden)
     heads = RoIHeads(box_roi_pool, box_head, batch_size_per_image, settings=settings)
-    return FastRCNN(backbone, heads, proposals)
+    return FastRCNN(backbone, heads, proposal_args)
 
 
 def build_faster_rcnn(

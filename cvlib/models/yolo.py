@@ -183,11 +183,11 @@ class YOLO(nn.Module):
         with torch.no_grad():  # confidences start near 0.01 (RetinaNet's prior): most cells are empty
             self.head[-1].bias[4 : 5 * boxes_per_cell : 5] = -4.6
 
-    def grid(self, batch: torch.Tensor) -> torch.Tensor:
+    def head_output(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw network output ``[N, S, S, 5B + C]`` of a batch ``[N, 3, H, W]``."""
         return self.head(self.backbone(batch)).permute(0, 2, 3, 1)
 
-    def split(self, output: torch.Tensor):
+    def split_output(self, output: torch.Tensor):
         """``[N, S, S, 5B + C]`` -> box parameters ``(x, y, sqrt w, sqrt h)`` in ``(0, 1)``
         ``[N, S, S, B, 4]`` (sigmoid), confidence logits ``[N, S, S, B]`` and class logits
         ``[N, S, S, C]``."""
@@ -197,7 +197,7 @@ class YOLO(nn.Module):
     def forward(self, images, targets=None):
         detection.check_detection_inputs(images, targets, self.num_classes, self.training, self)
         batch = detection.batch_images(images)
-        output = self.grid(batch)
+        output = self.head_output(batch)
         if self.training:
             return self.loss(output, targets, batch.shape[2:])
         return [self.postprocess(o, batch.shape[2:], i.shape[1:]) for o, i in zip(output, images)]
@@ -206,7 +206,7 @@ class YOLO(nn.Module):
         """The four terms of the YOLO loss, summed over the grid and averaged over the images:
         ``loss_box`` (coordinates), ``loss_object`` and ``loss_noobject`` (confidence of the
         responsible predictors and of all others), ``loss_class``."""
-        boxes, confidence, class_logits = self.split(output)
+        boxes, confidence, class_logits = self.split_output(output)
         encoded = [encode_targets(t["boxes"], t["labels"], self.grid_size, image_size) for t in targets]
         params, labels, objects = (torch.stack([e[key] for e in encoded]) for key in ENCODED_KEYS)
         # of the B predictors of a responsible cell, the one that overlaps the object best is responsible
@@ -247,7 +247,7 @@ class YOLO(nn.Module):
         :func:`~cvlib.models.detection.select_per_class` keeps what ``self.settings`` says.
         Returns ``{"boxes" [D, 4], "labels" [D],
         "scores" [D]}``."""
-        boxes, confidence, class_logits = self.split(output)
+        boxes, confidence, class_logits = self.split_output(output)
         boxes = clip_boxes_to_image(grid_boxes(boxes, grid_image_size), image_size)  # [S, S, B, 4]
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)[:, :, None, :]  # [S, S, B, C]
         scores = scores.reshape(-1, self.num_classes)
@@ -349,7 +349,7 @@ class YOLOv2(YOLO):
         with torch.no_grad():  # confidences start near 0.01, as in YOLO
             self.head[-1].bias.view(a, 5 + num_classes)[:, 4] = -4.6
 
-    def split(self, output: torch.Tensor):
+    def split_output(self, output: torch.Tensor):
         """``[N, S, S, A (5 + C)]`` -> box parameters ``(x, y, t_w, t_h)`` ``[N, S, S, A, 4]``
         (sigmoid on ``x, y`` only), confidence logits ``[N, S, S, A]`` and class logits
         ``[N, S, S, A, C]``."""
@@ -359,7 +359,7 @@ class YOLOv2(YOLO):
 
     def loss(self, output: torch.Tensor, targets: list[dict], image_size) -> dict[str, torch.Tensor]:
         """YOLO's four loss terms, averaged over the images (see the class)."""
-        boxes, confidence, class_logits = self.split(output)
+        boxes, confidence, class_logits = self.split_output(output)
         encoded = [encode_anchor_targets(t["boxes"], t["labels"], self.anchors, self.grid_size, image_size)
                    for t in targets]
         params, labels, objects = (torch.stack([e[key] for e in encoded]) for key in ENCODED_KEYS)
@@ -375,7 +375,7 @@ class YOLOv2(YOLO):
         """Detections of one image from its output ``[S, S, A (5 + C)]``: every predictor gives
         one box per class scored ``confidence x P(class | object)``, then
         :func:`~cvlib.models.detection.select_per_class` as in :meth:`YOLO.postprocess`."""
-        boxes, confidence, class_logits = self.split(output)
+        boxes, confidence, class_logits = self.split_output(output)
         boxes = clip_boxes_to_image(anchor_grid_boxes(boxes, self.anchors, grid_image_size), image_size)
         scores = confidence.sigmoid()[..., None] * class_logits.softmax(-1)  # [S, S, A, C]
         scores = scores.reshape(-1, self.num_classes)
