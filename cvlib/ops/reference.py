@@ -4,12 +4,13 @@ time. Read these first.
 ``cvlib.ops.nms``, ``roi_pool`` and ``roi_align`` compute the same numbers fast (blocks of IoUs,
 range-maximum tables, interpolation matrices), which hides the algorithm. These versions are
 written for reading, as torchvision keeps a slow pure-Python ``_roi_align`` beside its kernel:
-a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box;
-``nms_steps`` also records every iteration, and ``roi_pool_bins`` / ``roi_align_points`` give
-RoI Pool's bins and RoI Align's sample points along one axis of a box, for pictures (the loops
-use them). The tests check that they give the same results as the fast versions and as
-``torchvision.ops``; ``bench/reference.py`` times
-them against torchvision (slow, but fast enough for a notebook at a hundred boxes).
+a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box (all
+the bins, or all the sample points, of one RoI at once); ``nms_steps`` also records every
+iteration, and ``roi_pool_bins`` / ``roi_align_points`` give RoI Pool's bins and RoI Align's
+sample points along one axis of a box, for pictures (the loops use them). The tests check that
+they give the same results as the fast versions and as ``torchvision.ops``;
+``bench/reference.py`` times them against torchvision (target: within 20x at a hundred boxes,
+so that a notebook that calls them stays fast).
 
 Every function checks its inputs as the fast version does; the RoI loops take ``rois [K, 5]``
 ``(batch_index, x1, y1, x2, y2)`` and features ``[N, C, H, W]``.
