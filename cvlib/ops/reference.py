@@ -4,12 +4,13 @@ time. Read these first.
 ``cvlib.ops.nms``, ``roi_pool`` and ``roi_align`` compute the same numbers fast (blocks of IoUs,
 range-maximum tables, interpolation matrices), which hides the algorithm. These versions are
 written for reading, as torchvision keeps a slow pure-Python ``_roi_align`` beside its kernel:
-a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box;
-``nms_steps`` also records every iteration, and ``roi_pool_bins`` / ``roi_align_points`` give
-RoI Pool's bins and RoI Align's sample points along one axis of a box, for pictures (the loops
-use them). The tests check that they give the same results as the fast versions and as
-``torchvision.ops``; ``bench/reference.py`` times
-them against torchvision (slow, but fast enough for a notebook at a hundred boxes).
+a loop over boxes (or RoIs), the lecture's steps in order, vectorised only inside one box (all
+the bins, or all the sample points, of one RoI at once); ``nms_steps`` also records every
+iteration, and ``roi_pool_bins`` / ``roi_align_points`` give RoI Pool's bins and RoI Align's
+sample points along one axis of a box, for pictures (the loops use them). The tests check that
+they give the same results as the fast versions and as ``torchvision.ops``;
+``bench/reference.py`` times them against torchvision (target: within 20x at a hundred boxes,
+so that a notebook that calls them stays fast).
 
 Every function checks its inputs as the fast version does; the RoI loops take ``rois [K, 5]``
 ``(batch_index, x1, y1, x2, y2)`` and features ``[N, C, H, W]``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from cvlib._checks import integer, number, tensor
 from cvlib.ops.boxes import _check_boxes, _inter_union
@@ -52,14 +54,17 @@ def nms_steps(
     _check_threshold(iou_threshold)
     threshold = _largest_not_above(iou_threshold, boxes.dtype)  # compared in double, as torchvision
     inter, union = _inter_union(boxes, boxes)
-    overlaps = (inter / union > threshold).tolist()  # the table of "i removes j" (NaN is not >)
+    overlaps = (inter / union > threshold).tolist()  # overlaps[i][j]: i removes j (NaN is not >)
     left, steps = _by_score(scores).tolist(), []  # 1.
     while left:
-        best, rest = left[0], left[1:]  # 2.
-        removed = [i for i in rest if overlaps[best][i]]  # 3.
-        steps.append((best, torch.tensor(removed, dtype=torch.int64, device=boxes.device)))
-        left = [i for i in rest if not overlaps[best][i]]  # 4.
-    return steps
+        best, *rest = left  # 2.
+        removes = overlaps[best]
+        removed = [i for i in rest if removes[i]]  # 3.
+        steps.append((best, removed))
+        left = [i for i in rest if not removes[i]] if removed else rest  # 4.
+    # the removed indices as tensors: one tensor, split by step (one torch call, not one a step)
+    removed = torch.tensor([i for _, r in steps for i in r], dtype=torch.int64, device=boxes.device)
+    return list(zip([best for best, _ in steps], removed.split([len(r) for _, r in steps])))
 
 
 def nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -101,46 +106,66 @@ def roi_pool_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
     1. scale the box to the feature map and **round** it to whole cells (at least one);
     2. cut it into ``PH x PW`` bins, also rounded: bin ``p`` covers rows
        ``floor(p * h / PH)`` to ``ceil((p + 1) * h / PH)`` of the box, clipped to the map;
-    3. each output value is the **max** over its bin's cells (0 for a bin outside the map).
+    3. each output value is the **max** over its bin's cells (0 for a bin outside the map):
+       the max over the bin's rows, then over its columns (all bins of the RoI at once).
     """
     (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     height, width = input.shape[-2:]
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
     for k, (n, x1, y1, x2, y2) in enumerate(rois.tolist()):
-        rows = roi_pool_bins(y1, y2, ph, spatial_scale, height)  # 1. and 2.
-        cols = roi_pool_bins(x1, x2, pw, spatial_scale, width)
-        for p, (r0, r1) in enumerate(rows):  # 3. the max over a bin's rows, then over its columns
-            if r1 > r0:
-                row_max = input[int(n), :, r0:r1].amax(dim=1)  # [C, W]
-                for q, (c0, c1) in enumerate(cols):
-                    if c1 > c0:
-                        out[k, :, p, q] = row_max[:, c0:c1].amax(dim=1)
+        rows = roi_pool_bins(y1, y2, ph, spatial_scale, height)  # 1. and 2.: PH bins (first, last)
+        cols = roi_pool_bins(x1, x2, pw, spatial_scale, width)  # PW bins (first, last)
+        empty = [[r1 <= r0 or c1 <= c0 for c0, c1 in cols] for r0, r1 in rows]  # [PH][PW]: off the map
+        if all(map(all, empty)):
+            continue  # the whole box is off the map: its bins stay 0
+        # 3. the max over each bin's rows [C, PH, W], then over each bin's columns [C, PH, PW]
+        row_max = input[int(n)].index_select(1, _cells(rows, input.device)).unflatten(1, (ph, -1)).amax(dim=2)
+        bin_max = row_max.index_select(2, _cells(cols, input.device)).unflatten(2, (pw, -1)).amax(dim=3)
+        out[k] = bin_max.masked_fill(torch.tensor(empty, device=input.device), 0)
     return out
+
+
+def _cells(bins: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """The cells of ``B`` bins ``(first, last)`` as one index ``[B * S]``, ``S`` cells a bin (the
+    largest bin's size): a smaller bin repeats its last cell (the max is the same), an empty bin
+    reads cell 0 (its value is then replaced by 0)."""
+    size = max(max(last - first for first, last in bins), 1)
+    cells = [max(min(first + i, last - 1), 0) for first, last in bins for i in range(size)]
+    return torch.tensor(cells, dtype=torch.int64, device=device)
 
 
 def bilinear_sample(feature: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """``feature`` ``[C, H, W]`` at every point of the grid ``ys [P] x xs [Q]``: ``[C, P, Q]``.
 
-    A point is the weighted mean of its four neighbouring cells, weights ``(1 - dy)(1 - dx)``,
+    Bilinear interpolation is linear interpolation along y, then along x: a point at ``y``
+    between rows ``y0`` and ``y0 + 1`` (``dy = y - y0``) reads ``(1 - dy) row[y0] + dy row[y0 + 1]``,
+    so it is the weighted sum of its four neighbouring cells, weights ``(1 - dy)(1 - dx)``,
     ``(1 - dy) dx``, ``dy (1 - dx)``, ``dy dx``. As in torchvision, a point more than one cell
     outside the map is 0, and a point just outside takes the value at the border.
     """
     tensor(feature, "feature", ndim=3, dtype="float")
     tensor(ys, "ys", ndim=1, dtype="float", finite=True)
     tensor(xs, "xs", ndim=1, dtype="float", finite=True)
-    def corners(coords: torch.Tensor, size: int):
-        inside = (coords >= -1) & (coords <= size)
-        coords = coords.clamp(0, size - 1)
-        low = coords.floor().long().clamp(max=size - 1)
-        high = (low + 1).clamp(max=size - 1)
-        frac = coords - low
-        return low, high, frac * inside, (1 - frac) * inside
+    return _bilinear(feature, ys, xs)
 
-    y0, y1, dy, wy0 = corners(ys, feature.shape[-2])
-    x0, x1, dx, wx0 = corners(xs, feature.shape[-1])
-    rows = [(y0, wy0), (y1, dy)]  # the upper and lower neighbour of each y, with its weight
-    cols = [(x0, wx0), (x1, dx)]
-    return sum(feature[:, r][:, :, c] * (wr[:, None] * wc[None, :]) for r, wr in rows for c, wc in cols)
+
+def _bilinear(feature: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """:func:`bilinear_sample` without the checks (:func:`roi_align_loop` checks its input once)."""
+
+    def neighbours(coords: torch.Tensor, size: int):
+        """The cells below and above each coordinate ``[P]`` (long) and their weights ``1 - d``, ``d``."""
+        inside = ((coords >= -1) & (coords <= size)).to(coords.dtype)  # 0: more than a cell off the map
+        coords = coords.clamp(0, size - 1)  # just off the map: at the border
+        low = coords.floor()
+        d = (coords - low) * inside
+        low = low.long()
+        return low, (low + 1).clamp(max=size - 1), inside - d, d
+
+    y0, y1, wy0, wy1 = neighbours(ys, feature.shape[1])
+    x0, x1, wx0, wx1 = neighbours(xs, feature.shape[2])
+    # along y: every point's row [C, P, W]; then along x: every point [C, P, Q]
+    rows = wy0[:, None] * feature.index_select(1, y0) + wy1[:, None] * feature.index_select(1, y1)
+    return wx0 * rows.index_select(2, x0) + wx1 * rows.index_select(2, x1)
 
 
 def roi_align_points(start: float, end: float, bins: int, sampling_ratio: int = -1,
@@ -177,11 +202,13 @@ def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial
     (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     integer(sampling_ratio, "sampling_ratio")
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
+    if out.numel() == 0:
+        return out  # no RoIs or no channels
     for k, (n, x1, y1, x2, y2) in enumerate(rois.tolist()):
         ys = roi_align_points(y1, y2, ph, sampling_ratio, spatial_scale, aligned, input.dtype)  # 1. and 2.
         xs = roi_align_points(x1, x2, pw, sampling_ratio, spatial_scale, aligned, input.dtype)  # [PW * gw]
         if len(ys) == 0 or len(xs) == 0:
             continue  # an empty box has no sample points: its bins stay 0
-        samples = bilinear_sample(input[int(n)], ys.to(input.device), xs.to(input.device))  # 3.
-        out[k] = samples.view(-1, ph, len(ys) // ph, pw, len(xs) // pw).mean(dim=(2, 4))
+        samples = _bilinear(input[int(n)], ys.to(input.device), xs.to(input.device))  # 3. [C, P, Q]
+        out[k] = F.avg_pool2d(samples, (len(ys) // ph, len(xs) // pw))  # the mean of each bin's points
     return out
