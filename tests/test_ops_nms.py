@@ -11,7 +11,7 @@ from test_ops_boxes import box_sets
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from cvlib import ops
-from cvlib.ops.nms import BLOCK, _by_score, _greedy
+from cvlib.ops.nms import BLOCK, _by_score, _greedy, _order_by_score
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
@@ -85,6 +85,22 @@ def test_block_path_on_few_boxes(boxes, iou_threshold, ties):
     scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
     keep = _greedy(boxes, _by_score(scores), iou_threshold)
     assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(0, 50),
+       st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
+                        torch.int64]))
+def test_numpy_sort_is_the_stable_descending_sort(seed, n, dtype):
+    """The small path sorts scores in NumPy (torch where NumPy cannot view them: bfloat16):
+    the same order as torch's stable descending sort, ties (few distinct values) and int8's
+    -128 included."""
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randint(-128, 128, (n,), generator=g) // 32).to(dtype)  # 8 values: ties
+    if not dtype.is_signed:
+        scores = scores.abs()
+    if dtype == torch.int8 and n:
+        scores[0] = -128
+    assert torch.equal(torch.from_numpy(_order_by_score(scores)), _by_score(scores))
 
 
 def test_batched_nms_negative_coordinates():
