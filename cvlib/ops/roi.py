@@ -84,9 +84,9 @@ def _check(input, output_size, spatial_scale):
     return tuple(integer(s, "output_size", low=1) for s in size)
 
 
-def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    """C's ``round``: halves go away from zero (``torch.round`` rounds them to even)."""
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    """C's ``round``: halves go away from zero (``np.round`` rounds them to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + x.dtype.type(0.5))
 
 
 def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
@@ -102,13 +102,14 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     small bins), :func:`_pool_table` builds a range-maximum table of the whole map once and then
     reads four entries a bin (best for many RoIs with large bins).
     """
-    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input)).to(input)
+    (ph, pw), rois = _check(input, output_size, spatial_scale), _numpy_rois(boxes, input)
     num_images, channels, height, width = input.shape
     if len(rois) == 0:
         return input.new_zeros((0, channels, ph, pw))
-    cells = _round_half_away(rois[:, 1:] * spatial_scale).long()  # x1, y1, x2, y2 in cells
-    roi_w = (cells[:, 2] - cells[:, 0] + 1).clamp(min=1)
-    roi_h = (cells[:, 3] - cells[:, 1] + 1).clamp(min=1)
+    # the bin arithmetic in NumPy (the same numbers; a torch call costs several times more)
+    cells = _round_half_away(rois[:, 1:] * rois.dtype.type(spatial_scale)).astype(np.int64)  # in cells
+    roi_w = np.maximum(cells[:, 2] - cells[:, 0] + 1, 1)
+    roi_h = np.maximum(cells[:, 3] - cells[:, 1] + 1, 1)
     rows = _bin_edges(cells[:, 1], roi_h, ph, height)  # start, end [K, PH] each
     cols = _bin_edges(cells[:, 0], roi_w, pw, width)  # start, end [K, PW] each
     bin_h, bin_w = int((rows[1] - rows[0]).max()), int((cols[1] - cols[0]).max())  # largest bin
@@ -116,23 +117,34 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     table_size = num_images * height * width * bin_h.bit_length() * bin_w.bit_length()  # levels of _max_table
     # building the table writes each entry about four times (copy, max, concatenate, stack)
     pool = _pool_cells if cells_read <= 4 * table_size + 4 * len(rois) * ph * pw else _pool_table
-    out = pool(input, rois[:, 0].long(), rows, cols)
+    out = pool(input, rois[:, 0].astype(np.int64), rows, cols)
     empty = (rows[1] <= rows[0])[:, :, None] | (cols[1] <= cols[0])[:, None, :]  # [K, PH, PW]
-    return out.masked_fill(empty[..., None], 0).permute(0, 3, 1, 2).contiguous()
+    if empty.any():
+        out = out.masked_fill(torch.from_numpy(empty[..., None]).to(input.device), 0)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _numpy_rois(boxes, input) -> np.ndarray:
+    """The checked RoIs ``[K, 5]`` (:func:`rois_from_boxes`) as a NumPy array of ``input``'s
+    float dtype (float32 for bfloat16, which NumPy lacks), for the index arithmetic."""
+    rois = rois_from_boxes(boxes, len(input)).detach().cpu()
+    return rois.to(input.dtype if input.dtype in NUMPY_FLOAT else torch.float32).numpy()
 
 
 def _pool_cells(input, image, rows, cols):
     """RoI Pool maxima ``[K, PH, PW, C]``, reading every cell of every bin: ``bh x bw`` cells a
     bin (the largest bin), a smaller bin repeating its last row or column (the max is the same).
-    ``CHUNK`` RoIs at a time, which bounds the temporaries."""
+    ``image`` ``[K]``, ``rows`` and ``cols`` (start, end ``[K, bins]``) are NumPy arrays: the
+    cells are numbered in NumPy, then read ``CHUNK`` RoIs at a time, which bounds the
+    temporaries."""
     num_images, channels, height, width = input.shape
     features = input.permute(0, 2, 3, 1).reshape(-1, channels)  # row (n * H + y) * W + x: a cell
     row = _bin_cells(*rows, height)  # [K, PH, bh]
     col = _bin_cells(*cols, width)  # [K, PW, bw]
+    y = image[:, None, None, None, None] * height + row[:, :, None, :, None]  # [K, PH, 1, bh, 1]
+    cells = torch.from_numpy(y * width + col[:, None, :, None, :]).to(input.device)  # [K, PH, PW, bh, bw]
     out = []
-    for k in torch.arange(len(image), device=image.device).split(CHUNK):
-        y = image[k, None, None, None, None] * height + row[k, :, None, :, None]  # [k, PH, 1, bh, 1]
-        cell = y * width + col[k, None, :, None, :]  # [k, PH, PW, bh, bw]
+    for cell in cells.split(CHUNK):
         values = features.index_select(0, cell.flatten()).view(*cell.shape[:3], -1, channels)
         out.append(values.amax(dim=3))  # values: [k, PH, PW, bh * bw, C]
     return torch.cat(out)
@@ -142,17 +154,18 @@ def _bin_cells(start, end, limit):
     """The cells ``[K, bins, size]`` of each bin, ``size`` that of the largest bin: ``start,
     start + 1, ..., end - 1, end - 1, ...`` (an empty bin reads any cell of the map)."""
     size = max(int((end - start).max()), 1)
-    cells = torch.minimum(start[..., None] + torch.arange(size, device=start.device), end[..., None] - 1)
-    return cells.clamp(0, limit - 1)
+    cells = np.minimum(start[..., None] + np.arange(size), end[..., None] - 1)
+    return np.minimum(np.maximum(cells, 0), limit - 1)
 
 
 def _pool_table(input, image, rows, cols):
     """RoI Pool maxima ``[K, PH, PW, C]`` from a range-maximum table (:func:`_max_table`): any
     bin is the union of four, possibly overlapping, blocks of ``2^i x 2^j`` cells whose maxima
     are precomputed, so each bin costs four look-ups instead of a loop over its cells. The
-    look-ups go ``CHUNK`` RoIs at a time, which bounds the temporaries."""
+    look-ups go ``CHUNK`` RoIs at a time, which bounds the temporaries. ``image`` ``[K]``,
+    ``rows`` and ``cols`` (start, end ``[K, bins]``): NumPy arrays."""
     num_images, channels, height, width = input.shape
-    (r0, r1), (c0, c1) = rows, cols
+    image, r0, r1, c0, c1 = (torch.from_numpy(a).to(input.device) for a in (image, *rows, *cols))
     level_h, level_w = _log2((r1 - r0).clamp(min=1)), _log2((c1 - c0).clamp(min=1))
     features = input.permute(0, 2, 3, 1).contiguous()  # [N, H, W, C]: channel vectors are rows
     table = _max_table(features, int(level_h.max()) + 1, int(level_w.max()) + 1)
@@ -174,12 +187,13 @@ def _pool_table(input, image, rows, cols):
 
 
 def _bin_edges(roi_start, roi_size, bins, limit):
-    """Start and end (exclusive) cells ``[K, bins]`` of the bins of each RoI, clipped to the map."""
-    size = roi_size.to(torch.float64)[:, None] / bins
-    p = torch.arange(bins, device=roi_start.device, dtype=torch.float64)[None, :]
-    lo = torch.floor(p * size).long() + roi_start[:, None]
-    hi = torch.ceil((p + 1) * size).long() + roi_start[:, None]
-    return lo.clamp(0, limit), hi.clamp(0, limit)
+    """Start and end (exclusive) cells ``[K, bins]`` of the bins of each RoI, clipped to the map
+    (NumPy arrays in and out; the arithmetic in float64)."""
+    size = roi_size.astype(np.float64)[:, None] / bins
+    p = np.arange(bins, dtype=np.float64)[None, :]
+    lo = np.floor(p * size).astype(np.int64) + roi_start[:, None]
+    hi = np.ceil((p + 1) * size).astype(np.int64) + roi_start[:, None]
+    return np.minimum(np.maximum(lo, 0), limit), np.minimum(np.maximum(hi, 0), limit)  # np.clip is slower
 
 
 def _log2(n: torch.Tensor) -> torch.Tensor:
@@ -229,11 +243,10 @@ def roi_align(
     operations on a few numbers per RoI, which cost a microsecond each in NumPy and several in
     torch (on 10 RoIs, most of the time went there); only the products touch ``input``.
     """
-    (ph, pw), rois = _check(input, output_size, spatial_scale), rois_from_boxes(boxes, len(input))
+    (ph, pw), rois = _check(input, output_size, spatial_scale), _numpy_rois(boxes, input)
     integer(sampling_ratio, "sampling_ratio")
     _, channels, height, width = input.shape
-    dtype = NUMPY_FLOAT.get(input.dtype, np.float32)  # bfloat16: the weights in float32
-    rois = rois.detach().cpu().to(input.dtype if input.dtype in NUMPY_FLOAT else torch.float32).numpy()
+    dtype = rois.dtype.type
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * dtype(spatial_scale) - dtype(offset)).T
     roi_w, roi_h = x2 - x1, y2 - y1
