@@ -258,8 +258,7 @@ def roi_align(
     image = torch.from_numpy(rois[:, 0].astype(np.int64)).to(input.device)
     order = np.argsort(np.maximum(roi_h, roi_w), kind="stable")  # similar windows in one chunk
     chunks = [
-        (k, *_window_matrix(*_sample_weights(y1[k], roi_h[k], ph, height, sampling_ratio), height),
-         *_window_matrix(*_sample_weights(x1[k], roi_w[k], pw, width, sampling_ratio), width))
+        (k, *_interpolation(y1[k], roi_h[k], x1[k], roi_w[k], (ph, pw), (height, width), sampling_ratio))
         for k in np.split(order, range(CHUNK, len(order), CHUNK))
     ]  # (RoIs [k], A_y [k, PH, h], rows [k, h], A_x [k, PW, w], cols [k, w])
     window = _window_reader(input, sum(rows.size * cols.shape[1] for _, _, rows, _, cols in chunks))
@@ -307,26 +306,47 @@ def _window_matrix(cells, weights, limit):
     return matrix, np.minimum(first[:, None] + np.arange(size), limit - 1)
 
 
+def _interpolation(y1, roi_h, x1, roi_w, bins, limits, sampling_ratio):
+    """The interpolation matrices and windows of a chunk of ``k`` RoIs along both axes:
+    ``A_y [k, PH, h]``, rows ``[k, h]``, ``A_x [k, PW, w]``, columns ``[k, w]``
+    (:func:`_window_matrix`). ``bins = (PH, PW)``, ``limits = (H, W)``.
+
+    The two axes go through :func:`_sample_weights` together, the ``y`` of every RoI then its
+    ``x``, as ``2k`` RoI-axes: half as many NumPy calls (a third of RoI Align on 10 RoIs).
+    """
+    k = len(y1)
+    axis = np.repeat([0, 1], k)  # 0: y, 1: x
+    cells, weights = _sample_weights(np.concatenate([y1, x1]), np.concatenate([roi_h, roi_w]),
+                                     np.array(bins)[axis], np.array(limits)[axis], sampling_ratio)
+    (ph, pw), (height, width) = bins, limits
+    return (*_window_matrix(cells[:k, :ph], weights[:k, :ph], height),
+            *_window_matrix(cells[k:, :pw], weights[k:, :pw], width))
+
+
 def _sample_weights(start, size, bins, limit, sampling_ratio):
-    """For each RoI, the cells ``[K, bins, S]`` (int64) that the sample points of each bin touch
-    and their weights ``[K, bins, S]``: bilinear weights divided by the number of points ``g``
-    (so summing gives the average). ``S = 2 * g_max``; RoIs with a smaller grid pad with zero
-    weights. A point more than one cell outside ``[0, limit]`` weighs nothing. NumPy arrays
-    (``start``, ``size``: ``[K]``, of the input's float dtype), the arithmetic of torchvision's
-    kernel in that dtype."""
+    """For each RoI-axis (one axis of one RoI), the cells ``[M, B, S]`` (int64) that the sample
+    points of each of its ``bins`` touch and their weights ``[M, B, S]``: bilinear weights
+    divided by the number of points ``g`` (so summing gives the average). ``B`` is the largest
+    of ``bins``, the bins past a RoI-axis's own are to be dropped; ``S = 2 * g_max``, RoIs with
+    a smaller grid pad with zero weights (at points of their last sample, so that a window does
+    not grow). A point more than one cell outside ``[0, limit]`` weighs nothing. NumPy arrays
+    ``[M]``: ``start``, ``size`` of the input's float dtype, the arithmetic of torchvision's
+    kernel in that dtype; ``bins`` and ``limit`` (the map's size along the axis) ints."""
     dtype = size.dtype.type
+    bin_size = size / bins.astype(dtype)
     if sampling_ratio > 0:
         grid = np.full(len(size), sampling_ratio, dtype=np.int64)
     else:
-        grid = np.ceil(size / dtype(bins)).astype(np.int64)
-    g_max = max(int(grid.max()), 1) if len(grid) else 1
-    bin_size = (size / dtype(bins))[:, None, None]
-    p = np.arange(bins, dtype=dtype)[None, :, None]
+        grid = np.ceil(bin_size).astype(np.int64)
+    g_max = max(int(grid.max()), 1)
+    p = np.arange(bins.max(), dtype=dtype)[None, :, None]
     i = np.arange(g_max, dtype=dtype)[None, None, :]
-    g = np.maximum(grid, 1).astype(dtype)[:, None, None]
-    points = start[:, None, None] + p * bin_size + (i + dtype(0.5)) * bin_size / g  # [K, bins, g_max]
-    used = (i < grid[:, None, None]).astype(dtype)
-    cells, weights = _corners(points, limit)  # [K, bins, g_max, 2] each
+    g = np.maximum(grid, 1)[:, None, None]
+    last = np.minimum(i, g - 1).astype(dtype)  # unused samples repeat the last one
+    bin_size, g = bin_size[:, None, None], g.astype(dtype)
+    points = start[:, None, None] + p * bin_size + (last + dtype(0.5)) * bin_size / g  # [M, B, g_max]
+    used = (i < grid[:, None, None]).astype(dtype)  # none when the grid is 0 (an empty RoI)
+    cells, weights = _corners(points, limit[:, None, None])  # [M, B, g_max, 2] each
     weights = weights * (used / g)[..., None]
     return cells.reshape(*cells.shape[:2], -1), weights.reshape(*weights.shape[:2], -1)
 
