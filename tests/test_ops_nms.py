@@ -92,14 +92,16 @@ def test_block_path_on_few_boxes(boxes, iou_threshold, ties):
                         torch.int64]))
 def test_numpy_sort_is_the_stable_descending_sort(seed, n, dtype):
     """The small path sorts scores in NumPy (torch where NumPy cannot view them: bfloat16):
-    the same order as torch's stable descending sort, ties (few distinct values) and int8's
-    -128 included."""
+    the same order as torch's stable descending sort, ties (few distinct values), -0.0 and
+    int8's -128 included."""
     g = torch.Generator().manual_seed(seed)
     scores = (torch.randint(-128, 128, (n,), generator=g) // 32).to(dtype)  # 8 values: ties
     if not dtype.is_signed:
         scores = scores.abs()
     if dtype == torch.int8 and n:
         scores[0] = -128
+    if dtype.is_floating_point and n > 2:
+        scores[1], scores[2] = -0.0, 0.0  # equal to each other: index order
     assert torch.equal(torch.from_numpy(_order_by_score(scores)), _by_score(scores))
 
 

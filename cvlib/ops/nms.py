@@ -64,12 +64,15 @@ def _by_score(scores: torch.Tensor) -> torch.Tensor:
 def _order_by_score(scores: torch.Tensor) -> np.ndarray:
     """:func:`_by_score` as a NumPy array, sorted by NumPy where it can (faster on a few scores).
 
-    A stable ascending sort of the reversed scores, read backwards, is the stable descending
-    sort (equal scores in index order), with no negation (which would overflow an int8 -128).
+    Floats: a stable ascending sort of the negated scores. Integers: a stable ascending sort of
+    the reversed scores, read backwards, is the stable descending sort (equal scores in index
+    order), with no negation (which would overflow an int8 -128).
     """
     values = _numpy(scores)
     if values is None:
         return _by_score(scores).cpu().numpy()
+    if scores.is_floating_point():
+        return np.argsort(-values, kind="stable")
     return len(values) - 1 - np.argsort(values[::-1], kind="stable")[::-1]
 
 
@@ -137,8 +140,10 @@ def _greedy_from_overlaps(overlaps: np.ndarray) -> np.ndarray:
     one matrix-vector product (how many kept boxes overlap each box; exact in float32), a third
     faster than selecting the kept rows and reducing them.
     """
+    kept = ~overlaps.any(axis=0)  # the first round, from all kept: often the answer already
+    if kept.all():
+        return kept
     weights = overlaps.astype(np.float32)
-    kept = np.ones(len(overlaps), dtype=bool)
     for _ in range(len(overlaps)):
         update = kept.astype(np.float32) @ weights == 0
         if (update == kept).all():
