@@ -130,6 +130,24 @@ def test_roi_pool_chooses_the_path_that_reads_less(n, output_size, path):
     torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "index, coordinate, match",
+    [(1.0, 2.0, None), (1.0, float("nan"), "boxes contains NaN"), (1.0, float("inf"), "boxes contains inf"),
+     (-1.0, 2.0, "whole numbers >= 0"), (0.5, 2.0, "whole numbers >= 0"), (2.0, 2.0, r"in \[0, 2\)")],
+)
+def test_roi_checks_numpy_and_torch_agree(dtype, index, coordinate, match):
+    """rois_from_boxes accepts valid RoIs with NumPy tests and otherwise runs the torch tests,
+    which raise; bfloat16 (no NumPy view) always takes the torch tests: same answers, same
+    messages."""
+    rois = torch.tensor([[0.0, 1, 1, 4, 4], [index, 0, 0, coordinate, 3]], dtype=dtype)
+    if match is None:
+        assert roi_module.rois_from_boxes(rois, 2) is rois
+    else:
+        with pytest.raises(ValueError, match=match):
+            roi_module.rois_from_boxes(rois, 2)
+
+
 def test_list_of_boxes_float64_and_non_contiguous():
     x = torch.randn(3, 4, 10, 10, dtype=torch.float64).transpose(2, 3)  # non-contiguous
     boxes = [

@@ -255,7 +255,7 @@ def roi_align(
     out = input.new_zeros((len(rois), channels, ph, pw))
     if len(rois) == 0:
         return out
-    image = torch.from_numpy(rois[:, 0].astype(np.int64)).to(input.device)
+    image = rois[:, 0].astype(np.int64)
     order = np.argsort(np.maximum(roi_h, roi_w), kind="stable")  # similar windows in one chunk
     chunks = [
         (k, *_interpolation(y1[k], roi_h[k], x1[k], roi_w[k], (ph, pw), (height, width), sampling_ratio))
@@ -264,8 +264,8 @@ def roi_align(
     window = _window_reader(input, sum(rows.size * cols.shape[1] for _, _, rows, _, cols in chunks))
     for k, a_y, rows, a_x, cols in chunks:
         a_y, a_x = (torch.from_numpy(a).to(input) for a in (a_y, a_x))
-        k, rows, cols = (torch.from_numpy(a).to(input.device) for a in (k, rows, cols))
-        mixed = a_y @ window(image[k], rows, cols).flatten(2)  # [k, PH, w * C]: the rows of each bin mixed
+        k, image_k, rows, cols = (torch.from_numpy(a).to(input.device) for a in (k, image[k], rows, cols))
+        mixed = a_y @ window(image_k, rows, cols).flatten(2)  # [k, PH, w * C]: the rows of each bin mixed
         bins = a_x[:, None] @ mixed.view(len(k), ph, -1, channels)  # [k, PH, PW, C]: then the columns
         out[k] = bins.permute(0, 3, 1, 2)
     return out
