@@ -89,8 +89,9 @@ def _greedy_all_pairs(boxes: np.ndarray, scores: torch.Tensor, threshold: float,
     coordinates = np.ascontiguousarray(boxes[order].T)  # [4, N]; contiguous rows broadcast fast
     low, high = coordinates[:2], coordinates[2:]  # [2, N]: (x1, y1) and (x2, y2)
     sides = np.minimum(high[:, :, None], high[:, None, :]) - np.maximum(low[:, :, None], low[:, None, :])
-    np.maximum(sides, np.zeros_like(sides), out=sides)  # [2, N, N]: overlap along x, along y (clamped at
-    # 0 against an array of zeros: NumPy broadcasts the scalar 0 four times slower here)
+    # [2, N, N]: overlap along x, along y, clamped at 0 (against an array of zeros: NumPy
+    # broadcasts the scalar 0 four times slower here)
+    np.maximum(sides, np.zeros_like(sides), out=sides)
     inter = sides[0] * sides[1]
     width, height = high - low
     area = width * height
