@@ -11,7 +11,8 @@ from test_ops_boxes import box_sets
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from cvlib import ops
-from cvlib.ops.nms import BLOCK, _by_score, _greedy
+from cvlib.ops.boxes import _check_boxes
+from cvlib.ops.nms import BLOCK, _by_score, _check_scores, _greedy, _order_by_score
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
@@ -85,6 +86,47 @@ def test_block_path_on_few_boxes(boxes, iou_threshold, ties):
     scores = _scores(len(boxes), boxes.dtype, len(boxes), ties)
     keep = _greedy(boxes, _by_score(scores), iou_threshold)
     assert torch.equal(keep, torchvision.ops.nms(boxes, scores, iou_threshold))
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(0, 50),
+       st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
+                        torch.int64]))
+def test_numpy_sort_is_the_stable_descending_sort(seed, n, dtype):
+    """The small path sorts scores in NumPy (torch where NumPy cannot view them: bfloat16):
+    the same order as torch's stable descending sort, ties (few distinct values), -0.0 and
+    int8's -128 included."""
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randint(-128, 128, (n,), generator=g) // 32).to(dtype)  # 8 values: ties
+    if not dtype.is_signed:
+        scores = scores.abs()
+    if dtype == torch.int8 and n:
+        scores[0] = -128
+    if dtype.is_floating_point and n > 2:
+        scores[1], scores[2] = -0.0, 0.0  # equal to each other: index order
+    assert torch.equal(torch.from_numpy(_order_by_score(scores)), _by_score(scores))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "change, match",
+    [(None, None), ((0, 2, float("nan")), "boxes contains NaN"), ((1, 0, float("inf")), "boxes contains inf"),
+     ((2, 2, -5.0), "x1 <= x2 and y1 <= y2")],
+)
+def test_box_checks_numpy_and_torch_agree(dtype, change, match):
+    """_check_boxes accepts valid boxes with NumPy tests and otherwise runs the torch tests,
+    which raise; bfloat16 (no NumPy view) always takes the torch tests: same answers, same
+    messages. _check_scores likewise for NaN scores."""
+    boxes = BOXES.to(dtype, copy=True)
+    if change is not None:
+        boxes[change[:2]] = change[2]
+    if match is None:
+        _check_boxes(boxes)
+        _check_scores(torch.rand(3).to(dtype), boxes)
+    else:
+        with pytest.raises(ValueError, match=match):
+            _check_boxes(boxes)
+    with pytest.raises(ValueError, match="scores contains NaN"):
+        _check_scores(torch.tensor([0.1, float("nan"), 0.3]).to(dtype), BOXES)
 
 
 def test_batched_nms_negative_coordinates():

@@ -48,6 +48,43 @@ def test_roi_align_like_torchvision(seed, n, output_size, spatial_scale, samplin
     n=st.integers(0, 30),
     output_size=st.sampled_from([1, 2, 7, (3, 5)]),
     spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
+    sampling_ratio=st.sampled_from([-1, 0, 2]),
+    aligned=st.booleans(),
+    cells_read=st.sampled_from([0, 10**9]),
+)
+def test_roi_align_both_window_readers_like_torchvision(
+    seed, n, output_size, spatial_scale, sampling_ratio, aligned, cells_read
+):
+    """Each way of reading the windows (from the strided map for few cells, from a contiguous
+    copy for many: _window_reader's threshold), forced on every input."""
+    x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
+    rois = _rois(seed, n)
+    reader = roi_module._window_reader
+    with mock.patch.object(roi_module, "_window_reader", lambda input, _: reader(input, cells_read)):
+        ours = ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    ref = torchvision.ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, strided", [(1, True), (7, True), (8, False), (CHUNK + 3, False)])
+def test_roi_align_reads_few_windows_from_the_map(n, strided):
+    """A 1 x 3 x 20 x 20 map (400 cells), RoIs of 4 x 4 cells: windows of 5 x 5 cells. Up to 7
+    RoIs read 175 cells, under half the map, from the strided map; 8 RoIs (200 cells) and
+    CHUNK + 3 RoIs (two chunks) from a contiguous copy. Each equal to torchvision."""
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(n))
+    rois = torch.tensor([[0.0, 2, 3, 6, 7]]).repeat(n, 1)
+    with mock.patch.object(roi_module, "_window_reader", wraps=roi_module._window_reader) as spy:
+        ours = ops.roi_align(x, rois, 2)
+    cells_read = spy.call_args.args[1]
+    assert cells_read == 25 * n and (2 * cells_read < 400) == strided
+    torch.testing.assert_close(ours, torchvision.ops.roi_align(x, rois, 2), rtol=1e-5, atol=1e-5)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(0, 30),
+    output_size=st.sampled_from([1, 2, 7, (3, 5)]),
+    spatial_scale=st.sampled_from([1.0, 0.5, 0.25, 0.8, 0.1]),
 )
 def test_roi_pool_like_torchvision(seed, n, output_size, spatial_scale):
     x = torch.randn(2, 3, 12, 15, generator=torch.Generator().manual_seed(seed))
@@ -91,6 +128,24 @@ def test_roi_pool_chooses_the_path_that_reads_less(n, output_size, path):
         ours = ops.roi_pool(x, rois, output_size)
     assert spy.call_count == 1
     torch.testing.assert_close(ours, torchvision.ops.roi_pool(x, rois, output_size))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "index, coordinate, match",
+    [(1.0, 2.0, None), (1.0, float("nan"), "boxes contains NaN"), (1.0, float("inf"), "boxes contains inf"),
+     (-1.0, 2.0, "whole numbers >= 0"), (0.5, 2.0, "whole numbers >= 0"), (2.0, 2.0, r"in \[0, 2\)")],
+)
+def test_roi_checks_numpy_and_torch_agree(dtype, index, coordinate, match):
+    """rois_from_boxes accepts valid RoIs with NumPy tests and otherwise runs the torch tests,
+    which raise; bfloat16 (no NumPy view) always takes the torch tests: same answers, same
+    messages."""
+    rois = torch.tensor([[0.0, 1, 1, 4, 4], [index, 0, 0, coordinate, 3]], dtype=dtype)
+    if match is None:
+        assert roi_module.rois_from_boxes(rois, 2) is rois
+    else:
+        with pytest.raises(ValueError, match=match):
+            roi_module.rois_from_boxes(rois, 2)
 
 
 def test_list_of_boxes_float64_and_non_contiguous():

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from cvlib._checks import number, pair, tensor
+from cvlib._checks import all_finite, number, pair, tensor
 
 __all__ = [
     "box_convert",
@@ -30,10 +31,35 @@ FORMATS = ("xyxy", "xywh", "cxcywh")
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # largest tw, th before exp: a box grows at most 62.5x
 
 
+NUMPY_DTYPES = {torch.float16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
+                torch.int32, torch.int64}  # the dtypes NumPy can view (not bfloat16)
+
+
+def _numpy(values: torch.Tensor) -> np.ndarray | None:
+    """A NumPy view of ``values`` (no copy) if it is on the CPU in a dtype NumPy knows, else None.
+
+    Why: on a few boxes, a torch call costs several microseconds of dispatch and a NumPy call
+    one, so the small-input paths of the ops (and the checks) run in NumPy; the arithmetic is
+    the same IEEE arithmetic, so the numbers are equal.
+    """
+    if values.device.type == "cpu" and values.dtype in NUMPY_DTYPES and not values.is_neg():
+        return values.detach().numpy()
+    return None
+
+
 def _check_boxes(boxes, name: str = "boxes", ordered: bool = True) -> None:
     """Raise a clear error unless ``boxes`` is a finite float tensor ``[N, 4]`` and (when
-    ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``."""
-    tensor(boxes, name, shape=("N", 4), dtype="float", finite=True)
+    ``ordered``) ``x1 <= x2`` and ``y1 <= y2``. Shared by every op of ``cvlib.ops``.
+
+    Valid boxes are accepted by two NumPy tests (a few microseconds; the torch tests took a
+    fifth of NMS on 100 boxes); anything else goes through the torch tests, which raise.
+    """
+    tensor(boxes, name, shape=("N", 4), dtype="float")
+    values = _numpy(boxes)
+    if values is not None and np.isfinite(values).all():
+        if not ordered or (values[:, 2:] >= values[:, :2]).all():
+            return
+    all_finite(boxes, name)
     if ordered and (boxes[:, 2:] < boxes[:, :2]).any():  # x2 < x1 or y2 < y1
         raise ValueError(f"{name} must be xyxy with x1 <= x2 and y1 <= y2")
 
