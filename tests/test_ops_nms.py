@@ -214,6 +214,10 @@ BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 3, 3]])
         (lambda: ops.nms(BOXES.flip(1), torch.rand(3), 0.5), "x1 <= x2"),
         (lambda: ops.nms(BOXES[:, :3], torch.rand(3), 0.5), r"boxes must have shape \[N, 4\]"),
         (lambda: ops.batched_nms(BOXES, torch.rand(3), torch.zeros(2), 0.5), r"idxs must have shape"),
+        # torchvision: "nms_kernel" not implemented for 'BFloat16'
+        (lambda: ops.nms(BOXES.bfloat16(), torch.rand(3), 0.5), "boxes must be float16, float32 or float64"),
+        (lambda: ops.batched_nms(BOXES.bfloat16(), torch.rand(3), torch.zeros(3, dtype=torch.int64), 0.5),
+         "boxes must be float16, float32 or float64"),
     ],
 )
 def test_bad_input(call, match):

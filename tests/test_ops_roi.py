@@ -186,6 +186,17 @@ def test_roi_pool_of_a_box_below_the_map_is_zero():
     assert torch.equal(ours, torchvision.ops.roi_pool(x, boxes, 2)) and not ours.any()
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 8, 8), (1, 2, 0, 8), (1, 2, 8, 0)])
+def test_a_map_without_channels_or_cells_gives_zeros(shape):
+    """Nothing to read: every bin is 0, as torchvision's roi_pool gives (its roi_align crashes
+    the process on a map without cells); the readable loops agree."""
+    x, rois = torch.rand(shape), torch.tensor([[0.0, 1, 1, 5, 5], [0, 2, 0, 3, 7]])
+    expected = torchvision.ops.roi_pool(x, rois, 2)
+    assert expected.shape == (2, shape[1], 2, 2) and not expected.any()
+    for pool in (ops.roi_pool, ops.roi_align, ops.reference.roi_pool_loop, ops.reference.roi_align_loop):
+        assert torch.equal(pool(x, rois, 2), expected), pool.__name__
+
+
 def test_empty_boxes_and_dtypes():
     x = torch.randn(1, 2, 5, 5)
     assert ops.roi_align(x.double(), [], 2).dtype == torch.float64  # boxes follow the input

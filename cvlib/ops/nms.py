@@ -38,6 +38,14 @@ def _any_nan(values: torch.Tensor) -> bool:
     return bool(np.isnan(array).any() if array is not None else torch.isnan(values).any())
 
 
+def _check_nms_boxes(boxes) -> None:
+    """:func:`~cvlib.ops.boxes._check_boxes`, and not bfloat16: NumPy has no bfloat16 and
+    torchvision's NMS kernels none either."""
+    _check_boxes(boxes)
+    if boxes.dtype == torch.bfloat16:
+        raise TypeError("boxes must be float16, float32 or float64 for NMS (as torchvision's), got bfloat16")
+
+
 def _check_threshold(iou_threshold) -> None:
     number(iou_threshold, "iou_threshold", low=0)
 
@@ -47,7 +55,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     sorted by decreasing ``scores`` ``[N]``. A box is dropped when its IoU with a kept,
     better-scoring box is ``> iou_threshold``; two zero-area boxes (IoU 0 / 0) never suppress
     each other."""
-    _check_boxes(boxes)
+    _check_nms_boxes(boxes)
     _check_scores(scores, boxes)
     _check_threshold(iou_threshold)
     if len(boxes) <= BLOCK:  # one block: no block machinery
@@ -180,7 +188,7 @@ def batched_nms(
     boxes category by category (by score within one) keeps each block of :func:`_greedy` within
     a stretch of the shifted axis, so it compares only the boxes of its own categories.
     """
-    _check_boxes(boxes)
+    _check_nms_boxes(boxes)
     _check_scores(scores, boxes)
     _check_scores(idxs, boxes, "idxs", dtype="int")
     _check_threshold(iou_threshold)

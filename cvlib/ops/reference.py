@@ -202,8 +202,8 @@ def roi_align_loop(input: torch.Tensor, rois: torch.Tensor, output_size, spatial
     (ph, pw), _ = _check(input, output_size, spatial_scale), rois_from_boxes(rois, len(input), "rois")
     integer(sampling_ratio, "sampling_ratio")
     out = input.new_zeros((len(rois), input.shape[1], ph, pw))
-    if out.numel() == 0:
-        return out  # no RoIs or no channels
+    if out.numel() == 0 or 0 in input.shape[2:]:
+        return out  # no RoIs, no channels or no cells: every point reads 0
     for k, (n, x1, y1, x2, y2) in enumerate(rois.tolist()):
         ys = roi_align_points(y1, y2, ph, sampling_ratio, spatial_scale, aligned, input.dtype)  # 1. and 2.
         xs = roi_align_points(x1, x2, pw, sampling_ratio, spatial_scale, aligned, input.dtype)  # [PW * gw]

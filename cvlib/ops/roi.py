@@ -105,8 +105,8 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     """
     (ph, pw), rois = _check(input, output_size, spatial_scale), _numpy_rois(boxes, input)
     num_images, channels, height, width = input.shape
-    if len(rois) == 0:
-        return input.new_zeros((0, channels, ph, pw))
+    if len(rois) == 0 or 0 in (channels, height, width):  # nothing to read: every bin is empty (0)
+        return input.new_zeros((len(rois), channels, ph, pw))
     # the bin arithmetic in NumPy (the same numbers; a torch call costs several times more)
     cells = _round_half_away(rois[:, 1:] * rois.dtype.type(spatial_scale)).astype(np.int64)  # in cells
     roi_w = np.maximum(cells[:, 2] - cells[:, 0] + 1, 1)
@@ -254,7 +254,7 @@ def roi_align(
     if not aligned:  # torchvision: legacy boxes are at least one cell wide
         roi_w, roi_h = np.maximum(roi_w, 1), np.maximum(roi_h, 1)
     out = input.new_zeros((len(rois), channels, ph, pw))
-    if len(rois) == 0:
+    if len(rois) == 0 or 0 in (channels, height, width):  # nothing to read: every point reads 0
         return out
     image = rois[:, 0].astype(np.int64)
     order = np.argsort(np.maximum(roi_h, roi_w), kind="stable")  # similar windows in one chunk
