@@ -1,6 +1,10 @@
 """Non-maximum suppression: keep the best-scoring box, drop the boxes that overlap it by more
 than ``iou_threshold``, repeat with the best remaining box.
 
+Read :func:`cvlib.ops.reference.nms_steps` first: the lecture's loop, one iteration at a time.
+This file computes the same boxes fast (NumPy on a few boxes, blocks of IoUs on many), which
+hides the algorithm.
+
 Same results as ``torchvision.ops.nms`` / ``batched_nms``: kept indices (int64) in decreasing
 order of score. Equal scores keep their index order (a stable sort), as torchvision's CPU
 kernel does; torchvision's ``batched_nms`` above 1,000 boxes (a loop over categories and an

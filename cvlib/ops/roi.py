@@ -8,6 +8,10 @@ Both cut the box ``rois[k]`` (in image pixels, scaled to the feature map by
 - **RoI Align** does not round: it samples ``sampling_ratio x sampling_ratio`` points in each
   bin by **bilinear interpolation** and averages them.
 
+Read :func:`cvlib.ops.reference.roi_pool_loop` and :func:`~cvlib.ops.reference.roi_align_loop`
+first: the lecture's steps, one RoI at a time. This file computes the same numbers fast
+(gathers of whole bins, range-maximum tables, interpolation matrices), which hides them.
+
 With a feature pyramid (FPN), ``multiscale_roi_align`` pools each RoI from the level that
 suits its size (``roi_levels``), as torchvision's ``MultiScaleRoIAlign``.
 
