@@ -42,8 +42,8 @@ def _numpy(values: torch.Tensor) -> np.ndarray | None:
     one, so the small-input paths of the ops (and the checks) run in NumPy; the arithmetic is
     the same IEEE arithmetic, so the numbers are equal.
     """
-    if values.device.type == "cpu" and values.dtype in NUMPY_DTYPES and not values.is_neg():
-        return values.detach().numpy()
+    if values.is_cpu and values.dtype in NUMPY_DTYPES and not values.is_neg():
+        return (values.detach() if values.requires_grad else values).numpy()
     return None
 
 

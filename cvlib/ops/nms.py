@@ -100,10 +100,11 @@ def _greedy_all_pairs(boxes: np.ndarray, scores: torch.Tensor, threshold: float,
     order = _order_by_score(scores)
     coordinates = np.ascontiguousarray(boxes[order].T)  # [4, N]; contiguous rows broadcast fast
     low, high = coordinates[:2], coordinates[2:]  # [2, N]: (x1, y1) and (x2, y2)
-    sides = np.minimum(high[:, :, None], high[:, None, :]) - np.maximum(low[:, :, None], low[:, None, :])
-    # [2, N, N]: overlap along x, along y, clamped at 0 (against an array of zeros: NumPy
-    # broadcasts the scalar 0 four times slower here)
-    np.maximum(sides, np.zeros_like(sides), out=sides)
+    ends = np.minimum(high[:, :, None], high[:, None, :])  # [2, N, N]: where each overlap ends
+    starts = np.maximum(low[:, :, None], low[:, None, :])  # and where it starts, along x and y
+    # the overlaps clamped at 0: ends - min(starts, ends) is ends - starts where that is positive
+    # and exactly 0 elsewhere, the numbers of a clamp in half its time
+    sides = ends - np.minimum(starts, ends, out=starts)
     inter = sides[0] * sides[1]
     width, height = high - low
     area = width * height
