@@ -257,21 +257,26 @@ def roi_align(
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # torchvision: legacy boxes are at least one cell wide
         roi_w, roi_h = np.maximum(roi_w, 1), np.maximum(roi_h, 1)
-    out = input.new_zeros((len(rois), channels, ph, pw))
     if len(rois) == 0 or 0 in (channels, height, width):  # nothing to read: every point reads 0
-        return out
+        return input.new_zeros((len(rois), channels, ph, pw))
     image = rois[:, 0].astype(np.int64)
-    order = np.argsort(np.maximum(roi_h, roi_w), kind="stable")  # similar windows in one chunk
+    if len(rois) <= CHUNK:  # one chunk: the RoIs as they come, no reordering
+        order = np.arange(len(rois))
+    else:  # similar windows in one chunk
+        order = np.argsort(np.maximum(roi_h, roi_w), kind="stable")
     chunks = [
         (k, *_interpolation(y1[k], roi_h[k], x1[k], roi_w[k], (ph, pw), (height, width), sampling_ratio))
         for k in np.split(order, range(CHUNK, len(order), CHUNK))
     ]  # (RoIs [k], A_y [k, PH, h], rows [k, h], A_x [k, PW, w], cols [k, w])
     window = _window_reader(input, sum(rows.size * cols.shape[1] for _, _, rows, _, cols in chunks))
+    out = input.new_empty((len(rois), channels, ph, pw)) if len(chunks) > 1 else None
     for k, a_y, rows, a_x, cols in chunks:
         a_y, a_x = (torch.from_numpy(a).to(input) for a in (a_y, a_x))
         k, image_k, rows, cols = (torch.from_numpy(a).to(input.device) for a in (k, image[k], rows, cols))
         mixed = a_y @ window(image_k, rows, cols).flatten(2)  # [k, PH, w * C]: the rows of each bin mixed
         bins = a_x[:, None] @ mixed.view(len(k), ph, -1, channels)  # [k, PH, PW, C]: then the columns
+        if out is None:  # one chunk, in the RoIs' order: no scatter (5% of the time on 10 RoIs)
+            return bins.permute(0, 3, 1, 2).contiguous()
         out[k] = bins.permute(0, 3, 1, 2)
     return out
 
