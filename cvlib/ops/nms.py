@@ -103,7 +103,8 @@ def _greedy_all_pairs(boxes: np.ndarray, scores: torch.Tensor, threshold: float,
     ends = np.minimum(high[:, :, None], high[:, None, :])  # [2, N, N]: where each overlap ends
     starts = np.maximum(low[:, :, None], low[:, None, :])  # and where it starts, along x and y
     # the overlaps clamped at 0: ends - min(starts, ends) is ends - starts where that is positive
-    # and exactly 0 elsewhere, the numbers of a clamp in half its time
+    # and exactly 0 elsewhere, the numbers of a clamp in 60% of its time (3.3 against 5.8 us on
+    # 100 boxes)
     sides = ends - np.minimum(starts, ends, out=starts)
     inter = sides[0] * sides[1]
     width, height = high - low
